@@ -1,0 +1,163 @@
+"""Opening an LMDB store safely: identity, format, role, growth, readers.
+
+Owns everything about the LMDB environment that the log and the replica share.
+A store is a directory holding LMDB's data.mdb and lock.mdb. Nothing here
+knows what the records mean.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+import lmdb
+
+from eventlog.encoding import from_u64, u64
+from eventlog.errors import FormatError, NotAStoreError, RoleError
+
+STORE_FORMAT = 1
+DEFAULT_MAP_SIZE = 1 << 30  # virtual space only; grown by doubling on MapFullError
+MAX_READERS = 1024  # one slot per concurrent read transaction (gRPC streams read in threads)
+
+T = TypeVar("T")
+
+
+def _is_store_dir(path: Path) -> bool:
+    return (path / "data.mdb").is_file()
+
+
+class Environment:
+    """One open LMDB environment with k8s-edge metadata and named databases."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        role: str,
+        databases: tuple[str, ...],
+        readonly: bool = False,
+        map_size: int = DEFAULT_MAP_SIZE,
+        initial_meta: dict[bytes, bytes] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.readonly = readonly
+        self._grow_lock = threading.Lock()
+        if self.path.exists() and not self.path.is_dir():
+            raise NotAStoreError(f"{self.path}: is a file, not a store directory")
+        if readonly and not _is_store_dir(self.path):
+            why = "does not exist" if not self.path.exists() else "holds no store (no data.mdb)"
+            raise NotAStoreError(f"{self.path}: {why}")
+        if not readonly:
+            self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.env = lmdb.open(
+                str(self.path),
+                map_size=map_size,
+                max_dbs=len(databases) + 1,
+                max_readers=MAX_READERS,
+                readonly=readonly,
+                subdir=True,
+                readahead=False,  # random reads of a large log; readahead only evicts
+            )
+        except lmdb.Error as exc:
+            raise NotAStoreError(f"{self.path}: not an LMDB store ({_one_line(exc)})") from None
+        try:
+            self.env.reader_check()  # clear slots of readers that died without closing
+            self._open_databases(role=role, databases=databases, initial_meta=initial_meta or {})
+        except BaseException:
+            self.env.close()
+            raise
+
+    def _open_databases(self, *, role: str, databases: tuple[str, ...], initial_meta: dict[bytes, bytes]) -> None:
+        try:
+            with self.env.begin() as txn:
+                has_meta = txn.get(b"meta") is not None
+                foreign = not has_meta and txn.cursor().first()
+        except lmdb.Error as exc:
+            raise NotAStoreError(f"{self.path}: not an LMDB store ({_one_line(exc)})") from None
+        if foreign:
+            raise NotAStoreError(f"{self.path}: an LMDB database, but not a k8s-edge store; refusing to touch it")
+        if not has_meta and self.readonly:
+            raise NotAStoreError(f"{self.path}: an empty LMDB environment, not a k8s-edge store")
+        if not has_meta:
+            self.meta = self.env.open_db(b"meta")
+            self.dbs = {name: self.env.open_db(name.encode()) for name in databases}
+            with self.env.begin(write=True) as txn:
+                txn.put(b"format", u64(STORE_FORMAT), db=self.meta)
+                txn.put(b"role", role.encode(), db=self.meta)
+                txn.put(b"log_id", uuid.uuid4().hex.encode() if role == "manager" else b"", db=self.meta)
+                for k, v in initial_meta.items():
+                    txn.put(k, v, db=self.meta)
+            return
+        try:
+            self.meta = self.env.open_db(b"meta", create=False)
+        except lmdb.Error as exc:
+            raise NotAStoreError(f"{self.path}: not a k8s-edge store ({_one_line(exc)})") from None
+        with self.env.begin() as txn:
+            fmt_raw = txn.get(b"format", db=self.meta)
+            stored_role = (txn.get(b"role", db=self.meta) or b"").decode(errors="replace")
+        if fmt_raw is None or len(fmt_raw) != 8:
+            raise NotAStoreError(f"{self.path}: not a k8s-edge store (no format version)")
+        fmt = from_u64(fmt_raw)
+        if fmt > STORE_FORMAT:
+            raise FormatError(
+                f"{self.path}: store format {fmt} is newer than this version reads ({STORE_FORMAT}); upgrade k8s-edge"
+            )
+        if stored_role != role:
+            raise RoleError(f"{self.path}: this is an {stored_role or 'unknown'} store, not an {role} store")
+        try:
+            self.dbs = {name: self.env.open_db(name.encode(), create=not self.readonly) for name in databases}
+        except lmdb.Error as exc:
+            raise NotAStoreError(f"{self.path}: incomplete k8s-edge store ({_one_line(exc)})") from None
+
+    @contextmanager
+    def read(self) -> Iterator[lmdb.Transaction]:
+        """A read transaction; never blocks the writer (MVCC)."""
+        try:
+            txn = self.env.begin()
+        except lmdb.MapResizedError:
+            self.env.set_mapsize(0)  # another process grew the map: adopt its size
+            txn = self.env.begin()
+        try:
+            yield txn
+        finally:
+            txn.abort()
+
+    def write(self, fn: Callable[[lmdb.Transaction], T]) -> T:
+        """Run fn in one write transaction, growing the map and retrying when full."""
+        while True:
+            try:
+                with self.env.begin(write=True) as txn:
+                    return fn(txn)
+            except lmdb.MapFullError:
+                with self._grow_lock:
+                    self.env.set_mapsize(self.env.info()["map_size"] * 2)
+            except lmdb.MapResizedError:
+                self.env.set_mapsize(0)
+
+    def get_meta(self, txn: lmdb.Transaction, key: bytes, default: int = 0) -> int:
+        """A numeric metadata value."""
+        v = txn.get(key, db=self.meta)
+        return from_u64(v) if v is not None else default
+
+    def get_meta_str(self, txn: lmdb.Transaction, key: bytes) -> str:
+        """A text metadata value."""
+        return (txn.get(key, db=self.meta) or b"").decode()
+
+    def size_bytes(self) -> int:
+        """Bytes the store's pages take on disk."""
+        info, stat = self.env.info(), self.env.stat()
+        return (info["last_pgno"] + 1) * stat["psize"]
+
+    def close(self) -> None:
+        """Close the environment; safe to call twice."""
+        self.env.close()
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())

@@ -1,0 +1,322 @@
+"""The manager's store: the append-only event log and the view it implies.
+
+Databases: `log` (offset -> event), `node_index` (node, offset -> node digest
+after that event), `view` and `nodes` (the materialised view, see view.py), and
+`base` (what compaction folded away: the view as of the first retained event,
+so replaying the retained events over it gives the view, invariant 2).
+Appends and view updates share one write transaction: both or neither.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Iterator
+
+import lmdb
+
+from eventlog.encoding import (
+    decode_event,
+    decode_view_value,
+    encode_event,
+    encode_view_value,
+    from_u64,
+    node_index_key,
+    split_view_key,
+    u64,
+    view_key,
+)
+from eventlog.environment import DEFAULT_MAP_SIZE, Environment
+from eventlog.errors import CompactedError, OffsetOutOfRangeError
+from eventlog.records import Change, CompactionResult, Event, NodeState, PodEntry, PodKey, Snapshot, StoreInfo
+from eventlog.view import ViewWriter, read_node, read_nodes, read_pods
+
+ROLE = "manager"
+_DATABASES = ("log", "node_index", "view", "nodes", "base")
+_COMPACT_CHUNK = 10_000  # events dropped per write transaction, so compaction never holds the writer long
+
+
+class LogStore:
+    """The event log of one manager data directory, identified by its log_id."""
+
+    def __init__(self, path: str | os.PathLike[str], *, readonly: bool = False, map_size: int = DEFAULT_MAP_SIZE) -> None:
+        self._env = Environment(
+            path, role=ROLE, databases=_DATABASES, readonly=readonly, map_size=map_size,
+            initial_meta={b"head": u64(0), b"first": u64(1), b"log_bytes": u64(0)},
+        )
+        self.path = self._env.path
+        self._log = self._env.dbs["log"]
+        self._index = self._env.dbs["node_index"]
+        self._view = self._env.dbs["view"]
+        self._nodes = self._env.dbs["nodes"]
+        self._base = self._env.dbs["base"]
+        with self._env.read() as txn:
+            self.log_id = self._env.get_meta_str(txn, b"log_id")
+
+    # -- identity and extent -------------------------------------------------
+
+    @property
+    def head_offset(self) -> int:
+        """Offset of the newest event (0 for an empty log)."""
+        with self._env.read() as txn:
+            return self._env.get_meta(txn, b"head")
+
+    @property
+    def first_offset(self) -> int:
+        """Offset of the oldest retained event (head + 1 when none is retained)."""
+        with self._env.read() as txn:
+            return self._env.get_meta(txn, b"first", 1)
+
+    def info(self) -> StoreInfo:
+        """Identity and extent, read in one transaction."""
+        with self._env.read() as txn:
+            head = self._env.get_meta(txn, b"head")
+            first = self._env.get_meta(txn, b"first", 1)
+            fmt = self._env.get_meta(txn, b"format")
+        return StoreInfo(str(self.path), ROLE, self.log_id, fmt, head, first, head - first + 1, self._env.size_bytes())
+
+    # -- writing -----------------------------------------------------------
+
+    def append(self, changes: Iterable[Change], *, time_ns: int | None = None) -> list[Event]:
+        """Append the changes that change the view, in one transaction; return the new events.
+
+        A put of the manifest the view already holds, or a delete of a pod it
+        does not hold, appends nothing: replays and resyncs are idempotent.
+        """
+        batch = list(changes)
+        for c in batch:
+            _check_change(c)
+        if not batch:
+            return []
+        now = time_ns if time_ns is not None else time.time_ns()
+
+        def txn_fn(txn: lmdb.Transaction) -> list[Event]:
+            head = self._env.get_meta(txn, b"head")
+            log_bytes = self._env.get_meta(txn, b"log_bytes")
+            view = ViewWriter(txn, view_db=self._view, nodes_db=self._nodes)
+            log_cur = txn.cursor(db=self._log)
+            out: list[Event] = []
+            for c in batch:
+                if not view.apply(c.node, c.op, c.namespace, c.name, c.manifest, head + 1, skip_same=True):
+                    continue
+                head += 1
+                event = Event(head, now, c.node, c.op, c.namespace, c.name, c.manifest, c.source)
+                raw = encode_event(event)
+                log_cur.put(u64(head), raw, append=True)  # offsets only grow: MDB_APPEND
+                txn.put(node_index_key(c.node, head), u64(view.node(c.node).digest), db=self._index)
+                log_bytes += len(raw)
+                out.append(event)
+            if out:
+                view.flush()
+                txn.put(b"head", u64(head), db=self._env.meta)
+                txn.put(b"log_bytes", u64(log_bytes), db=self._env.meta)
+            return out
+
+        return self._env.write(txn_fn)
+
+    def compact(
+        self, *, keep_last: int | None = None, older_than_ns: int | None = None, max_bytes: int | None = None
+    ) -> CompactionResult:
+        """Drop the oldest events beyond any of the bounds; the view stays whole."""
+        with self._env.read() as txn:
+            head = self._env.get_meta(txn, b"head")
+            first = self._env.get_meta(txn, b"first", 1)
+            log_bytes = self._env.get_meta(txn, b"log_bytes")
+            cut = first  # events with offset < cut are dropped
+            if keep_last is not None:
+                cut = max(cut, head - keep_last + 1)
+            if older_than_ns is not None or max_bytes is not None:
+                remaining = log_bytes
+                for k, v in txn.cursor(db=self._log).iternext():
+                    off = from_u64(k)
+                    too_old = older_than_ns is not None and decode_event(v).time_ns < older_than_ns
+                    too_big = max_bytes is not None and remaining > max_bytes
+                    if off >= cut and not (too_old or too_big):
+                        break
+                    remaining -= len(v)
+                    cut = max(cut, off + 1)
+        dropped = 0
+        while first < cut:
+            end = min(cut, first + _COMPACT_CHUNK)
+            dropped += self._env.write(lambda txn, a=first, b=end: self._drop(txn, a, b))
+            first = end
+        return CompactionResult(dropped, max(first, self.first_offset))
+
+    def _drop(self, txn: lmdb.Transaction, start: int, end: int) -> int:
+        """Fold events [start, end) into the base and delete them."""
+        summaries = ViewWriter(txn, view_db=self._view, nodes_db=self._nodes)  # only compacted_through changes
+        log_bytes = self._env.get_meta(txn, b"log_bytes")
+        n = 0
+        for off in range(start, end):
+            raw = txn.get(u64(off), db=self._log)
+            if raw is None:
+                continue
+            e = decode_event(raw)
+            key = view_key(e.node, e.namespace, e.name)
+            if e.op == "put":
+                assert e.manifest is not None
+                txn.put(key, encode_view_value(e.offset, 0, e.manifest), db=self._base)
+            else:
+                txn.delete(key, db=self._base)
+            summaries.node(e.node).compacted_through = off
+            txn.delete(u64(off), db=self._log)
+            txn.delete(node_index_key(e.node, off), db=self._index)
+            log_bytes -= len(raw)
+            n += 1
+        summaries.flush()
+        txn.put(b"first", u64(end), db=self._env.meta)
+        txn.put(b"log_bytes", u64(log_bytes), db=self._env.meta)
+        return n
+
+    # -- reading -----------------------------------------------------------
+
+    def node_state(self, node: str) -> NodeState | None:
+        """A node's head offset, digest and pod count; None if the log never saw it."""
+        with self._env.read() as txn:
+            return read_node(txn, self._nodes, node)
+
+    def nodes(self) -> list[NodeState]:
+        """Every node the log has seen, by name."""
+        with self._env.read() as txn:
+            return read_nodes(txn, self._nodes)
+
+    def pods(self, node: str) -> dict[PodKey, PodEntry]:
+        """A node's current pods."""
+        with self._env.read() as txn:
+            return read_pods(txn, self._view, node)
+
+    def all_pods(self) -> dict[str, dict[PodKey, PodEntry]]:
+        """Every node's pods, read in one transaction (the recorder's diff base)."""
+        out: dict[str, dict[PodKey, PodEntry]] = {}
+        with self._env.read() as txn:
+            for k, v in txn.cursor(db=self._view):
+                node, ns, name = split_view_key(k)
+                offset, _, manifest = decode_view_value(v)
+                out.setdefault(node, {})[(ns, name)] = PodEntry(ns, name, offset, manifest)
+        return out
+
+    def base(self, node: str) -> dict[PodKey, PodEntry]:
+        """The node's pods as of the first retained event: what compaction folded away."""
+        with self._env.read() as txn:
+            return read_pods(txn, self._base, node)
+
+    def digest_at(self, node: str, offset: int) -> int | None:
+        """The node's digest right after its event at `offset`; None if unknown here."""
+        with self._env.read() as txn:
+            st = read_node(txn, self._nodes, node)
+            if st is None:
+                return 0 if offset == 0 else None
+            if offset == st.head_offset:
+                return st.digest
+            raw = txn.get(node_index_key(node, offset), db=self._index)
+            return from_u64(raw) if raw is not None else None
+
+    def read_node_raw(self, node: str, *, after: int = 0, limit: int = 256) -> list[bytes]:
+        """Up to `limit` framed events of one node with offset > after, in order.
+
+        Raises CompactedError when some of them were dropped: the caller needs a snapshot.
+        """
+        prefix = f"{node}\0".encode()
+        out: list[bytes] = []
+        with self._env.read() as txn:
+            st = read_node(txn, self._nodes, node)
+            if st is not None and after < st.compacted_through:
+                raise CompactedError(
+                    f"events of node {node} after offset {after} were compacted (through {st.compacted_through})"
+                )
+            cur = txn.cursor(db=self._index)
+            if not cur.set_range(prefix + u64(after + 1)):
+                return out
+            for k in cur.iternext(values=False):
+                if not k.startswith(prefix):
+                    break
+                raw = txn.get(k[-8:], db=self._log)
+                if raw is None:  # compacted between our check and now cannot happen: same txn
+                    raise CompactedError(f"event {from_u64(k[-8:])} of node {node} is missing")
+                out.append(raw)
+                if len(out) >= limit:
+                    break
+        return out
+
+    def read_node(self, node: str, *, after: int = 0, limit: int = 256) -> list[Event]:
+        """Decoded form of read_node_raw."""
+        return [decode_event(r) for r in self.read_node_raw(node, after=after, limit=limit)]
+
+    def read(self, *, after: int = 0, limit: int = 1024) -> list[Event]:
+        """Up to `limit` events of all nodes with offset > after."""
+        with self._env.read() as txn:
+            first = self._env.get_meta(txn, b"first", 1)
+            head = self._env.get_meta(txn, b"head")
+            if after + 1 < first and after < head:
+                raise CompactedError(f"offsets {after + 1}..{first - 1} were compacted; the log starts at {first}")
+            cur = txn.cursor(db=self._log)
+            out: list[Event] = []
+            if cur.set_range(u64(after + 1)):
+                for v in cur.iternext(keys=False):
+                    out.append(decode_event(v))
+                    if len(out) >= limit:
+                        break
+            return out
+
+    def iter_events(self, *, after: int = 0, chunk: int = 4096) -> Iterator[Event]:
+        """Every event after an offset, read in chunks so no transaction stays open long."""
+        while True:
+            events = self.read(after=after, limit=chunk)
+            if not events:
+                return
+            yield from events
+            after = events[-1].offset
+
+    def snapshot(self, node: str) -> Snapshot:
+        """The node's whole view as of its head offset, read in one transaction."""
+        with self._env.read() as txn:
+            st = read_node(txn, self._nodes, node)
+            pods = read_pods(txn, self._view, node)
+        offset, digest = (st.head_offset, st.digest) if st else (0, 0)
+        return Snapshot(self.log_id, node, offset, digest, tuple(sorted(pods.values(), key=lambda p: p.key)))
+
+    def check_offset(self, offset: int) -> None:
+        """Raise unless `offset` is a retained event (for tools asking "state as of")."""
+        info = self.info()
+        if offset > info.head_offset or offset < 0:
+            raise OffsetOutOfRangeError(f"offset {offset} is beyond the head of the log ({info.head_offset})")
+        if offset < info.first_offset - 1:
+            raise CompactedError(
+                f"offset {offset} was compacted; the log starts at {info.first_offset} (state is known from "
+                f"{info.first_offset - 1} on)"
+            )
+
+    def resume_reason(self, node: str, *, log_id: str, applied_offset: int, digest: int) -> str | None:
+        """Why an agent at this position needs a snapshot; None when it can resume."""
+        if log_id != self.log_id:
+            return "unknown log_id" if log_id else "empty replica"
+        st = self.node_state(node)
+        head = st.head_offset if st else 0
+        if applied_offset > head:
+            return f"applied offset {applied_offset} is beyond the node's head {head}"
+        if st is not None and applied_offset < st.compacted_through:
+            return f"offset {applied_offset} was compacted"
+        expected = self.digest_at(node, applied_offset)
+        if expected is not None and expected != digest:
+            return "digest mismatch"
+        return None
+
+    def close(self) -> None:
+        """Close the store."""
+        self._env.close()
+
+    def __enter__(self) -> LogStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _check_change(c: Change) -> None:
+    if c.op not in ("put", "delete"):
+        raise ValueError(f"unknown op {c.op!r}")
+    if (c.op == "put") != (c.manifest is not None):
+        raise ValueError(f"{c.op} of {c.namespace}/{c.name} must {'' if c.op == 'put' else 'not '}carry a manifest")
+    for field in (c.node, c.namespace, c.name):
+        if not field or "\0" in field:
+            raise ValueError(f"empty or NUL-containing name in change {c!r}")
