@@ -1,0 +1,349 @@
+"""The convergence checker: every invariant of ARCHITECTURE.md, checked on what the system holds.
+
+`observe(...)` gathers, read-only, what the API, the manager's store, each agent's replica
+and each manifest folder hold (LMDB MVCC lets it read live stores); the `check_*`
+functions are pure: they take observations and return readable problems, so they are
+unit-tested on small synthetic stores (tests/e2e/test_checker.py). `assert_converged`
+raises one AssertionError listing every problem and the seed of the schedule.
+
+Expected state: the manager's view is compared with `manager.recording.desired_node` of
+each EdgeNode read from the API (the manager's own rendering: namespace set, two labels
+added, status dropped, static-pod rejections left out). Because that shares code with the
+manager, `check_rendering` checks independently that each rendered pod still carries the
+user's name and spec, so a rendering bug cannot hide a lost or stale pod.
+
+Imports eventlog and manager.recording (pure functions), never a daemon's process state.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eventlog import Event, JournalEntry, LogStore, NodeState, PodEntry, PodKey, ReplicaStore, digest_of
+
+try:  # the manager's rendering of EdgeNodes into pod manifests (pure functions)
+    from manager.recording import desired_node
+except ImportError:  # pragma: no cover - only while the manager is being written
+    desired_node = None  # type: ignore[assignment]
+
+MANAGED_PREFIX = "k8s-edge_"  # the agent's file naming: k8s-edge_<namespace>_<name>.json
+MANAGED_SUFFIX = ".json"
+
+
+def manifest_file_name(namespace: str, name: str) -> str:
+    """The agent's documented file name for a pod (agent/reconciling.py)."""
+    return f"{MANAGED_PREFIX}{namespace}_{name}{MANAGED_SUFFIX}"
+
+
+# -- observations -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ManagerObs:
+    """What the manager's store holds."""
+
+    log_id: str
+    first_offset: int
+    head_offset: int
+    nodes: dict[str, NodeState]
+    view: dict[str, dict[PodKey, PodEntry]]
+    base: dict[str, dict[PodKey, PodEntry]]
+    events: tuple[Event, ...]  # every retained event, in offset order
+
+
+@dataclass(frozen=True, slots=True)
+class AgentObs:
+    """What one agent's replica and manifest folder hold."""
+
+    node: str
+    log_id: str
+    applied_offset: int
+    digest: int
+    pods: dict[PodKey, PodEntry]
+    journal: tuple[JournalEntry, ...]
+    files: dict[str, bytes]  # every file in the manifest folder, by name
+    foreign: dict[str, bytes] = field(default_factory=dict)  # files we planted that the agent must not touch
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """Everything the checker looks at, gathered once the system is quiet."""
+
+    edgenodes: tuple[dict, ...]
+    manager: ManagerObs
+    agents: dict[str, AgentObs]
+    verify: dict[str, tuple[int, str]] = field(default_factory=dict)  # store path -> (exit code, output)
+
+
+def observe_manager(path: Path) -> ManagerObs:
+    """Read a manager store (live or stopped) without writing it."""
+    with LogStore(path, readonly=True) as s:
+        info = s.info()
+        nodes = {n.node: n for n in s.nodes()}
+        view = s.all_pods()
+        base = {n: s.base(n) for n in nodes}
+        events = tuple(s.iter_events(after=info.first_offset - 1))
+        return ManagerObs(info.log_id, info.first_offset, info.head_offset, nodes, view, base, events)
+
+
+def observe_agent(node: str, store: Path, manifest_dir: Path, *, foreign: Mapping[str, bytes] = {}) -> AgentObs:
+    """Read an agent's replica (live or stopped) and its manifest folder."""
+    files = {p.name: p.read_bytes() for p in sorted(manifest_dir.iterdir()) if p.is_file()}
+    if not (store / "data.mdb").exists():
+        return AgentObs(node, "", 0, 0, {}, (), files, dict(foreign))
+    with ReplicaStore(store, readonly=True) as r:
+        cur = r.cursor()
+        return AgentObs(node, cur.log_id, cur.applied_offset, r.state().digest, r.pods(), tuple(r.journal()),
+                        files, dict(foreign))
+
+
+def run_verify(path: Path) -> tuple[int, str]:
+    """Run `edge-eventlog verify` (the CLI, as a user would) on one store."""
+    exe = Path(sys.executable).with_name("edge-eventlog")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "eventlog.cli"]
+    res = subprocess.run([*cmd, "verify", str(path)], capture_output=True, text=True, timeout=120)
+    return res.returncode, (res.stdout + res.stderr).strip()
+
+
+# -- expected state -----------------------------------------------------------------------
+
+
+def expected_view(edgenodes: Iterable[Mapping[str, Any]]) -> dict[str, dict[PodKey, bytes]]:
+    """node -> (namespace, pod) -> manifest the manager must hold, from the API's EdgeNodes."""
+    if desired_node is None:
+        raise RuntimeError("manager.recording is not available: cannot render the desired state")
+    out: dict[str, dict[PodKey, bytes]] = {}
+    for obj in edgenodes:
+        d = desired_node(obj)
+        out.setdefault(d.node, {}).update(d.pods)
+    return {n: pods for n, pods in out.items() if pods}
+
+
+def check_rendering(edgenodes: Iterable[Mapping[str, Any]], expected: Mapping[str, Mapping[PodKey, bytes]]) -> list[str]:
+    """Independent of the manager's code: every rendered pod keeps the user's name and spec."""
+    problems = []
+    for obj in edgenodes:
+        ns, node = obj["metadata"].get("namespace", "default"), obj["metadata"]["name"]
+        for pod in (obj.get("spec") or {}).get("pods") or []:
+            name = pod["metadata"]["name"]
+            raw = expected.get(node, {}).get((ns, name))
+            if raw is None:
+                continue  # rejected as a static pod; the status reports it
+            got = json.loads(raw)
+            if got.get("metadata", {}).get("name") != name or got.get("spec") != pod.get("spec"):
+                problems.append(f"rendering of {ns}/{name} on {node} lost the user's name or spec: {raw[:200]!r}")
+    return problems
+
+
+# -- the invariants -----------------------------------------------------------------------
+
+
+def _pod_diff(label: str, want: Mapping[PodKey, bytes], have: Mapping[PodKey, bytes], *, limit: int = 10) -> list[str]:
+    """Readable difference of two pod maps: missing, extra, different manifests."""
+    out = []
+    for k in sorted(set(want) - set(have))[:limit]:
+        out.append(f"{label}: missing {k[0]}/{k[1]}")
+    for k in sorted(set(have) - set(want))[:limit]:
+        out.append(f"{label}: unexpected {k[0]}/{k[1]}")
+    for k in sorted(k for k in set(want) & set(have) if want[k] != have[k])[:limit]:
+        out.append(f"{label}: {k[0]}/{k[1]} differs:\n      want {_short(want[k])}\n      have {_short(have[k])}")
+    return out
+
+
+def _short(raw: bytes, n: int = 300) -> str:
+    s = raw.decode(errors="replace")
+    return s if len(s) <= n else s[:n] + "..."
+
+
+def check_view(expected: Mapping[str, Mapping[PodKey, bytes]], mgr: ManagerObs) -> list[str]:
+    """Invariant 3: once caught up, the manager's view equals the desired state of every EdgeNode."""
+    problems = []
+    for node in sorted(set(expected) | set(mgr.view)):
+        have = {k: e.manifest for k, e in mgr.view.get(node, {}).items()}
+        problems += _pod_diff(f"manager view of {node}", expected.get(node, {}), have)
+    return problems
+
+
+def check_log(mgr: ManagerObs) -> list[str]:
+    """Invariants 1 and 2: offsets gap-free from the first retained one; base + events replay to the view."""
+    problems = []
+    offsets = [e.offset for e in mgr.events]
+    want = list(range(mgr.first_offset, mgr.head_offset + 1))
+    if offsets != want:
+        gaps = sorted(set(want) - set(offsets))[:10]
+        extra = sorted(set(offsets) - set(want))[:10]
+        unordered = any(b <= a for a, b in zip(offsets, offsets[1:]))
+        problems.append(f"log offsets not gap-free {mgr.first_offset}..{mgr.head_offset}: missing {gaps}, "
+                        f"unexpected {extra}, out of order: {unordered}")
+    replay: dict[str, dict[PodKey, PodEntry]] = {n: dict(p) for n, p in mgr.base.items()}
+    for e in mgr.events:
+        pods = replay.setdefault(e.node, {})
+        if e.op == "put":
+            assert e.manifest is not None
+            pods[e.key] = PodEntry(e.namespace, e.name, e.offset, e.manifest)
+        else:
+            if e.key not in pods:
+                problems.append(f"event {e.offset} deletes {e.namespace}/{e.name} on {e.node}, which it did not hold")
+            pods.pop(e.key, None)
+    for node in sorted(set(replay) | set(mgr.view)):
+        a, b = replay.get(node, {}), mgr.view.get(node, {})
+        if a != b:
+            problems += _pod_diff(f"replay (base + events) vs view of {node}", {k: e.manifest for k, e in a.items()},
+                                  {k: e.manifest for k, e in b.items()})
+            if {k: e.manifest for k, e in a.items()} == {k: e.manifest for k, e in b.items()}:
+                problems.append(f"replay vs view of {node}: same manifests, different offsets")
+    for node, st in sorted(mgr.nodes.items()):
+        pods = mgr.view.get(node, {})
+        if st.digest != digest_of(pods.values()) or st.pod_count != len(pods):
+            problems.append(f"node {node}: stored digest/pod count {st.digest:016x}/{st.pod_count} != "
+                            f"view's {digest_of(pods.values()):016x}/{len(pods)}")
+        mine = [e.offset for e in mgr.events if e.node == node]
+        if mine and st.head_offset != mine[-1]:
+            problems.append(f"node {node}: head_offset {st.head_offset} is not its newest event {mine[-1]}")
+    return problems
+
+
+def check_agent(a: AgentObs, mgr: ManagerObs) -> list[str]:
+    """Invariant 4: the replica is the manager's view of its node at the acknowledged offset, which is the head."""
+    problems = []
+    st = mgr.nodes.get(a.node)
+    head, digest = (st.head_offset, st.digest) if st else (0, 0)
+    if a.log_id != mgr.log_id:
+        problems.append(f"agent {a.node}: follows log {a.log_id or '(none)'}, manager's is {mgr.log_id}")
+    if a.applied_offset != head:
+        problems.append(f"agent {a.node}: applied_offset {a.applied_offset} != node head {head}")
+    if a.digest != digest:
+        problems.append(f"agent {a.node}: replica digest {a.digest:016x} != manager's {digest:016x}")
+    if a.digest != digest_of(a.pods.values()):
+        problems.append(f"agent {a.node}: stored digest {a.digest:016x} != digest of its pods")
+    have = {k: e.manifest for k, e in a.pods.items()}
+    want = {k: e.manifest for k, e in mgr.view.get(a.node, {}).items()}
+    problems += _pod_diff(f"agent {a.node} replica vs manager view", want, have)
+    return problems
+
+
+def journal_snapshots(journal: Iterable[JournalEntry]) -> list[JournalEntry]:
+    """The snapshot installs in a journal, oldest first."""
+    return [j for j in journal if j.event is None]
+
+
+def check_journal(a: AgentObs, mgr: ManagerObs) -> list[str]:
+    """Invariant 4: each of the node's events applied at most once, in order, none missing between snapshots."""
+    problems: list[str] = []
+    node_events = [e for e in mgr.events if e.node == a.node]
+    by_offset = {e.offset: e for e in node_events}
+    node_offsets = [e.offset for e in node_events]
+    known_from = mgr.first_offset - 1  # every node event above this offset is retained
+    log_id: str | None = None
+    last: int | None = None  # newest offset applied or snapshotted in the current log; None: unknown
+    if a.journal and a.journal[0].seq == 1:
+        log_id, last = "", 0
+    for j in a.journal:
+        where = f"agent {a.node} journal #{j.seq}"
+        if j.event is None:  # a snapshot install
+            if j.log_id == log_id and last is not None and j.snapshot_offset < last:
+                problems.append(f"{where}: snapshot at {j.snapshot_offset} goes back from {last} in the same log")
+            log_id, last = j.log_id, j.snapshot_offset
+            continue
+        e = j.event
+        if e.node != a.node:
+            problems.append(f"{where}: event {e.offset} of node {e.node}")
+            continue
+        if log_id is not None and j.log_id != log_id:
+            problems.append(f"{where}: event {e.offset} of log {j.log_id} applied without a snapshot of that log "
+                            f"(replica followed {log_id or '(none)'})")
+        if last is not None and e.offset <= last:
+            problems.append(f"{where}: event {e.offset} applied again or out of order (after {last})")
+        elif last is not None and j.log_id == mgr.log_id and last >= known_from:
+            nxt = next((o for o in node_offsets if o > last), None)
+            if nxt != e.offset:
+                missing = [o for o in node_offsets if last < o < e.offset]
+                problems.append(f"{where}: event {e.offset} applied after {last}, but the node's next event is "
+                                f"{nxt}: missing {missing[:10]}")
+        if j.log_id == mgr.log_id and e.offset in by_offset:
+            m = by_offset[e.offset]
+            if (m.op, m.namespace, m.name, m.manifest) != (e.op, e.namespace, e.name, e.manifest):
+                problems.append(f"{where}: event {e.offset} differs from the manager's: "
+                                f"{e.op} {e.namespace}/{e.name} vs {m.op} {m.namespace}/{m.name}")
+        log_id, last = j.log_id, e.offset
+    if a.journal and last is not None and log_id == a.log_id and last != a.applied_offset:
+        problems.append(f"agent {a.node}: journal ends at {last}, cursor says applied_offset {a.applied_offset}")
+    return problems
+
+
+def check_manifests(a: AgentObs) -> list[str]:
+    """Invariant 6: the managed files equal the replica (content compared); other files untouched."""
+    problems = []
+    want = {manifest_file_name(ns, name): e.manifest for (ns, name), e in a.pods.items()}
+    managed = {f: b for f, b in a.files.items() if f.startswith(MANAGED_PREFIX) and f.endswith(MANAGED_SUFFIX)}
+    for f in sorted(set(want) - set(managed)):
+        problems.append(f"agent {a.node} manifest folder: missing {f}")
+    for f in sorted(set(managed) - set(want)):
+        problems.append(f"agent {a.node} manifest folder: stale {f}")
+    for f in sorted(f for f in set(want) & set(managed) if want[f] != managed[f]):
+        problems.append(f"agent {a.node} manifest folder: {f} differs from the replica:\n"
+                        f"      want {_short(want[f])}\n      have {_short(managed[f])}")
+    for f in sorted(a.files):
+        if f.startswith(f".{MANAGED_PREFIX}") and f.endswith(".tmp"):
+            problems.append(f"agent {a.node} manifest folder: temp file {f} left behind")
+    for f, content in sorted(a.foreign.items()):
+        if a.files.get(f) != content:
+            problems.append(f"agent {a.node} manifest folder: foreign file {f} was "
+                            f"{'removed' if f not in a.files else 'changed'}")
+    return problems
+
+
+def check_status(edgenodes: Sequence[Mapping[str, Any]], mgr: ManagerObs, nodes: Iterable[str]) -> list[str]:
+    """Every EdgeNode of a running agent reports Synced with syncedOffset == headOffset == the log's head."""
+    problems = []
+    ours = set(nodes)
+    for obj in edgenodes:
+        ns, node = obj["metadata"].get("namespace", "default"), obj["metadata"]["name"]
+        if node not in ours:
+            continue
+        st = obj.get("status") or {}
+        head = mgr.nodes[node].head_offset if node in mgr.nodes else 0
+        got = (st.get("phase"), st.get("syncedOffset"), st.get("headOffset"))
+        if got != ("Synced", head, head):
+            problems.append(f"EdgeNode {ns}/{node}: phase/syncedOffset/headOffset {got}, want ('Synced', {head}, {head})"
+                            f"; conditions: {[(c.get('type'), c.get('status'), c.get('reason')) for c in st.get('conditions', [])]}")
+    return problems
+
+
+def check_verify(results: Mapping[str, tuple[int, str]]) -> list[str]:
+    """Invariant 2 as a user checks it: `edge-eventlog verify` passes on every store."""
+    return [f"edge-eventlog verify {p} exited {rc}:\n      {out[-800:]}" for p, (rc, out) in sorted(results.items())
+            if rc != 0]
+
+
+def problems_of(obs: Observation, *, check_statuses: bool = True) -> list[str]:
+    """Every invariant on one observation; an empty list means converged and correct."""
+    expected = expected_view(obs.edgenodes)
+    problems = check_rendering(obs.edgenodes, expected)
+    problems += check_view(expected, obs.manager)
+    problems += check_log(obs.manager)
+    for a in obs.agents.values():
+        problems += check_agent(a, obs.manager)
+        problems += check_journal(a, obs.manager)
+        problems += check_manifests(a)
+    if check_statuses:
+        problems += check_status(obs.edgenodes, obs.manager, obs.agents)
+    problems += check_verify(obs.verify)
+    return problems
+
+
+def format_failure(problems: Sequence[str], *, seed: int | None, context: str = "") -> str:
+    """The message a failing check prints: every problem, then how to reproduce."""
+    lines = [f"{len(problems)} invariant violation(s){f' ({context})' if context else ''}:"]
+    lines += [f"  - {p}" for p in problems[:60]]
+    if len(problems) > 60:
+        lines.append(f"  ... and {len(problems) - 60} more")
+    if seed is not None:
+        lines.append(f"reproduce with: K8S_EDGE_SEED={seed}")
+    return "\n".join(lines)

@@ -1,0 +1,150 @@
+"""The checker finds what it must: its diff logic on small synthetic stores (no daemons)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from eventlog import Change, JournalEntry, LogStore, ReplicaStore, canonical_manifest
+
+from .checker import (
+    AgentObs,
+    check_agent,
+    check_journal,
+    check_log,
+    check_manifests,
+    check_rendering,
+    check_status,
+    check_view,
+    expected_view,
+    manifest_file_name,
+    observe_agent,
+    observe_manager,
+)
+
+
+def _edgenode(ns: str, node: str, *pods: tuple[str, str]) -> dict:
+    return {"apiVersion": "edge.k8s.io/v1alpha1", "kind": "EdgeNode",
+            "metadata": {"namespace": ns, "name": node, "uid": "u", "resourceVersion": "1", "generation": 1},
+            "spec": {"pods": [{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+                               "spec": {"containers": [{"name": "c", "image": image}]}} for name, image in pods]}}
+
+
+def _put(node: str, ns: str, name: str, image: str) -> Change:
+    return Change(node, "put", ns, name, canonical_manifest({"metadata": {"name": name}, "image": image}))
+
+
+@pytest.fixture
+def world(tmp_path: Path):
+    """A manager log with two nodes, and edge01's agent replica that followed it faithfully."""
+    log = LogStore(tmp_path / "m")
+    log.append([_put("edge01", "a", "web", "nginx:1"), _put("edge02", "a", "db", "redis:1")])
+    log.append([_put("edge01", "a", "web", "nginx:2"), _put("edge01", "b", "web", "nginx:1")])
+    log.append([Change("edge01", "delete", "a", "web")])
+    replica = ReplicaStore(tmp_path / "r", node="edge01")
+    replica.install_snapshot(replace(log.snapshot("nonexistent"), node="edge01", offset=0))
+    events = log.read_node("edge01")
+    replica.apply(events[:2], log_id=log.log_id)
+    replica.apply(events[2:], log_id=log.log_id)
+    folder = tmp_path / "manifests"
+    folder.mkdir()
+    for (ns, name), e in replica.pods().items():
+        (folder / manifest_file_name(ns, name)).write_bytes(e.manifest)
+    (folder / "kube-proxy.yaml").write_bytes(b"foreign")
+    log.close(); replica.close()
+    mgr = observe_manager(tmp_path / "m")
+    agent = observe_agent("edge01", tmp_path / "r", folder, foreign={"kube-proxy.yaml": b"foreign"})
+    return mgr, agent
+
+
+def test_a_faithful_replica_has_no_problems(world):
+    mgr, agent = world
+    assert check_log(mgr) == []
+    assert check_agent(agent, mgr) == []
+    assert check_journal(agent, mgr) == []
+    assert check_manifests(agent) == []
+    assert len(agent.journal) == 5 and agent.journal[0].event is None
+
+
+def test_a_missing_event_between_snapshots_is_named(world):
+    mgr, agent = world
+    journal = tuple(j for j in agent.journal if j.event is None or j.event.offset != 3)
+    problems = check_journal(replace(agent, journal=journal), mgr)
+    assert any("missing [3]" in p for p in problems), problems
+
+
+def test_an_event_applied_twice_is_named(world):
+    mgr, agent = world
+    dup = replace(agent.journal[2], seq=99)
+    journal = (*agent.journal[:3], dup, *agent.journal[3:])
+    problems = check_journal(replace(agent, journal=journal), mgr)
+    assert any("applied again or out of order" in p for p in problems), problems
+
+
+def test_events_of_a_new_log_without_a_snapshot_are_named(world):
+    mgr, agent = world
+    journal = tuple(replace(j, log_id="other") if j.event is not None and j.event.offset == 5 else j
+                    for j in agent.journal)
+    problems = check_journal(replace(agent, journal=journal), mgr)
+    assert any("without a snapshot" in p for p in problems), problems
+
+
+def test_a_replica_behind_the_head_or_diverged_is_named(world):
+    mgr, agent = world
+    behind = check_agent(replace(agent, applied_offset=3), mgr)
+    assert any("applied_offset 3 != node head 5" in p for p in behind)
+    wrong = dict(agent.pods)
+    key = next(iter(wrong))
+    wrong[key] = replace(wrong[key], manifest=b'{"stale":1}')
+    diverged = check_agent(replace(agent, pods=wrong), mgr)
+    assert any("differs" in p for p in diverged) and any("stored digest" in p for p in diverged)
+
+
+def test_manifest_folder_differences_are_named(world):
+    mgr, agent = world
+    files = dict(agent.files)
+    files["k8s-edge_a_gone.json"] = b"{}"
+    files.pop("kube-proxy.yaml")
+    fname = manifest_file_name("b", "web")
+    files[fname] = b"edited"
+    problems = check_manifests(replace(agent, files=files))
+    assert any("stale k8s-edge_a_gone.json" in p for p in problems)
+    assert any("foreign file kube-proxy.yaml was removed" in p for p in problems)
+    assert any(f"{fname} differs" in p for p in problems)
+
+
+def test_a_log_gap_and_a_view_that_replay_does_not_give_are_named(world):
+    mgr, _ = world
+    gap = replace(mgr, events=tuple(e for e in mgr.events if e.offset != 2))
+    assert any("not gap-free" in p and "missing [2]" in p for p in check_log(gap))
+
+
+def test_view_against_desired_state(world):
+    mgr, _ = world
+    objs = [_edgenode("b", "edge01", ("web", "nginx:1")), _edgenode("a", "edge02", ("db", "redis:1"))]
+    expected = expected_view(objs)
+    assert check_rendering(objs, expected) == []
+    problems = check_view(expected, mgr)
+    # the synthetic manifests are not the manager's rendering: both pods differ, nothing is missing
+    assert sorted(p.split(" differs")[0] for p in problems) == [
+        "manager view of edge01: b/web", "manager view of edge02: a/db"]
+    objs.append(_edgenode("c", "edge03", ("x", "busybox")))
+    assert any("missing c/x" in p for p in check_view(expected_view(objs), mgr))
+
+
+def test_status_must_be_synced_at_the_head(world):
+    mgr, _ = world
+    obj = _edgenode("b", "edge01")
+    obj["status"] = {"phase": "Synced", "syncedOffset": 5, "headOffset": 5}
+    assert check_status([obj], mgr, ["edge01"]) == []
+    obj["status"] = {"phase": "Pending", "syncedOffset": 4, "headOffset": 5}
+    assert check_status([obj], mgr, ["edge01"]) and check_status([obj], mgr, ["edge09"]) == []
+
+
+def test_journal_snapshot_counting(world):
+    from .checker import journal_snapshots
+    _, agent = world
+    assert [j.snapshot_offset for j in journal_snapshots(agent.journal)] == [0]
+    assert isinstance(agent.journal[0], JournalEntry)

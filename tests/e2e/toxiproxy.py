@@ -1,0 +1,152 @@
+"""Toxiproxy for the end-to-end tests: the server as a process and a small client for its HTTP API.
+
+Owns the fault-injecting TCP proxies between agents and the manager. Imports only the
+standard library (and the harness's process helpers), never manager or agent code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from .processes import Daemon, free_port, wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD_SCRIPT = REPO / "tools" / "build-toxiproxy.sh"
+
+
+class ToxiproxyError(RuntimeError):
+    """The Toxiproxy API answered with an error."""
+
+
+def build_toxiproxy() -> Path:
+    """Run tools/build-toxiproxy.sh (a fast no-op when cached); return the server binary."""
+    out = subprocess.run(["bash", str(BUILD_SCRIPT)], stdout=subprocess.PIPE, text=True, check=True)
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+class ToxiproxyServer:
+    """A toxiproxy-server process on a free loopback port, and its API."""
+
+    def __init__(self, binary: Path, *, log_dir: Path) -> None:
+        self.binary = binary
+        self.port = free_port()
+        self.daemon = Daemon(
+            "toxiproxy", [str(binary), "-host", "127.0.0.1", "-port", str(self.port)],
+            log_path=log_dir / "toxiproxy.log", env={**os.environ, "LOG_LEVEL": "warn"},
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ToxiproxyServer:
+        """Start the server and wait until its API answers."""
+        self.daemon.start()
+        wait_for(lambda: self._ping(), timeout=20, what="toxiproxy API", on_timeout=self.daemon.log_tail)
+        return self
+
+    def stop(self) -> None:
+        """Kill the server (its proxies go with it)."""
+        self.daemon.kill()
+
+    def _ping(self) -> bool:
+        self.daemon.check_alive()
+        try:
+            self.request("GET", "/version")
+            return True
+        except (OSError, ToxiproxyError):
+            return False
+
+    def request(self, method: str, path: str, body: dict | None = None) -> dict | list | None:
+        """One API call; raises ToxiproxyError on an HTTP error status."""
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                raw = r.read()
+        except urllib.error.HTTPError as e:
+            raise ToxiproxyError(f"{method} {path}: {e.code} {e.read().decode(errors='replace')}") from None
+        if not raw:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return None
+
+    def create_proxy(self, name: str, *, upstream: str) -> Proxy:
+        """A proxy listening on a free loopback port, forwarding to upstream."""
+        listen = f"127.0.0.1:{free_port()}"
+        out = self.request("POST", "/proxies", {"name": name, "listen": listen, "upstream": upstream,
+                                                "enabled": True})
+        assert isinstance(out, dict)
+        return Proxy(self, name, out.get("listen", listen), upstream)
+
+
+@dataclass
+class Proxy:
+    """One proxy between an agent and the manager, and the faults it can inject."""
+
+    server: ToxiproxyServer
+    name: str
+    listen: str
+    upstream: str
+
+    def add_toxic(self, kind: str, *, stream: str = "downstream", name: str | None = None,
+                  toxicity: float = 1.0, **attributes: int | float) -> str:
+        """Add a toxic ('reset_peer', 'timeout', 'latency', 'bandwidth', ...); return its name."""
+        toxic = name or f"{kind}_{stream}"
+        self.server.request("POST", f"/proxies/{self.name}/toxics", {
+            "name": toxic, "type": kind, "stream": stream, "toxicity": toxicity, "attributes": attributes})
+        return toxic
+
+    def remove_toxic(self, toxic: str) -> None:
+        """Remove one toxic; missing is fine (heal is idempotent)."""
+        try:
+            self.server.request("DELETE", f"/proxies/{self.name}/toxics/{toxic}")
+        except ToxiproxyError as e:
+            if " 404 " not in str(e):
+                raise
+
+    def toxics(self) -> list[str]:
+        """Names of the toxics in place."""
+        out = self.server.request("GET", f"/proxies/{self.name}/toxics") or []
+        return [t["name"] for t in out]  # type: ignore[index, union-attr]
+
+    def clear(self) -> None:
+        """Remove every toxic and enable the proxy: the network is healthy again."""
+        for t in self.toxics():
+            self.remove_toxic(t)
+        self.set_enabled(True)
+
+    def set_enabled(self, enabled: bool) -> None:
+        """Disable: close every connection and refuse new ones (a clean partition); enable: heal."""
+        self.server.request("POST", f"/proxies/{self.name}", {"enabled": enabled})
+
+    # -- the faults, by name ------------------------------------------------------------
+
+    def reset_connections(self) -> None:
+        """Connection reset: every connection is reset (RST) as soon as data flows, both ways."""
+        self.add_toxic("reset_peer", stream="downstream", timeout=0)
+        self.add_toxic("reset_peer", stream="upstream", timeout=0)
+
+    def black_hole(self) -> None:
+        """Black hole: data is dropped both ways and nothing is closed; only keepalive can tell."""
+        self.add_toxic("timeout", stream="downstream", timeout=0)
+        self.add_toxic("timeout", stream="upstream", timeout=0)
+
+    def slow(self, *, latency_ms: int = 300, jitter_ms: int = 100) -> None:
+        """Added latency both ways."""
+        self.add_toxic("latency", stream="downstream", latency=latency_ms, jitter=jitter_ms)
+        self.add_toxic("latency", stream="upstream", latency=latency_ms, jitter=jitter_ms)
+
+    def narrow(self, *, rate_kb: int = 8) -> None:
+        """Bandwidth limit (KB/s) both ways."""
+        self.add_toxic("bandwidth", stream="downstream", rate=rate_kb)
+        self.add_toxic("bandwidth", stream="upstream", rate=rate_kb)
