@@ -1,0 +1,224 @@
+"""The edge-agent daemon: open the replica, restore the manifests, then follow the manager.
+
+Owns start-up order, signals and wiring of the replica (eventlog), the manifest
+reconciler, the sync client and the metrics server. Must not import manager.
+
+Start-up: parse flags (one line and exit 2 on a mistake); open
+`<data-dir>/replica` (a corrupt or foreign LMDB, a manager's store or another
+node's replica: one line and exit 1, nothing overwritten); reconcile the
+manifest folder from the replica BEFORE connecting, so an agent restarted while
+the manager is unreachable restores its pods; then run the sync client (which
+reconciles after each applied batch, before acknowledging) and a timer that
+fully reconciles every `--resync-interval`. SIGTERM or SIGINT: cancel, close the
+store, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import lmdb
+from loguru import logger
+from prometheus_client import CollectorRegistry
+
+from agent.faults import FaultInjector
+from agent.reconciling import ManifestReconciler, Outcome
+from agent.serving import AgentCollector, HealthServer, Readiness
+from agent.settings import AgentSettings, SettingsError, parse_args
+from eventlog import ReplicaStore, StoreError, format_digest
+from eventlog.opening import AGENT_SUBDIR, store_path
+
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+
+
+def configure_logging(*, level: str, fmt: str) -> None:
+    """Loguru to stderr, as text for people or JSON lines for machines."""
+    logger.remove()
+    if fmt == "json":
+        logger.add(sys.stderr, level=level, serialize=True, backtrace=False, diagnose=False)
+    else:
+        logger.add(
+            sys.stderr, level=level, backtrace=False, diagnose=False,
+            format="{time:YYYY-MM-DDTHH:mm:ss.SSSZ} {level:<7} {message}",
+        )
+
+
+def replica_path(data_dir: Path) -> Path:
+    """Where the replica lives: <data-dir>/replica, or data-dir itself if it already holds a store."""
+    p = store_path(data_dir)  # a --data-dir that IS a store (or holds a manager's) is opened, checked, refused
+    if p == data_dir and not (data_dir / "data.mdb").exists():
+        return data_dir / AGENT_SUBDIR
+    return p
+
+
+def open_replica(settings: AgentSettings) -> ReplicaStore:
+    """Open or create this node's replica; raises StoreError or OSError with a one-line message."""
+    path = replica_path(settings.data_dir)
+    try:
+        return ReplicaStore(path, node=settings.node_name)
+    except lmdb.Error as exc:
+        raise StoreError(f"{path}: cannot open the replica ({' '.join(str(exc).split())})") from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `edge-agent`; returns the exit status."""
+    try:
+        settings = parse_args(argv)
+    except SettingsError as exc:
+        print(f"edge-agent: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    try:
+        faults = FaultInjector()
+    except ValueError as exc:
+        logger.error("{}", exc)
+        return EXIT_USAGE
+    logger.info("Starting edge agent")
+    if settings.insecure:
+        logger.warning("--insecure: talking to the manager in plaintext, without TLS")
+    try:
+        replica = open_replica(settings)
+    except StoreError as exc:
+        logger.error("cannot open the replica: {}", exc)
+        return EXIT_FAILURE
+    except OSError as exc:
+        logger.error("cannot open the replica in {}: {}", settings.data_dir, exc.strerror or exc)
+        return EXIT_FAILURE
+    try:
+        return asyncio.run(Agent(settings, replica, faults).run())
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        replica.close()  # after asyncio.run: every worker thread touching the store has finished
+        logger.info("edge agent stopped")
+
+
+class Agent:
+    """One running agent: the reconciler, the sync client, the resync timer, the health server."""
+
+    def __init__(self, settings: AgentSettings, replica: ReplicaStore, faults: FaultInjector) -> None:
+        self.settings = settings
+        self.replica = replica
+        self.faults = faults
+        self.reconciler = ManifestReconciler(settings.pod_manifest_path, desired=replica.pods)
+        self.readiness = Readiness(replica_open=True)
+        self.client: object | None = None
+        self._reported: Outcome | None = None
+
+    async def run(self) -> int:
+        """Run until SIGTERM/SIGINT; returns the exit status."""
+        s = self.settings
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        health = self._start_health()
+        if health is False:
+            return EXIT_FAILURE
+        try:
+            cursor, state = self.replica.cursor(), self.replica.state()
+            logger.info(
+                "replica {}: node {}, log {}, applied offset {}, {} pods, digest {}",
+                self.replica.path, self.replica.node, cursor.log_id or "(none yet)", cursor.applied_offset,
+                state.pod_count, format_digest(state.digest),
+            )
+            first = await asyncio.to_thread(self.reconciler.reconcile_full)  # before connecting: restore pods
+            if first.ok:
+                logger.info("manifests in {} restored from the replica: {} managed ({} written, {} removed)",
+                            s.pod_manifest_path, first.managed, first.written, first.removed)
+            logger.info("Starting sync agent")
+            self.client = self._make_client()
+            logger.info("Starting sync edge spec")
+            tasks = [
+                asyncio.create_task(self.client.run(), name="sync-client"),  # type: ignore[attr-defined]
+                asyncio.create_task(self._resync_forever(), name="resync-timer"),
+            ]
+            stopper = asyncio.create_task(stop.wait(), name="stop")
+            done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+            status = 0
+            for t in tasks:
+                if t in done and not t.cancelled() and t.exception() is not None:
+                    exc = t.exception()
+                    logger.opt(exception=exc).error("{} failed: {}", t.get_name(), exc)
+                    status = EXIT_FAILURE
+            if stop.is_set():
+                logger.info("stopping on signal")
+            for t in [*tasks, stopper]:
+                t.cancel()
+            await asyncio.gather(*tasks, stopper, return_exceptions=True)
+            return status
+        finally:
+            if health:
+                health.stop()
+
+    def _start_health(self) -> HealthServer | None | bool:
+        if self.settings.metrics_addr is None:
+            return None
+        registry = CollectorRegistry()
+        registry.register(AgentCollector(node=self.settings.node_name, replica=self.replica,
+                                         reconciler=self.reconciler, client=lambda: self.client))
+        host, port = self.settings.metrics_addr
+        try:
+            server = HealthServer(host, port, registry=registry, ready=lambda: self.readiness.check(self.reconciler))
+        except OSError as exc:
+            logger.error("cannot serve metrics on {}:{}: {}", host, port, exc.strerror or exc)
+            return False
+        server.start()
+        logger.info("serving /metrics, /healthz, /readyz on http://{}:{}", *server.address)
+        return server
+
+    def _make_client(self) -> object:
+        from agent.sync_client import ClientTls, SyncClient  # the other half of the agent
+
+        s = self.settings
+        tls = None if s.ca_file is None else ClientTls(ca_file=s.ca_file, cert_file=s.cert_file, key_file=s.key_file)
+        return SyncClient(
+            node=s.node_name, addresses=s.sync_servers, replica=self.replica, after_apply=self.after_apply,
+            tls=tls, connect_timeout=s.connect_timeout,
+        )
+
+    async def after_apply(self) -> object:
+        """The sync client's hook after each committed batch or snapshot: write the changed manifests."""
+        from agent.sync_client import Report
+
+        self.faults.reached("crash-after-commit")
+        outcome = await asyncio.to_thread(self.reconciler.reconcile_changes)
+        self.faults.reached("crash-after-files")
+        self._reported = outcome
+        return Report(manifests_ok=outcome.ok, message=outcome.message, managed_manifests=outcome.managed)
+
+    async def _resync_forever(self) -> None:
+        """Full reconcile every --resync-interval: hand-deleted or edited manifests come back, failures retry."""
+        while True:
+            await asyncio.sleep(self.settings.resync_interval)
+            try:
+                outcome = await asyncio.to_thread(self.reconciler.reconcile_full)
+            except Exception as exc:  # one line per attempt, no traceback; the next tick retries
+                logger.error("resync failed: {}", " ".join(str(exc).split()))
+                continue
+            self._send_report(outcome)
+
+    def _send_report(self, outcome: Outcome) -> None:
+        """Tell the manager when a timer reconcile changed the folder's health (if the client can)."""
+        prev = self._reported
+        if prev is not None and (prev.ok, prev.message, prev.managed) == (outcome.ok, outcome.message, outcome.managed):
+            return
+        send = getattr(self.client, "report", None)
+        if send is None:
+            return
+        from agent.sync_client import Report
+
+        try:
+            send(Report(manifests_ok=outcome.ok, message=outcome.message, managed_manifests=outcome.managed))
+            self._reported = outcome
+        except Exception as exc:  # reporting is best effort; the next reconcile tries again
+            logger.debug("could not queue a report: {}", exc)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
