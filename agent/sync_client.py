@@ -1,0 +1,248 @@
+"""The agent's half of the sync protocol: Hello, apply batches and snapshots, acknowledge, reconnect.
+
+Owns the connection to the manager and the order apply -> after_apply -> Ack of
+docs/sync-protocol.md. The replica (eventlog.ReplicaStore) is written only here,
+through its own transactions run in a worker thread. Must not import the manager
+package or kubernetes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from loguru import logger
+
+from agent.backoff import Backoff
+from eventlog import (
+    RECORD_FORMAT,
+    ReplicaStore,
+    Snapshot,
+    StoreError,
+    decode_entry,
+    decode_event,
+    format_digest,
+)
+from proto import sync_pb2 as pb
+from proto import sync_pb2_grpc as pb_grpc
+
+AGENT_VERSION = "k8s-edge-agent/0.1.0"
+DEFAULT_HEARTBEAT_SECONDS = 10  # until the Welcome names the manager's
+SILENT_HEARTBEATS = 3  # heartbeats missed before a stream counts as dead
+MAX_RECEIVE_BYTES = 64 << 20  # one event may carry a ~1.5 MiB EdgeNode's pod; batches stay near 1 MiB
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientTls:
+    """CA that signed the manager's certificate; with cert and key, the agent's own identity (mTLS)."""
+
+    ca_file: Path
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """The reconciler's outcome, forwarded to the manager for the EdgeNode status."""
+
+    manifests_ok: bool
+    message: str = ""
+    managed_manifests: int = 0
+
+
+class StreamDead(Exception):
+    """The stream broke the protocol or fell silent; reconnect."""
+
+
+def channel_options(*, keepalive_time_ms: int = 10_000, keepalive_timeout_ms: int = 10_000) -> list[tuple[str, int]]:
+    """Channel arguments: keepalive that notices a black-holed manager in ~20-30 s."""
+    return [
+        ("grpc.keepalive_time_ms", keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", keepalive_timeout_ms),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
+        # one channel per attempt: our own backoff decides when to retry, not the channel's
+        ("grpc.enable_retries", 0),
+    ]
+
+
+class SyncClient:
+    """Keeps one node's replica in step with the manager's log, forever."""
+
+    def __init__(
+        self,
+        *,
+        node: str,
+        addresses: Sequence[str],
+        replica: ReplicaStore,
+        after_apply: Callable[[], Awaitable[Report | None]],
+        tls: ClientTls | None = None,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 30.0,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        if not addresses:
+            raise ValueError("at least one sync server address is needed")
+        self.node = node
+        self.addresses = tuple(addresses)
+        self.replica = replica
+        self.after_apply = after_apply
+        self.tls = tls
+        self.connect_timeout = connect_timeout
+        self.backoff = Backoff(initial=backoff_initial, maximum=backoff_max)
+        self.channel_options = channel_options()
+        # counters for metrics and tests
+        self.connected = False
+        self.address = ""  # the manager address of the current or last stream
+        self.head_offset = 0
+        self.applied_offset = 0
+        self.snapshots_installed = 0
+        self.batches_applied = 0
+        self.events_applied = 0
+        self.reconnects = 0
+        self.last_error = ""
+        self._last_report: Report | None = None
+        self._credentials = self._load_credentials(tls)
+
+    @staticmethod
+    def _load_credentials(tls: ClientTls | None) -> grpc.ChannelCredentials | None:
+        if tls is None:
+            return None
+        return grpc.ssl_channel_credentials(
+            root_certificates=tls.ca_file.read_bytes(),
+            private_key=tls.key_file.read_bytes() if tls.key_file else None,
+            certificate_chain=tls.cert_file.read_bytes() if tls.cert_file else None,
+        )
+
+    async def run(self) -> None:
+        """Connect, sync and reconnect with backoff until cancelled; addresses are tried in turn."""
+        attempt = 0
+        while True:
+            address = self.addresses[attempt % len(self.addresses)]
+            attempt += 1
+            try:
+                await self._session(address)
+                self.last_error = "stream ended by the manager"
+            except asyncio.CancelledError:
+                raise
+            except grpc.aio.AioRpcError as exc:
+                self.last_error = f"{exc.code().name}: {exc.details()}"
+            except (StreamDead, StoreError, TimeoutError, OSError) as exc:
+                self.last_error = str(exc) or type(exc).__name__
+            finally:
+                self.connected = False
+            self.reconnects += 1
+            delay = self.backoff.next()
+            logger.warning("sync with {} ended: {}; retrying in {:.1f}s", address, self.last_error, delay)
+            await asyncio.sleep(delay)
+
+    def _channel(self, address: str) -> grpc.aio.Channel:
+        if self._credentials is None:
+            return grpc.aio.insecure_channel(address, options=self.channel_options)
+        return grpc.aio.secure_channel(address, self._credentials, options=self.channel_options)
+
+    async def _session(self, address: str) -> None:
+        """One stream: returns when the manager ends it cleanly, raises on errors."""
+        self.address = address
+        async with self._channel(address) as channel:
+            try:
+                await asyncio.wait_for(channel.channel_ready(), self.connect_timeout)
+            except TimeoutError:
+                raise TimeoutError(f"no connection within {self.connect_timeout:g}s") from None
+            call = pb_grpc.SyncStub(channel).Stream()
+            try:
+                await self._exchange(call)
+            finally:
+                call.cancel()
+
+    async def _exchange(self, call: grpc.aio.StreamStreamCall) -> None:
+        """Hello, then apply everything the manager sends."""
+        cursor = await asyncio.to_thread(self.replica.cursor)
+        state = await asyncio.to_thread(self.replica.state)
+        self.applied_offset = cursor.applied_offset
+        await call.write(pb.AgentMessage(hello=pb.Hello(
+            node=self.node, log_id=cursor.log_id, applied_offset=cursor.applied_offset, digest=state.digest,
+            record_format=RECORD_FORMAT, agent_version=AGENT_VERSION,
+        )))
+        silence = max(DEFAULT_HEARTBEAT_SECONDS * SILENT_HEARTBEATS, self.connect_timeout)
+        self._last_report = None  # a new stream (maybe a new manager) hears the next report
+        log_id = ""
+        chunks: list[bytes] = []
+        while True:
+            try:
+                message = await asyncio.wait_for(call.read(), silence)
+            except TimeoutError:
+                raise StreamDead(f"nothing from the manager for {silence:g}s") from None
+            if message is grpc.aio.EOF:
+                return
+            kind = message.WhichOneof("kind")
+            if kind == "welcome":
+                w = message.welcome
+                if log_id:
+                    raise StreamDead("a second Welcome on the same stream")
+                if w.record_format != RECORD_FORMAT:
+                    raise StreamDead(f"manager speaks record format {w.record_format}, not {RECORD_FORMAT}")
+                log_id = w.log_id
+                silence = max(1, w.heartbeat_seconds) * SILENT_HEARTBEATS
+                self.head_offset = w.head_offset
+                self.connected = True
+                self.backoff.reset()
+                if w.mode == pb.Welcome.SNAPSHOT:
+                    logger.info("synced with {}: snapshot at {} ({})", self.address, w.snapshot_offset, w.reason)
+                else:
+                    logger.info("synced with {}: resuming after {} (head {})", self.address, self.applied_offset, w.head_offset)
+                continue
+            if not log_id:
+                raise StreamDead(f"expected a Welcome, got {kind}")
+            if kind == "batch":
+                self.head_offset = max(self.head_offset, message.batch.head_offset)
+                await self._apply_batch(call, message.batch, log_id)
+            elif kind == "snapshot":
+                chunks.extend(message.snapshot.entries)
+                if message.snapshot.last:
+                    entries, chunks = chunks, []
+                    await self._install_snapshot(call, message.snapshot, entries, log_id)
+            elif kind == "heartbeat":
+                self.head_offset = message.heartbeat.head_offset
+            else:
+                raise StreamDead(f"unknown message {kind}")
+
+    async def _apply_batch(self, call: grpc.aio.StreamStreamCall, batch: pb.EventBatch, log_id: str) -> None:
+        """Apply one batch in one replica transaction, reconcile, then acknowledge."""
+        events = [decode_event(raw) for raw in batch.events]
+        result = await asyncio.to_thread(self.replica.apply, events, log_id=log_id)
+        self.batches_applied += 1
+        self.events_applied += result.applied
+        await self._acknowledge(call, result.applied_offset, result.digest)
+
+    async def _install_snapshot(
+        self, call: grpc.aio.StreamStreamCall, last: pb.SnapshotChunk, entries: list[bytes], log_id: str
+    ) -> None:
+        """Replace the replica with the snapshot in one transaction, reconcile, then acknowledge."""
+        pods = tuple(decode_entry(raw) for raw in entries)
+        if len(pods) != last.pod_count:
+            raise StreamDead(f"snapshot at {last.offset} announced {last.pod_count} pods, carried {len(pods)}")
+        snapshot = Snapshot(log_id=log_id, node=self.node, offset=last.offset, digest=last.digest, pods=pods)
+        result = await asyncio.to_thread(self.replica.install_snapshot, snapshot)
+        self.snapshots_installed += 1
+        logger.info("installed snapshot at {}: {} pods, digest {}", last.offset, len(pods), format_digest(last.digest))
+        await self._acknowledge(call, result.applied_offset, result.digest)
+
+    async def _acknowledge(self, call: grpc.aio.StreamStreamCall, applied_offset: int, digest: int) -> None:
+        """after_apply (the reconciler), then Ack, then a report if it changed."""
+        self.applied_offset = applied_offset
+        try:
+            report = await self.after_apply()
+        except Exception as exc:  # noqa: BLE001 (the replica committed: acknowledge it anyway)
+            logger.error("reconciling after offset {} failed: {}", applied_offset, exc)
+            report = Report(manifests_ok=False, message=str(exc))
+        await call.write(pb.AgentMessage(ack=pb.Ack(applied_offset=applied_offset, digest=digest)))
+        if report is not None and report != self._last_report:
+            await call.write(pb.AgentMessage(report=pb.AgentReport(
+                manifests_ok=report.manifests_ok, message=report.message, managed_manifests=report.managed_manifests,
+            )))
+            self._last_report = report

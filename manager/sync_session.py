@@ -1,0 +1,357 @@
+"""One agent's sync stream on the manager: resume or snapshot, batches, window, acks, heartbeats.
+
+Owns the protocol logic of docs/sync-protocol.md for the server side; the gRPC
+servicer in sync_service.py only hands it the stream. Store reads are short
+LMDB read transactions done on the event loop (they never block the writer).
+Must not import kubernetes or the agent package.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import grpc
+from loguru import logger
+
+from eventlog import RECORD_FORMAT, CompactedError, LogStore, Snapshot, encode_entry, event_offset, format_digest
+from manager.identity import node_name_problem, node_permitted
+from manager.notify import LogNotifier
+from proto import sync_pb2 as pb
+
+_MAX_MESSAGE_BYTES = 1 << 20  # a batch or chunk stops growing past ~1 MiB (always at least one record)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SyncSettings:
+    """Tuning of the sync service; the defaults are what docs/sync-protocol.md promises."""
+
+    batch_size: int = 256
+    """Events per EventBatch: large enough to amortise per-message cost in Python gRPC."""
+    window: int = 4096
+    """Events sent but not acknowledged per stream: a slow agent only slows itself."""
+    heartbeat_seconds: float = 10.0
+    """Idle time before a Heartbeat; agents drop a stream silent for 3x this."""
+    snapshot_chunk_entries: int = 256
+    """Pod entries per SnapshotChunk."""
+    keepalive_time_ms: int = 10_000
+    """HTTP/2 ping interval: detects a black-holed agent without waiting for TCP."""
+    keepalive_timeout_ms: int = 10_000
+    """How long an unanswered ping may take before the connection is dropped."""
+
+
+class AgentObserver(Protocol):
+    """What the manager's status code learns from the sync streams (called on the loop thread)."""
+
+    def connected(self, node: str, *, peer: str) -> None: ...
+
+    def acknowledged(self, node: str, *, applied_offset: int, digest: int) -> None: ...
+
+    def reported(self, node: str, *, manifests_ok: bool, message: str, managed_manifests: int) -> None: ...
+
+    def disconnected(self, node: str) -> None: ...
+
+    def snapshot_sent(self, node: str, *, reason: str) -> None: ...
+
+
+class NullObserver:
+    """An observer that ignores everything (tests, or a manager without status writing)."""
+
+    def connected(self, node: str, *, peer: str) -> None:
+        """Ignore."""
+
+    def acknowledged(self, node: str, *, applied_offset: int, digest: int) -> None:
+        """Ignore."""
+
+    def reported(self, node: str, *, manifests_ok: bool, message: str, managed_manifests: int) -> None:
+        """Ignore."""
+
+    def disconnected(self, node: str) -> None:
+        """Ignore."""
+
+    def snapshot_sent(self, node: str, *, reason: str) -> None:
+        """Ignore."""
+
+
+class StreamError(Exception):
+    """A protocol violation that ends the stream with a status code."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
+UNDECODABLE = object()  # what the request deserializer yields for bytes that are no AgentMessage
+
+
+class AgentSession:
+    """The manager's half of one agent stream, from Hello to disconnect."""
+
+    def __init__(
+        self,
+        *,
+        store: LogStore,
+        notifier: LogNotifier,
+        observer: AgentObserver,
+        settings: SyncSettings,
+        require_identity: bool,
+    ) -> None:
+        self.store = store
+        self.notifier = notifier
+        self.observer = observer
+        self.settings = settings
+        self.require_identity = require_identity
+        self.node = ""
+        self._wake = asyncio.Event()
+        self._error: StreamError | None = None
+        self._ended = False  # the agent half-closed its side
+        self._sent = 0  # newest offset sent (an event or a snapshot's S)
+        self._acked = 0  # newest acknowledged offset
+        self._in_flight: deque[int] = deque()  # offsets of events sent but not acknowledged
+        self._snapshot_reason: str | None = None  # set: send a snapshot next
+        self._snapshot_outstanding = 0  # S of a snapshot sent but not yet acknowledged (0: none)
+        self._last_sent = time.monotonic()
+
+    # -- the stream --------------------------------------------------------
+
+    async def run(
+        self, requests: AsyncIterator[object], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ManagerMessage]:
+        """Serve the stream: yields every message the manager sends."""
+        try:
+            hello = await self._hello(requests, context)
+        except StreamError as exc:
+            logger.warning("sync stream from {} refused: {}", context.peer(), exc.details)
+            await context.abort(exc.code, exc.details)
+            return
+        self.node = hello.node
+        self.notifier.subscribe(self.node, self._wake)
+        reader = asyncio.create_task(self._read(requests), name=f"sync-read-{self.node}")
+        self._call("connected", peer=context.peer())
+        try:
+            async for message in self._serve(hello, context):
+                yield message
+                self._last_sent = time.monotonic()
+            if self._error is not None:
+                logger.warning("agent {}: {}", self.node, self._error.details)
+                await context.abort(self._error.code, self._error.details)
+        finally:
+            reader.cancel()
+            self.notifier.unsubscribe(self.node, self._wake)
+            self._call("disconnected")
+            logger.info("agent {} disconnected (acknowledged {})", self.node, self._acked)
+
+    async def _hello(self, requests: AsyncIterator[object], context: grpc.aio.ServicerContext) -> pb.Hello:
+        """Read and check the opening Hello."""
+        try:
+            first = await anext(requests)
+        except StopAsyncIteration:
+            raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, "stream closed before Hello") from None
+        if not isinstance(first, pb.AgentMessage):
+            raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, "undecodable message")
+        if first.WhichOneof("kind") != "hello":
+            raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be a Hello")
+        hello = first.hello
+        problem = node_name_problem(hello.node)
+        if problem is not None:
+            raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        if self.require_identity:
+            auth = context.auth_context()
+            if not node_permitted(hello.node, auth):
+                names = ", ".join(
+                    v.decode(errors="replace") for v in auth.get("x509_common_name", [])
+                ) or "(no certificate)"
+                raise StreamError(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"certificate of {names} may not sync node {hello.node}",
+                )
+        if hello.record_format != RECORD_FORMAT:
+            raise StreamError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"record format {hello.record_format} is not supported (this manager speaks {RECORD_FORMAT})",
+            )
+        return hello
+
+    async def _serve(self, hello: pb.Hello, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ManagerMessage]:
+        """Welcome, then snapshots, batches and heartbeats until an error or the agent leaves."""
+        reason = self.store.resume_reason(
+            self.node, log_id=hello.log_id, applied_offset=hello.applied_offset, digest=hello.digest
+        )
+        state = self.store.node_state(self.node)
+        head = state.head_offset if state else 0
+        welcome = pb.Welcome(
+            log_id=self.store.log_id,
+            head_offset=head,
+            record_format=RECORD_FORMAT,
+            window=self.settings.window,
+            heartbeat_seconds=max(1, math.ceil(self.settings.heartbeat_seconds)),
+        )
+        if reason is None:
+            welcome.mode = pb.Welcome.RESUME
+            self._sent = self._acked = hello.applied_offset
+            logger.info(
+                "agent {} connected from {}: resume after {} (head {})", self.node, context.peer(), self._sent, head
+            )
+            yield pb.ManagerMessage(welcome=welcome)
+        else:
+            # the snapshot is read now, so Welcome can name its S
+            snapshot = self.store.snapshot(self.node)
+            welcome.mode = pb.Welcome.SNAPSHOT
+            welcome.snapshot_offset = snapshot.offset
+            welcome.reason = reason
+            logger.info(
+                "agent {} connected from {}: snapshot at {} ({})", self.node, context.peer(), snapshot.offset, reason
+            )
+            yield pb.ManagerMessage(welcome=welcome)
+            for message in self._snapshot_messages(snapshot, reason):
+                yield message
+        while True:
+            if self._error is not None or self._ended:
+                return
+            if self._snapshot_reason is not None:
+                reason, self._snapshot_reason = self._snapshot_reason, None
+                snapshot = self.store.snapshot(self.node)
+                logger.info("agent {}: snapshot at {} ({})", self.node, snapshot.offset, reason)
+                for message in self._snapshot_messages(snapshot, reason):
+                    yield message
+                continue
+            self._wake.clear()  # cleared before reading: a notify from now on wakes the wait below
+            room = self.settings.window - len(self._in_flight)
+            if room > 0:
+                batch = self._next_batch(min(room, self.settings.batch_size))
+                if batch is not None:
+                    yield batch
+                    continue
+            wait = self._last_sent + self.settings.heartbeat_seconds - time.monotonic()
+            if wait > 0:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), wait)
+                    continue
+                except TimeoutError:
+                    pass
+            state = self.store.node_state(self.node)
+            yield pb.ManagerMessage(
+                heartbeat=pb.Heartbeat(head_offset=state.head_offset if state else 0, time_unix_ms=time.time_ns() // 1_000_000)
+            )
+
+    def _next_batch(self, limit: int) -> pb.ManagerMessage | None:
+        """The next EventBatch after what was sent, or None when the agent is current."""
+        try:
+            raw = self.store.read_node_raw(self.node, after=self._sent, limit=limit)
+        except CompactedError:
+            self._snapshot_reason = f"offset {self._sent} was compacted"
+            return None
+        if not raw:
+            return None
+        size = 0
+        for i, record in enumerate(raw):
+            size += len(record)
+            if size > _MAX_MESSAGE_BYTES and i > 0:
+                raw = raw[:i]
+                break
+        offsets = [event_offset(r) for r in raw]
+        self._in_flight.extend(offsets)
+        self._sent = offsets[-1]
+        state = self.store.node_state(self.node)
+        return pb.ManagerMessage(
+            batch=pb.EventBatch(events=raw, head_offset=state.head_offset if state else self._sent)
+        )
+
+    def _snapshot_messages(self, snapshot: Snapshot, reason: str) -> list[pb.ManagerMessage]:
+        """The chunks of one snapshot; afterwards events continue after its S."""
+        chunks: list[pb.ManagerMessage] = []
+        entries: list[bytes] = []
+        size = 0
+        for pod in snapshot.pods:
+            entry = encode_entry(pod)
+            if entries and (len(entries) >= self.settings.snapshot_chunk_entries or size + len(entry) > _MAX_MESSAGE_BYTES):
+                chunks.append(pb.ManagerMessage(snapshot=pb.SnapshotChunk(offset=snapshot.offset, entries=entries)))
+                entries, size = [], 0
+            entries.append(entry)
+            size += len(entry)
+        chunks.append(
+            pb.ManagerMessage(
+                snapshot=pb.SnapshotChunk(
+                    offset=snapshot.offset, entries=entries, last=True, digest=snapshot.digest,
+                    pod_count=len(snapshot.pods),
+                )
+            )
+        )
+        # acks of events sent before the snapshot stay valid (they are <= S); their digests are stale
+        self._sent = max(self._sent, snapshot.offset)
+        self._snapshot_outstanding = snapshot.offset
+        self._call("snapshot_sent", reason=reason)
+        return chunks
+
+    # -- what the agent sends ----------------------------------------------
+
+    async def _read(self, requests: AsyncIterator[object]) -> None:
+        """Consume acks and reports until the agent half-closes or breaks the protocol."""
+        try:
+            async for message in requests:
+                self._receive(message)
+            self._ended = True
+        except StreamError as exc:
+            self._error = exc
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the call failed underneath us; the serving side sees it too
+            logger.debug("agent {}: read failed: {}", self.node, exc)
+            self._ended = True
+        finally:
+            self._wake.set()
+
+    def _receive(self, message: object) -> None:
+        """Handle one agent message after the Hello."""
+        if not isinstance(message, pb.AgentMessage):
+            raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, "undecodable message")
+        kind = message.WhichOneof("kind")
+        if kind == "ack":
+            self._ack(message.ack.applied_offset, message.ack.digest)
+        elif kind == "report":
+            r = message.report
+            self._call(
+                "reported", manifests_ok=r.manifests_ok, message=r.message, managed_manifests=r.managed_manifests
+            )
+        elif kind == "hello":
+            raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, "a second Hello on the same stream")
+        else:
+            raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, "an empty message")
+
+    def _ack(self, offset: int, digest: int) -> None:
+        """Check an acknowledgement, free window room, and heal a diverged replica."""
+        if offset < self._acked or offset > self._sent:
+            raise StreamError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"out-of-order ack {offset}: previous ack {self._acked}, newest offset sent {self._sent}",
+            )
+        self._acked = offset
+        while self._in_flight and self._in_flight[0] <= offset:
+            self._in_flight.popleft()
+        if self._snapshot_outstanding and offset < self._snapshot_outstanding:
+            # the agent still works through what preceded the snapshot: its digest is not comparable
+            pass
+        else:
+            self._snapshot_outstanding = 0
+            expected = self.store.digest_at(self.node, offset)
+            if expected is not None and expected != digest and self._snapshot_reason is None:
+                logger.warning(
+                    "agent {}: digest {} at offset {} differs from the log's {}",
+                    self.node, format_digest(digest), offset, format_digest(expected),
+                )
+                self._snapshot_reason = "digest mismatch"
+        self._call("acknowledged", applied_offset=offset, digest=digest)
+        self._wake.set()
+
+    def _call(self, method: str, **kwargs: object) -> None:
+        """Tell the observer; its failures are logged, never end a stream."""
+        try:
+            getattr(self.observer, method)(self.node, **kwargs)
+        except Exception as exc:  # noqa: BLE001
+            logger.error("observer {} failed for node {}: {}", method, self.node, exc)
