@@ -1,0 +1,24 @@
+"""Fixtures for the edge-agent tests (helpers live in agentproc.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.agent.agentproc import AgentProc
+
+
+@pytest.fixture
+def agents(tmp_path) -> Iterator:
+    """Factory of AgentProc; every agent is killed (process group) at the end."""
+    made: list[AgentProc] = []
+
+    def make(name: str = "agent", **kw) -> AgentProc:
+        a = AgentProc(tmp_path, name, **kw)
+        made.append(a)
+        return a
+
+    yield make
+    for a in made:
+        a.kill()
