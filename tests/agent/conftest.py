@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.agent.agentproc import AgentProc
+from tests.agent.syncserver import LogServer
 
 
 @pytest.fixture
@@ -22,3 +23,11 @@ def agents(tmp_path) -> Iterator:
     yield make
     for a in made:
         a.kill()
+
+
+@pytest.fixture
+def logserver(tmp_path) -> Iterator[LogServer]:
+    """A started sync server over a fresh log (see syncserver.py); closed at the end."""
+    srv = LogServer(tmp_path / "manager-log").start()
+    yield srv
+    srv.close()

@@ -1,0 +1,55 @@
+"""An agent process follows a real sync server: first a snapshot, then only events; files equal the replica."""
+
+from __future__ import annotations
+
+from eventlog import ReplicaStore
+from tests.agent.agentproc import expected_files, foreign_files, put_foreign
+from tests.agent.syncserver import delete, put
+from tests.e2e.processes import wait_for
+
+
+def desired(srv, node: str) -> dict[tuple[str, str], bytes]:
+    return {k: p.manifest for k, p in srv.store.pods(node).items()}
+
+
+def journal_kinds(replica: ReplicaStore) -> tuple[list[int], list[int]]:
+    """(snapshot offsets, event offsets) in journal order."""
+    snaps, events = [], []
+    for j in replica.journal():
+        if j.event is not None:
+            events.append(j.event.offset)
+        else:
+            snaps.append(j.snapshot_offset)
+    return snaps, events
+
+
+def test_new_agent_gets_its_pods_then_changes_arrive_as_events(logserver, agents):
+    srv = logserver
+    srv.append([put("edge01", "default", "nginx"), put("edge01", "team-a", "nginx"),
+                put("edge01", "team-a", "web"), put("edge02", "default", "other")])
+    a = agents(node="edge01", servers=[srv.address])
+    foreign = put_foreign(a.manifests)
+    a.start()
+    a.wait_files(expected_files(desired(srv, "edge01")))
+    assert len(desired(srv, "edge01")) == 3
+
+    later = srv.append([put("edge01", "team-a", "web", "web:2"), delete("edge01", "default", "nginx"),
+                        put("edge01", "default", "api"), put("edge02", "default", "more")])
+    a.wait_files(expected_files(desired(srv, "edge01")))
+    wait_for(lambda: a.metrics()["k8s_edge_agent_applied_offset"] == srv.store.node_state("edge01").head_offset,
+             timeout=30, what="the agent to report its applied offset")
+    m = a.metrics()
+    assert m["k8s_edge_agent_snapshots_installed_total"] == 1
+    assert m["k8s_edge_agent_events_applied_total"] == 3
+    assert m["k8s_edge_agent_connected"] == 1 and m["k8s_edge_agent_lag_events"] == 0
+    assert a.http("/readyz")[0] == 200 and a.http("/healthz")[0] == 200
+    with a.replica() as r:
+        snaps, events = journal_kinds(r)
+        assert len(snaps) == 1  # the first contact only
+        assert events == [e.offset for e in later if e.node == "edge01"]
+        assert r.state().digest == srv.store.node_state("edge01").digest
+    assert foreign_files(a.manifests) == foreign
+    for line in ("Starting edge agent", "Starting sync agent", "Starting sync edge spec"):
+        assert line in a.log()
+    a.stop()
+    assert a.proc.returncode == 0, a.log_tail()
