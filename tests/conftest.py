@@ -6,7 +6,11 @@
   ``bin_dir``; methods ``kubectl(*args, check=True, input=None, timeout=60)`` ->
   CompletedProcess (text; raises KubectlError, a CalledProcessError showing stderr),
   ``kill_apiserver()``, ``restart_apiserver(kill=True)``, ``start_apiserver()``,
-  ``compact_etcd(revision=None) -> int``, ``etcd_revision()``.
+  ``compact_etcd(revision=None) -> int``, ``etcd_revision()``, ``api_client()`` (a
+  kubernetes.client.ApiClient). Compaction alone does not make watches from old
+  resourceVersions fail while the apiserver's watch cache holds them: compact, then
+  ``restart_apiserver()``, to get 410 Gone (or use a factory instance with
+  ``extra_apiserver_args=["--watch-cache=false"]``).
   With ``K8S_EDGE_USE_EXISTING_CLUSTER=1`` and ``KUBECONFIG`` set it is that cluster
   instead, and the methods that need the local processes skip the test.
   ``K8S_EDGE_ETCD_COMPACTION_INTERVAL`` (default 5m) and ``K8S_EDGE_APISERVER_ARGS``
@@ -17,8 +21,10 @@
 - ``edgenode_crd`` (session): crd/edgenode.yaml applied and Established; its value
   describes the resource (``.name``, ``.group``, ``.version``, ``.plural``, ``.kind``).
 - ``namespace`` (function): a fresh namespace (with a ``default`` ServiceAccount, as
-  there is no controller-manager to create it), deleted afterwards without waiting: with
-  no namespace controller it stays Terminating, which is harmless.
+  there is no controller-manager to create it). Afterwards its EdgeNodes and pods are
+  deleted and the namespace itself without waiting: with no namespace controller it stays
+  Terminating, which is harmless. Tests share the session's cluster: scope a manager to
+  the test's namespace (``--namespace``) or expect other tests' objects.
 """
 
 from __future__ import annotations
@@ -62,6 +68,11 @@ class ExistingCluster:
         if check and res.returncode != 0:
             raise KubectlError(res.returncode, cmd, res.stdout, res.stderr)
         return res
+
+    def api_client(self):
+        from kubernetes import config
+
+        return config.new_client_from_config(config_file=str(self.kubeconfig))
 
     def _local_only(self, *a, **kw):
         pytest.skip("needs the local control plane (K8S_EDGE_USE_EXISTING_CLUSTER is set)")
@@ -122,4 +133,9 @@ def namespace(control_plane, request) -> str:
     control_plane.kubectl("create", "namespace", name)
     control_plane.kubectl("create", "serviceaccount", "default", "-n", name, check=False)
     yield name
+    # No namespace controller empties it, so delete what tests typically leave: a manager
+    # watching all namespaces then sees the EdgeNodes go instead of inheriting them.
+    control_plane.kubectl("delete", "edgenodes", "--all", "-n", name, "--wait=false", check=False)
+    control_plane.kubectl("delete", "pods", "--all", "-n", name, "--grace-period=0", "--force",
+                          "--wait=false", check=False)
     control_plane.kubectl("delete", "namespace", name, "--wait=false", check=False)

@@ -137,3 +137,24 @@ class TestOperations:
                          f"/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={old_rv}&timeoutSeconds=2",
                          check=False)
         assert '"code":410' in res.stdout + res.stderr
+
+    def test_compaction_then_restart_makes_old_watches_gone(self, control_plane, namespace):
+        # With the watch cache on, compaction shows only once the cache restarts.
+        control_plane.kubectl("create", "configmap", "c", "-n", namespace, "--from-literal=n=0")
+        cm = json.loads(control_plane.kubectl("get", "configmap", "c", "-n", namespace, "-o", "json").stdout)
+        old_rv = cm["metadata"]["resourceVersion"]
+        control_plane.kubectl("patch", "configmap", "c", "-n", namespace, "-p", '{"data":{"n":"1"}}')
+        control_plane.compact_etcd()
+        control_plane.restart_apiserver()
+        res = control_plane.kubectl(
+            "get", "--raw",
+            f"/api/v1/namespaces/{namespace}/configmaps?watch=1&resourceVersion={old_rv}&timeoutSeconds=2",
+            check=False)
+        assert '"code":410' in res.stdout + res.stderr
+
+    def test_api_client(self, control_plane):
+        from kubernetes import client
+
+        with control_plane.api_client() as api:
+            names = [n.metadata.name for n in client.CoreV1Api(api).list_namespace().items]
+        assert "default" in names

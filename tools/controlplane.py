@@ -340,8 +340,10 @@ class ControlPlane:
     def compact_etcd(self, revision: int | None = None) -> int:
         """Compact etcd's history up to revision (default: the current one); return it.
 
-        Watches and lists from an older resourceVersion then fail with 410 Gone once the
-        apiserver's watch cache no longer holds them either."""
+        With the watch cache on (the default) the apiserver keeps serving watches and even
+        exact lists from older resourceVersions out of its cache: they get 410 Gone only
+        after ``restart_apiserver()`` (the cache restarts at the current revision) or with
+        ``--watch-cache=false``, where etcd serves them."""
         rev = revision or self.etcd_revision()
         try:
             self.etcd_request("/v3/kv/compaction", {"revision": str(rev), "physical": True})
@@ -350,6 +352,12 @@ class ControlPlane:
             if "compacted" not in body:  # already compacted at or past rev: fine
                 raise ControlPlaneError(f"etcd compaction failed: {e} {body}") from e
         return rev
+
+    def api_client(self):
+        """A kubernetes.client.ApiClient for this cluster (imports the kubernetes package)."""
+        from kubernetes import config
+
+        return config.new_client_from_config(config_file=str(self.kubeconfig))
 
     def env(self) -> dict[str, str]:
         return {"KUBECONFIG": str(self.kubeconfig), "K8S_EDGE_SERVER": self.server,
