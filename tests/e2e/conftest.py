@@ -1,0 +1,105 @@
+"""Fixtures of the end-to-end suite: a private control plane, Toxiproxy, and the system under test.
+
+- ``e2e_control_plane`` (session): its own etcd + kube-apiserver (tools/controlplane.py),
+  so killing the apiserver and compacting etcd disturb no other test, and the manager,
+  which watches all namespaces, sees only this suite's EdgeNodes. The CRD is installed.
+- ``toxiproxy`` (session): a toxiproxy-server process (tools/build-toxiproxy.sh).
+- ``edge_system`` (function): ``edge_system(nodes=..., **EdgeSystem kwargs)`` starts the
+  manager and one agent per node; every process is killed and every EdgeNode deleted in
+  the finalizer.
+- ``e2e_namespaces`` (function): two fresh namespaces.
+- ``seed`` (function): K8S_EDGE_SEED or a random one, printed so a failure reproduces.
+- ``long_run``: ``--long`` (when pytest is pointed at tests/e2e) or K8S_EDGE_LONG=1.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tools.controlplane import ControlPlane, build_binaries
+
+from .harness import EdgeSystem, deleted_everything
+from .toxiproxy import ToxiproxyServer, build_toxiproxy
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--long", action="store_true", default=False,
+                     help="e2e: run the randomised schedule with thousands of operations (also K8S_EDGE_LONG=1)")
+
+
+@pytest.fixture(scope="session")
+def long_run(request: pytest.FixtureRequest) -> bool:
+    try:
+        opt = bool(request.config.getoption("--long"))
+    except ValueError:  # option not registered: pytest was not pointed at tests/e2e
+        opt = False
+    return opt or os.environ.get("K8S_EDGE_LONG") == "1"
+
+
+@pytest.fixture(scope="session")
+def e2e_control_plane(tmp_path_factory):
+    cp = ControlPlane(tmp_path_factory.mktemp("e2e-controlplane"), bin_dir=build_binaries())
+    cp.start()
+    try:
+        cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", REPO / "crd" / "edgenode.yaml")
+        cp.kubectl("wait", "--for=condition=established", "--timeout=60s", "crd/edgenodes.edge.k8s.io")
+        yield cp
+    finally:
+        cp.stop()
+
+
+@pytest.fixture(scope="session")
+def toxiproxy(tmp_path_factory):
+    server = ToxiproxyServer(build_toxiproxy(), log_dir=tmp_path_factory.mktemp("toxiproxy"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def seed() -> int:
+    value = int(os.environ.get("K8S_EDGE_SEED") or random.SystemRandom().randrange(1, 2**31))
+    print(f"\n[e2e] seed: {value} (reproduce with K8S_EDGE_SEED={value})", flush=True)
+    return value
+
+
+@pytest.fixture
+def e2e_namespaces(e2e_control_plane) -> list[str]:
+    names = [f"e2e-{c}-{uuid.uuid4().hex[:5]}" for c in "ab"]
+    for n in names:
+        e2e_control_plane.kubectl("create", "namespace", n)
+    return names
+
+
+@pytest.fixture
+def edge_system(e2e_control_plane, toxiproxy, tmp_path, request):
+    systems: list[EdgeSystem] = []
+
+    def make(*, nodes=("edge01", "edge02", "edge03"), **kwargs) -> EdgeSystem:
+        workdir = tmp_path / f"sys{len(systems)}"
+        workdir.mkdir()
+        s = EdgeSystem(control_plane=e2e_control_plane, toxiproxy=toxiproxy, workdir=workdir, nodes=nodes, **kwargs)
+        systems.append(s)
+        return s.start()
+
+    yield make
+    for s in systems:
+        s.close()
+        for proxy in [s.api_proxy, *(a.proxy for a in s.agents.values())]:
+            try:
+                toxiproxy.request("DELETE", f"/proxies/{proxy.name}")
+            except Exception:  # noqa: BLE001 - the server may be gone already
+                pass
+        print(f"[e2e] logs of {request.node.name}: {s.logs}")
+    if e2e_control_plane.apiserver is None or e2e_control_plane.apiserver.poll() is not None:
+        e2e_control_plane.start_apiserver()  # a test that failed while the API was down
+    deleted_everything(e2e_control_plane)

@@ -1,0 +1,337 @@
+"""The system under test as real processes: manager, agents, Toxiproxy, and the faults to inject.
+
+```
+kubectl ─> kube-apiserver <─[proxy "apiserver"]─ edge-manager <─[proxy "agent-<node>"]─ edge-agent (one per node)
+```
+Every agent reaches the manager through its own Toxiproxy proxy, and the manager reaches
+kube-apiserver through one too, so a test can cut, reset, black-hole, slow or narrow each
+link. Each agent has its own --data-dir and --pod-manifest-path, with foreign files planted
+in the folder that the agent must never touch. Processes run in their own process groups
+and are killed in `close()` (the fixtures call it in a finalizer).
+
+Imports eventlog (offline log compaction, read-only observation) and the checker; never
+manager or agent code, which runs only as the `edge-manager` / `edge-agent` processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from eventlog import LogStore
+
+from . import checker
+from .processes import Daemon, Deadline, free_port, wait_for
+from .toxiproxy import Proxy, ToxiproxyServer
+
+VENV_BIN = Path(sys.executable).parent
+FOREIGN_FILES = {  # an operator's own static pods and notes, next to ours
+    "kube-vip.yaml": b"apiVersion: v1\nkind: Pod\nmetadata:\n  name: kube-vip\n",
+    "README.txt": b"static pods of this node; k8s-edge owns only k8s-edge_* files\n",
+    ".k8s-edge_notes.json": b"{}",  # dot-file: kubelet ignores it, and it is not one of ours
+}
+MANAGER_STORE = "eventlog"  # eventlog.opening.MANAGER_SUBDIR
+AGENT_STORE = "replica"  # eventlog.opening.AGENT_SUBDIR
+
+
+def _command(script: str, module: str) -> list[str]:
+    """The installed console script, or `python -m <module>` when the venv has none."""
+    exe = VENV_BIN / script
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", module]
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass
+class Agent:
+    """One edge node: its agent process, folders and proxy."""
+
+    node: str
+    data_dir: Path
+    manifest_dir: Path
+    proxy: Proxy
+    daemon: Daemon
+    metrics_port: int
+
+    @property
+    def store(self) -> Path:
+        return self.data_dir / AGENT_STORE
+
+
+@dataclass
+class Faults:
+    """What the schedule did, so the checker knows which snapshots are allowed."""
+
+    log_replacements: int = 0  # manager data dir wiped
+    compactions: int = 0  # log compacted (offline) past some agent's position
+    applied: list[str] = field(default_factory=list)
+
+
+class EdgeSystem:
+    """A manager and several agents as processes, wired through Toxiproxy."""
+
+    def __init__(
+        self,
+        *,
+        control_plane,
+        toxiproxy: ToxiproxyServer,
+        workdir: Path,
+        nodes: Sequence[str],
+        seed: int | None = None,
+        manager_args: Sequence[str] = (),
+        agent_args: Sequence[str] = (),
+        resync_interval: float = 2.0,
+    ) -> None:
+        self.cp = control_plane
+        self.toxiproxy = toxiproxy
+        self.workdir = workdir
+        self.seed = seed
+        self.faults = Faults()
+        self.logs = workdir / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+        api_port = int(control_plane.server.rsplit(":", 1)[1])
+        self.api_proxy = toxiproxy.create_proxy(f"apiserver-{workdir.name}", upstream=f"127.0.0.1:{api_port}")
+        self.kubeconfig = workdir / "manager.kubeconfig"
+        self.kubeconfig.write_text(Path(control_plane.kubeconfig).read_text().replace(
+            control_plane.server, f"https://{self.api_proxy.listen}"))
+
+        self.manager_data = workdir / "manager"
+        self.sync_port = free_port()
+        self.manager_metrics_port = free_port()
+        self.manager = Daemon("edge-manager", [
+            *_command("edge-manager", "manager"), "--kubeconfig", str(self.kubeconfig),
+            "--sync-server", f"127.0.0.1:{self.sync_port}", "--data-dir", str(self.manager_data),
+            "--insecure", "--metrics-addr", f"127.0.0.1:{self.manager_metrics_port}", *manager_args,
+        ], log_path=self.logs / "manager.log", env=env)
+
+        self.agents: dict[str, Agent] = {}
+        for node in nodes:
+            proxy = toxiproxy.create_proxy(f"agent-{node}-{workdir.name}", upstream=f"127.0.0.1:{self.sync_port}")
+            data_dir, manifest_dir = workdir / node / "data", workdir / node / "manifests"
+            manifest_dir.mkdir(parents=True)
+            for fname, content in FOREIGN_FILES.items():
+                (manifest_dir / fname).write_bytes(content)
+            metrics = free_port()
+            daemon = Daemon(f"edge-agent {node}", [
+                *_command("edge-agent", "agent"), "--node-name", node, "--sync-server", proxy.listen,
+                "--pod-manifest-path", str(manifest_dir), "--data-dir", str(data_dir),
+                "--resync-interval", str(resync_interval), "--insecure", "--metrics-addr", f"127.0.0.1:{metrics}",
+                *agent_args,
+            ], log_path=self.logs / f"agent-{node}.log", env=env)
+            self.agents[node] = Agent(node, data_dir, manifest_dir, proxy, daemon, metrics)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def manager_store(self) -> Path:
+        return self.manager_data / MANAGER_STORE
+
+    def start(self) -> EdgeSystem:
+        """Start the manager, wait for its sync port, then every agent."""
+        self.start_manager()
+        for node in self.agents:
+            self.start_agent(node)
+        return self
+
+    def close(self) -> None:
+        """Kill every process this system started (finalizer)."""
+        for a in self.agents.values():
+            a.daemon.kill()
+        self.manager.kill()
+
+    def start_manager(self) -> None:
+        """Start edge-manager and wait until its sync port accepts connections."""
+        self.manager.start()
+        wait_for(lambda: self.manager.check_alive() or _port_open(self.sync_port), timeout=60,
+                 what="edge-manager's sync port", on_timeout=self.manager.log_tail)
+
+    def start_agent(self, node: str) -> None:
+        """Start one agent (it connects by itself; nothing to wait for)."""
+        self.agents[node].daemon.start()
+
+    def check_alive(self) -> None:
+        """Raise if a daemon that should run has died."""
+        self.manager.check_alive()
+        for a in self.agents.values():
+            a.daemon.check_alive()
+
+    def log_tails(self, lines: int = 30) -> str:
+        """The tail of every daemon's log, for failure messages."""
+        return "\n".join([self.manager.log_tail(lines), *(a.daemon.log_tail(lines) for a in self.agents.values())])
+
+    # -- faults: processes ----------------------------------------------------------------
+
+    def _note(self, what: str) -> None:
+        self.faults.applied.append(what)
+        print(f"[e2e {time.strftime('%H:%M:%S')}] fault: {what}", flush=True)
+
+    def kill_manager(self) -> None:
+        """kill -9 the manager."""
+        self._note("kill -9 manager")
+        self.manager.kill()
+
+    def restart_manager(self) -> None:
+        """kill -9 and start the manager with the same data dir."""
+        self.kill_manager()
+        self.start_manager()
+
+    def wipe_manager(self) -> None:
+        """kill -9 the manager, remove its data dir (a new log_id), start it again."""
+        self._note("wipe manager data dir")
+        self.manager.kill()
+        shutil.rmtree(self.manager_data, ignore_errors=True)
+        self.faults.log_replacements += 1
+        self.start_manager()
+
+    def compact_manager_log(self, *, keep_last: int = 0) -> int:
+        """kill -9 the manager, compact its log offline (eventlog LogStore.compact), start it again."""
+        self._note(f"compact manager log offline (keep_last={keep_last})")
+        self.manager.kill()
+        with LogStore(self.manager_store) as log:
+            result = log.compact(keep_last=keep_last)
+        self.faults.compactions += 1
+        self.start_manager()
+        return result.first_offset
+
+    def kill_agent(self, node: str) -> None:
+        """kill -9 one agent."""
+        self._note(f"kill -9 agent {node}")
+        self.agents[node].daemon.kill()
+
+    def restart_agent(self, node: str) -> None:
+        """kill -9 and start one agent."""
+        self.kill_agent(node)
+        self.start_agent(node)
+
+    def restart_apiserver(self) -> None:
+        """kill -9 kube-apiserver and start it on the same port."""
+        self._note("kill -9 kube-apiserver and restart")
+        self.cp.restart_apiserver(kill=True)
+
+    def force_watch_410(self, during: callable = None) -> None:  # type: ignore[valid-type]
+        """Make the manager's watch resume from a compacted resourceVersion, so the API answers 410 Gone.
+
+        The manager is cut off from the API while `during()` changes EdgeNodes; then
+        kube-apiserver is killed (its watch cache goes), etcd is compacted and the API comes
+        back: the manager's next watch from its old resourceVersion gets 410 and must relist.
+        """
+        self._note("partition manager from API, etcd compaction, apiserver restart (watch 410)")
+        self.api_proxy.set_enabled(False)
+        if during is not None:
+            during()
+        self.cp.kill_apiserver()
+        self.cp.compact_etcd()
+        self.cp.start_apiserver()
+        self.api_proxy.set_enabled(True)
+
+    # -- faults: network ------------------------------------------------------------------
+
+    def partition(self, node: str) -> None:
+        """Cut one agent off (connections closed, new ones refused)."""
+        self._note(f"partition {node}")
+        self.agents[node].proxy.set_enabled(False)
+
+    def reset_peer(self, node: str) -> None:
+        """Every connection of one agent is reset (RST) as soon as data flows."""
+        self._note(f"connection reset {node}")
+        self.agents[node].proxy.reset_connections()
+
+    def black_hole(self, node: str) -> None:
+        """One agent's traffic is silently dropped both ways; nothing is closed."""
+        self._note(f"black hole {node}")
+        self.agents[node].proxy.black_hole()
+
+    def slow(self, node: str, *, latency_ms: int = 300) -> None:
+        """Latency on one agent's link."""
+        self._note(f"latency {latency_ms}ms {node}")
+        self.agents[node].proxy.slow(latency_ms=latency_ms)
+
+    def narrow(self, node: str, *, rate_kb: int = 4) -> None:
+        """Bandwidth limit on one agent's link."""
+        self._note(f"bandwidth {rate_kb}KB/s {node}")
+        self.agents[node].proxy.narrow(rate_kb=rate_kb)
+
+    def heal(self, node: str | None = None) -> None:
+        """Remove every network fault (of one agent, or everywhere including the API link)."""
+        for a in ([self.agents[node]] if node else self.agents.values()):
+            a.proxy.clear()
+        if node is None:
+            self.api_proxy.clear()
+
+    def heal_all(self) -> None:
+        """Heal the network and start whatever is down."""
+        self.heal()
+        if not self.manager.running:
+            self.start_manager()
+        for node, a in self.agents.items():
+            if not a.daemon.running:
+                self.start_agent(node)
+
+    # -- observation ----------------------------------------------------------------------
+
+    def edgenodes(self) -> list[dict]:
+        """Every EdgeNode in the API (the desired state), with status."""
+        out = self.cp.kubectl("get", "edgenodes", "-A", "-o", "json", timeout=60).stdout
+        return json.loads(out)["items"]
+
+    def observe(self, *, verify: bool = False) -> checker.Observation:
+        """Read the API, the manager's store and every agent, read-only."""
+        edgenodes = self.edgenodes()
+        mgr = checker.observe_manager(self.manager_store)
+        agents = {n: checker.observe_agent(n, a.store, a.manifest_dir, foreign=FOREIGN_FILES)
+                  for n, a in self.agents.items()}
+        results = {}
+        if verify:
+            for path in [self.manager_store, *(a.store for a in self.agents.values())]:
+                results[str(path)] = checker.run_verify(path)
+        return checker.Observation(tuple(edgenodes), mgr, agents, results)
+
+    def snapshot_counts(self) -> dict[str, int]:
+        """Snapshots each agent installed, from its journal."""
+        return {n: len(checker.journal_snapshots(o.journal))
+                for n, o in ((n, checker.observe_agent(n, a.store, a.manifest_dir)) for n, a in self.agents.items())}
+
+    def wait_converged(self, *, timeout: float = 150.0, context: str = "") -> checker.Observation:
+        """Wait until every invariant holds (statuses included), then check once more with `verify`.
+
+        On timeout: every remaining problem, the seed, and the daemons' log tails.
+        """
+        last: list[str] = ["not observed yet"]
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check_alive()
+            try:
+                last = checker.problems_of(self.observe())
+            except Exception as e:  # noqa: BLE001 - a store being created or an API restart: look again
+                last = [f"observation failed: {e!r}"]
+            if not last:
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError(checker.format_failure(last, seed=self.seed, context=f"not converged after "
+                                     f"{timeout:.0f}s {context}".strip()) + "\n" + self.log_tails())
+            time.sleep(1.0)
+        obs = self.observe(verify=True)
+        problems = checker.problems_of(obs)
+        if problems:
+            raise AssertionError(checker.format_failure(problems, seed=self.seed, context=context)
+                                 + "\n" + self.log_tails())
+        return obs
+
+
+def deleted_everything(cp) -> None:
+    """Delete every EdgeNode in the (private) cluster, so the next test starts empty."""
+    cp.kubectl("delete", "edgenodes", "--all", "-A", "--wait=false", check=False, timeout=120)

@@ -1,0 +1,210 @@
+"""One named scenario per fault: EdgeNodes change during the fault, the system heals, every invariant holds.
+
+Each test starts a manager and three agents (each behind its own Toxiproxy proxy), brings
+them in sync, injects one fault, changes EdgeNodes with the built kubectl while it lasts,
+heals, and runs the convergence checker. Snapshots are counted from the agents' journals:
+a fault that neither replaces the log nor compacts past an agent must not cause one.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+
+from . import checker
+from .harness import EdgeSystem
+from .processes import wait_for
+from .workload import Workload, pod
+
+pytestmark = pytest.mark.timeout(420)
+
+
+@pytest.fixture
+def world(edge_system, e2e_control_plane, e2e_namespaces, seed):
+    """A converged system with EdgeNodes for every node (one node also in a second namespace)."""
+    system: EdgeSystem = edge_system(seed=seed)
+    ns_a, ns_b = e2e_namespaces
+    w = Workload(e2e_control_plane.kubectl, e2e_namespaces, list(system.agents), random.Random(seed))
+    w.apply([
+        *({"apiVersion": "edge.k8s.io/v1alpha1", "kind": "EdgeNode", "metadata": {"namespace": ns_a, "name": n},
+           "spec": {"pods": [pod("web", "nginx:1.27"), pod("cache", "redis:7")]}} for n in system.agents),
+        {"apiVersion": "edge.k8s.io/v1alpha1", "kind": "EdgeNode", "metadata": {"namespace": ns_b, "name": "edge01"},
+         "spec": {"pods": [pod("web", "busybox:1.36")]}},  # same pod name, other namespace, same node
+    ])
+    system.wait_converged(context="initial sync")
+    return system, w
+
+
+def wait_recorded(system: EdgeSystem, *, timeout: float = 60) -> None:
+    """Wait until the manager's log holds the API's desired state (agents may lag)."""
+    def recorded() -> bool:
+        obs = system.observe()
+        return not checker.check_view(checker.expected_view(obs.edgenodes), obs.manager)
+    wait_for(recorded, timeout=timeout, what="the manager to record the API's desired state",
+             on_timeout=system.log_tails)
+
+
+def changes(w: Workload, node: str = "edge01") -> None:
+    """A create, an update, a patch and a delete touching `node` and one other node."""
+    ns_a, ns_b = w.namespaces
+    w.put(ns_a, node, [pod("web", "nginx:1.28", revision=1), pod("metrics", "busybox:1.37")])  # update + add + remove
+    w.patch_image(ns_a, "edge02", 0, "alpine:3.20")
+    w.delete(ns_b, "edge01")
+    w.put(ns_b, "edge03", [pod("db", "redis:7")])  # create
+
+
+def test_partition_heals_by_resuming_without_snapshot(world):
+    system, w = world
+    before = system.snapshot_counts()
+    system.partition("edge01")
+    changes(w)
+    wait_recorded(system)
+    time.sleep(2)  # edge01 stays cut off while others move on
+    system.heal("edge01")
+    system.wait_converged(context="partition healed")
+    assert system.snapshot_counts() == before, "a healed partition must resume, not snapshot"
+
+
+def test_connection_reset_heals_by_resuming_without_snapshot(world):
+    system, w = world
+    before = system.snapshot_counts()
+    system.reset_peer("edge01")
+    system.reset_peer("edge02")
+    changes(w)
+    wait_recorded(system)
+    time.sleep(3)  # reconnect attempts are reset too
+    system.heal()
+    system.wait_converged(context="connection resets healed")
+    assert system.snapshot_counts() == before
+
+
+def test_black_hole_is_noticed_by_keepalive(world):
+    system, w = world
+    before = system.snapshot_counts()
+    system.black_hole("edge01")
+    changes(w)
+    wait_recorded(system)
+
+    def offline() -> bool:  # the manager noticed the silent peer: the EdgeNode says so
+        for o in system.edgenodes():
+            if o["metadata"]["name"] == "edge01":
+                st = o.get("status") or {}
+                conn = {c["type"]: c["status"] for c in st.get("conditions", [])}.get("Connected")
+                if st.get("phase") == "Offline" or conn == "False":
+                    return True
+        return False
+    wait_for(offline, timeout=90, what="edge01 to be reported Offline (keepalive) during a black hole",
+             on_timeout=system.log_tails)
+    system.heal("edge01")
+    system.wait_converged(context="black hole healed")
+    assert system.snapshot_counts() == before
+
+
+def test_latency_and_bandwidth_limit_still_converge(world):
+    system, w = world
+    before = system.snapshot_counts()
+    system.slow("edge01", latency_ms=400)
+    system.narrow("edge02", rate_kb=2)
+    changes(w)
+    big = [pod(f"p{i}", "busybox:1.36", revision=i) for i in range(40)]  # ~12 KB of manifests through 2 KB/s
+    w.put(w.namespaces[0], "edge02", big)
+    system.wait_converged(context="under latency and a bandwidth limit", timeout=180)
+    system.heal()
+    system.wait_converged(context="after healing")
+    assert system.snapshot_counts() == before
+
+
+def test_manager_kill9_and_restart(world):
+    system, w = world
+    before = system.snapshot_counts()
+    system.kill_manager()
+    changes(w)  # deletions made while the manager is down must be recorded once it is back
+    w.delete(w.namespaces[0], "edge03")
+    system.start_manager()
+    system.wait_converged(context="manager restarted")
+    assert system.snapshot_counts() == before, "same log_id: agents must resume"
+
+
+def test_agent_kill9_and_restart(world):
+    system, w = world
+    before = system.snapshot_counts()
+    system.kill_agent("edge01")
+    changes(w)
+    wait_recorded(system)
+    # a hand-deleted and a hand-edited manifest while the agent is down come back
+    files = sorted(system.agents["edge01"].manifest_dir.glob("k8s-edge_*.json"))
+    files[0].unlink()
+    files[-1].write_text("{}")
+    system.start_agent("edge01")
+    system.wait_converged(context="agent restarted")
+    assert system.snapshot_counts() == before
+
+
+def test_agent_restores_manifests_from_replica_without_manager(world):
+    system, w = world
+    system.kill_manager()
+    system.kill_agent("edge02")
+    folder = system.agents["edge02"].manifest_dir
+    files = {p.name: p.read_bytes() for p in folder.glob("k8s-edge_*.json")}
+    for f in folder.glob("k8s-edge_*.json"):
+        f.unlink()
+    system.start_agent("edge02")
+    wait_for(lambda: {p.name: p.read_bytes() for p in folder.glob("k8s-edge_*.json")} == files, timeout=30,
+             what="edge02 to restore its manifests from its replica with no manager",
+             on_timeout=system.agents["edge02"].daemon.log_tail)
+    system.start_manager()
+    system.wait_converged(context="manager back")
+
+
+def test_apiserver_kill9_and_restart(world):
+    system, w = world
+    before = system.snapshot_counts()
+    system.restart_apiserver()
+    changes(w)  # while the manager's watch is still reconnecting
+    system.wait_converged(context="apiserver restarted")
+    assert system.snapshot_counts() == before
+
+
+def test_watch_410_after_etcd_compaction_relists(world):
+    system, w = world
+    before = system.snapshot_counts()
+    system.force_watch_410(during=lambda: (changes(w), w.delete(w.namespaces[0], "edge03")))
+    system.wait_converged(context="after 410 Gone and relist")
+    assert system.snapshot_counts() == before
+    log = system.manager.log_path.read_text(errors="replace")
+    assert any(s in log for s in ("410", "Gone", "too old", "expired")), \
+        "the manager's log shows no 410/relist: the fault did not happen"
+
+
+def test_manager_data_dir_wiped_gives_new_log_and_one_snapshot_each(world):
+    system, w = world
+    old_log = system.observe().manager.log_id
+    before = system.snapshot_counts()
+    system.kill_manager()
+    changes(w)
+    system.wipe_manager()
+    obs = system.wait_converged(context="manager data dir wiped")
+    assert obs.manager.log_id != old_log
+    assert system.snapshot_counts() == {n: c + 1 for n, c in before.items()}, "one snapshot per agent: new log_id"
+
+
+def test_log_compacted_past_an_agent_forces_exactly_that_snapshot(world):
+    system, w = world
+    before = system.snapshot_counts()
+    system.partition("edge01")
+    changes(w)
+    w.put(w.namespaces[0], "edge01", [pod("web", "alpine:3.20", revision=7)])
+    wait_recorded(system)
+    # the others are at their heads; edge01 is behind: compact away everything
+    for n in ("edge02", "edge03"):
+        wait_for(lambda n=n: not checker.check_agent(system.observe().agents[n], system.observe().manager),
+                 timeout=60, what=f"{n} to catch up", on_timeout=system.log_tails)
+    first = system.compact_manager_log(keep_last=0)
+    assert first > 1
+    system.heal("edge01")
+    system.wait_converged(context="after compaction past edge01")
+    after = system.snapshot_counts()
+    assert after["edge01"] == before["edge01"] + 1, "edge01's position was compacted: exactly one snapshot"
+    assert {n: after[n] for n in ("edge02", "edge03")} == {n: before[n] for n in ("edge02", "edge03")}

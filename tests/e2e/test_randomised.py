@@ -1,0 +1,127 @@
+"""A seeded random schedule of kubectl creates, patches and deletes interleaved with random faults.
+
+Default (CI): at least 200 operations and 20 faults, with the checker run at a few quiet
+checkpoints and at the end. `--long` (pytest pointed at tests/e2e) or K8S_EDGE_LONG=1:
+3000 operations and 150 faults. The seed is printed first; K8S_EDGE_SEED=<seed> replays
+the same schedule of operations and faults (timings still vary with the machine).
+
+Snapshot accounting: an agent's journal may hold one snapshot into each log it followed
+(the first, and one per wipe of the manager's data dir) plus at most one more per offline
+compaction; any other snapshot means a partition or restart that should have resumed did not.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable
+
+import pytest
+
+from .harness import EdgeSystem
+from .workload import Workload
+
+pytestmark = pytest.mark.timeout(3 * 3600)
+
+
+def _network_fault(system: EdgeSystem, rng: random.Random) -> tuple[str, Callable[[], None]]:
+    node = rng.choice(list(system.agents))
+    kind = rng.choice(["partition", "reset", "black_hole", "latency", "bandwidth"])
+    {"partition": system.partition, "reset": system.reset_peer, "black_hole": system.black_hole,
+     "latency": lambda n: system.slow(n, latency_ms=rng.choice([100, 300, 800])),
+     "bandwidth": lambda n: system.narrow(n, rate_kb=rng.choice([2, 8, 32]))}[kind](node)
+    return f"{kind} {node}", lambda: system.heal(node)
+
+
+def _agent_down(system: EdgeSystem, rng: random.Random) -> tuple[str, Callable[[], None]]:
+    node = rng.choice(list(system.agents))
+    system.kill_agent(node)
+    return f"agent {node} down", lambda: system.start_agent(node)
+
+
+def _manager_down(system: EdgeSystem, rng: random.Random) -> tuple[str, Callable[[], None]]:
+    system.kill_manager()
+    return "manager down", system.start_manager
+
+
+def test_randomised_schedule(edge_system, e2e_control_plane, e2e_namespaces, seed, long_run):
+    rng = random.Random(seed)
+    ops_target, faults_target = (3000, 150) if long_run else (
+        int(os.environ.get("K8S_EDGE_OPS", 200)), int(os.environ.get("K8S_EDGE_FAULTS", 20)))
+    checkpoint_every = 6  # faults between quiet checks
+    started = time.monotonic()
+    system: EdgeSystem = edge_system(seed=seed, nodes=("edge01", "edge02", "edge03"))
+    w = Workload(e2e_control_plane.kubectl, e2e_namespaces, list(system.agents), rng)
+    active: list[tuple[str, Callable[[], None], int]] = []  # (what, heal, batches left)
+    faults = checkpoints = 0
+
+    def heal_all_active() -> None:
+        while active:
+            _, heal, _ = active.pop()
+            heal()
+        system.heal_all()
+
+    while w.operations < ops_target or faults < faults_target:
+        w.random_batch(rng.randint(2, 8))
+        for item in list(active):  # faults that have lasted their batches heal
+            what, heal, left = item
+            active.remove(item)
+            if left <= 1:
+                heal()
+            else:
+                active.append((what, heal, left - 1))
+        if faults < faults_target and rng.random() < max(0.35, faults_target / max(1, ops_target / 5)):
+            faults += 1
+            kind = rng.choices(["network", "agent", "manager", "apiserver", "watch410", "wipe", "compact"],
+                               weights=[10, 4, 3, 1, 1, 1, 1])[0]
+            busy_manager = any(what == "manager down" for what, _, _ in active)
+            if kind == "network":
+                what, heal = _network_fault(system, rng)
+                active.append((what, heal, rng.randint(1, 3)))
+            elif kind == "agent":
+                what, heal = _agent_down(system, rng)
+                if any(a == what for a, _, _ in active):
+                    heal()
+                else:
+                    active.append((what, heal, rng.randint(1, 3)))
+            elif kind == "manager" and not busy_manager:
+                what, heal = _manager_down(system, rng)
+                active.append((what, heal, rng.randint(1, 2)))
+            elif kind == "apiserver":
+                system.restart_apiserver()
+            elif kind == "watch410":
+                system.force_watch_410(during=lambda: w.random_batch(rng.randint(2, 6)))
+            elif kind == "wipe" and not busy_manager:
+                system.wipe_manager()
+            elif kind == "compact" and not busy_manager:
+                system.compact_manager_log(keep_last=rng.randint(0, 30))
+            else:
+                system.restart_manager() if not busy_manager else system.restart_apiserver()
+            if faults % checkpoint_every == 0:
+                heal_all_active()
+                checkpoints += 1
+                system.wait_converged(timeout=180, context=f"checkpoint {checkpoints} after {faults} faults, "
+                                      f"{w.operations} operations, seed {seed}")
+    heal_all_active()
+    obs = system.wait_converged(timeout=240, context=f"end of schedule, seed {seed}")
+
+    for node, a in obs.agents.items():
+        logs_seen, same_log = 0, 0
+        prev = ""
+        for j in a.journal:
+            if j.event is None:
+                if j.log_id != prev:
+                    logs_seen += 1
+                else:
+                    same_log += 1
+            prev = j.log_id
+        assert logs_seen <= 1 + system.faults.log_replacements, (node, logs_seen, seed)
+        assert same_log <= system.faults.compactions, (
+            f"agent {node}: {same_log} snapshot(s) within one log but only {system.faults.compactions} "
+            f"compaction(s): a partition or restart did not resume (seed {seed})")
+    elapsed = time.monotonic() - started
+    print(f"[e2e] seed {seed}: {w.operations} operations in {w.kubectl_calls} kubectl calls, {faults} faults "
+          f"({len(system.faults.applied)} fault actions), {checkpoints} checkpoints,"
+          f" {system.faults.log_replacements} wipes, {system.faults.compactions} compactions, {elapsed:.0f}s")
+    assert w.operations >= ops_target and faults >= faults_target

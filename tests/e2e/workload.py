@@ -1,0 +1,134 @@
+"""EdgeNode changes made through the built kubectl: creates, updates (patches) and deletes.
+
+Owns the test's model of which EdgeNodes exist, only to choose sensible next operations;
+the checker never trusts it: it reads the desired state back from the API.
+Every changed object counts as one operation, also when several go in one kubectl call.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+IMAGES = ("busybox:1.36", "busybox:1.37", "nginx:1.27", "nginx:1.28", "redis:7", "alpine:3.20")
+POD_NAMES = ("web", "cache", "ticker", "db", "agent", "proxy", "log", "metrics")
+
+Kubectl = Callable[..., Any]  # ControlPlane.kubectl(*args, check=True, input=None, timeout=60)
+
+
+def pod(name: str, image: str, *, revision: int = 0) -> dict:
+    """A Pod kubelet can run as a static pod."""
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "labels": {"app": name, "revision": str(revision)}},
+            "spec": {"containers": [{"name": "main", "image": image,
+                                     "command": ["sh", "-c", f"echo {name} r{revision}; sleep 3600"]}]}}
+
+
+def edgenode(namespace: str, node: str, pods: Sequence[dict]) -> dict:
+    """An EdgeNode object."""
+    return {"apiVersion": "edge.k8s.io/v1alpha1", "kind": "EdgeNode",
+            "metadata": {"namespace": namespace, "name": node}, "spec": {"pods": list(pods)}}
+
+
+@dataclass
+class Workload:
+    """A seeded generator of EdgeNode changes over a few namespaces and nodes, applied with kubectl."""
+
+    kubectl: Kubectl
+    namespaces: Sequence[str]
+    nodes: Sequence[str]
+    rng: random.Random
+    objects: dict[tuple[str, str], list[dict]] = field(default_factory=dict)  # (ns, node) -> pods
+    operations: int = 0
+    kubectl_calls: int = 0
+    revision: int = 0
+
+    # -- single operations --------------------------------------------------------------
+
+    def put(self, namespace: str, node: str, pods: Sequence[dict]) -> None:
+        """Create or replace one EdgeNode (kubectl apply)."""
+        self.apply([edgenode(namespace, node, pods)])
+
+    def delete(self, namespace: str, node: str) -> None:
+        """Delete one EdgeNode."""
+        self.delete_many([(namespace, node)])
+
+    def patch_image(self, namespace: str, node: str, index: int, image: str) -> None:
+        """A JSON patch of one pod's image (kubectl patch --type=json)."""
+        p = [{"op": "replace", "path": f"/spec/pods/{index}/spec/containers/0/image", "value": image}]
+        self._kubectl("patch", "edgenode", "-n", namespace, node, "--type=json", "-p", json.dumps(p))
+        self.objects[(namespace, node)][index]["spec"]["containers"][0]["image"] = image
+        self.operations += 1
+
+    # -- batches ------------------------------------------------------------------------
+
+    def apply(self, objs: Sequence[dict]) -> None:
+        """Create or update several EdgeNodes in one kubectl call (server-side apply of a List)."""
+        if not objs:
+            return
+        doc = {"apiVersion": "v1", "kind": "List", "items": list(objs)}
+        self._kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=e2e", "-f", "-",
+                      input=json.dumps(doc))
+        for o in objs:
+            self.objects[(o["metadata"]["namespace"], o["metadata"]["name"])] = o["spec"]["pods"]
+        self.operations += len(objs)
+
+    def delete_many(self, keys: Sequence[tuple[str, str]]) -> None:
+        """Delete several EdgeNodes, one kubectl call per namespace."""
+        by_ns: dict[str, list[str]] = {}
+        for ns, node in keys:
+            by_ns.setdefault(ns, []).append(node)
+        for ns, nodes in sorted(by_ns.items()):
+            self._kubectl("delete", "edgenode", "-n", ns, "--ignore-not-found", "--wait=false", *nodes)
+        for k in keys:
+            self.objects.pop(k, None)
+        self.operations += len(keys)
+
+    def random_batch(self, size: int) -> int:
+        """`size` random creates, updates and deletes (distinct objects), in at most three kubectl calls."""
+        puts: dict[tuple[str, str], dict] = {}
+        deletes: list[tuple[str, str]] = []
+        for _ in range(size):
+            key = (self.rng.choice(self.namespaces), self.rng.choice(self.nodes))
+            if key in puts or key in deletes:
+                continue
+            if key in self.objects and self.rng.random() < 0.25:
+                deletes.append(key)
+            else:
+                puts[key] = edgenode(*key, self._mutate(self.objects.get(key)))
+        if puts and self.rng.random() < 0.2 and any(k in self.objects for k in puts):
+            # one real `kubectl patch` in the mix, the way an operator edits one image
+            k = next(k for k in puts if k in self.objects)
+            if self.objects[k]:
+                del puts[k]
+                self.patch_image(*k, self.rng.randrange(len(self.objects[k])), self.rng.choice(IMAGES))
+        self.apply(list(puts.values()))
+        self.delete_many(deletes)
+        return len(puts) + len(deletes)
+
+    def _mutate(self, pods: list[dict] | None) -> list[dict]:
+        """A new pod list: create a fresh one, or change an image, add a pod or remove one."""
+        self.revision += 1
+        if not pods:
+            names = self.rng.sample(POD_NAMES, self.rng.randint(1, 3))
+            return [pod(n, self.rng.choice(IMAGES), revision=self.revision) for n in names]
+        out = json.loads(json.dumps(pods))
+        r = self.rng.random()
+        free = [n for n in POD_NAMES if n not in {p["metadata"]["name"] for p in out}]
+        if r < 0.4 or (r < 0.7 and not free):
+            i = self.rng.randrange(len(out))
+            out[i] = pod(out[i]["metadata"]["name"], self.rng.choice(IMAGES), revision=self.revision)
+        elif r < 0.7:
+            out.append(pod(self.rng.choice(free), self.rng.choice(IMAGES), revision=self.revision))
+        elif len(out) > 1:
+            out.pop(self.rng.randrange(len(out)))
+        else:
+            out = []  # an EdgeNode with no pods: every pod of it is deleted on the node
+        return out
+
+    def _kubectl(self, *args: str, input: str | None = None) -> None:
+        self.kubectl_calls += 1
+        self.kubectl(*args, input=input, timeout=120)
