@@ -133,6 +133,11 @@ class AgentProc(Daemon):
 
         wait_for(seen, timeout=timeout, what=f"{self.name} to log {text!r}", on_timeout=self.log_tail)
 
+    def wait_applied(self, offset: int, *, timeout: float = 60) -> None:
+        """Until the agent's metrics say it applied this offset."""
+        wait_for(lambda: self.check_alive() or self.metrics()["k8s_edge_agent_applied_offset"] == offset,
+                 timeout=timeout, what=f"{self.name} to apply offset {offset}", on_timeout=self.log_tail)
+
     def wait_files(self, files: dict[str, bytes], *, timeout: float = 60) -> None:
         """Until the managed files are exactly these."""
         def same() -> bool:
@@ -141,3 +146,14 @@ class AgentProc(Daemon):
 
         wait_for(same, timeout=timeout, what=f"{self.name}'s manifests to equal {sorted(files)}",
                  on_timeout=lambda: f"have {sorted(managed_files(self.manifests))}\n{self.log_tail()}")
+
+
+def journal_kinds(replica: ReplicaStore) -> tuple[list[int], list[int]]:
+    """(snapshot offsets, event offsets) in journal order."""
+    snaps, events = [], []
+    for j in replica.journal():
+        if j.event is not None:
+            events.append(j.event.offset)
+        else:
+            snaps.append(j.snapshot_offset)
+    return snaps, events

@@ -30,6 +30,24 @@ def delete(node: str, ns: str, name: str) -> Change:
     return Change(node, "delete", ns, name)
 
 
+class RecordingObserver(NullObserver):
+    """Keeps what agents reported, as the manager's status writer would see it."""
+
+    def __init__(self) -> None:
+        self.reports: list[tuple[str, bool, str, int]] = []
+        self.acks: list[tuple[str, int]] = []
+        self.snapshots: list[tuple[str, str]] = []
+
+    def reported(self, node: str, *, manifests_ok: bool, message: str, managed_manifests: int) -> None:
+        self.reports.append((node, manifests_ok, message, managed_manifests))
+
+    def acknowledged(self, node: str, *, applied_offset: int, digest: int) -> None:
+        self.acks.append((node, applied_offset))
+
+    def snapshot_sent(self, node: str, *, reason: str) -> None:
+        self.snapshots.append((node, reason))
+
+
 class LogServer:
     """manager.sync_service.create_server over a LogStore, restartable on a fixed port."""
 
@@ -40,6 +58,7 @@ class LogServer:
         self.store = LogStore(path)
         self.notifier = LogNotifier()
         self.settings = SyncSettings(heartbeat_seconds=heartbeat_seconds)
+        self.observer = RecordingObserver()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server = None
@@ -56,7 +75,7 @@ class LogServer:
         self._thread.start()
 
         async def boot():
-            server, _ = create_server(store=self.store, notifier=self.notifier, observer=NullObserver(),
+            server, _ = create_server(store=self.store, notifier=self.notifier, observer=self.observer,
                                       address=self.address, tls=None, settings=self.settings)
             await server.start()
             return server
@@ -82,6 +101,19 @@ class LogServer:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.notifier.notify, tuple({e.node for e in events}))
         return events
+
+    def desired(self, node: str) -> dict[tuple[str, str], bytes]:
+        """The node's pods in the log's view: what its folder must hold."""
+        return {k: p.manifest for k, p in self.store.pods(node).items()}
+
+    def head(self, node: str) -> int:
+        """The node's head offset."""
+        st = self.store.node_state(node)
+        return st.head_offset if st else 0
+
+    def node_events(self, node: str, *, after: int) -> list[int]:
+        """Offsets of the node's events after an offset."""
+        return [e.offset for e in self.store.read_node(node, after=after, limit=1_000_000)]
 
     def close(self) -> None:
         self.stop()

@@ -2,25 +2,8 @@
 
 from __future__ import annotations
 
-from eventlog import ReplicaStore
-from tests.agent.agentproc import expected_files, foreign_files, put_foreign
+from tests.agent.agentproc import expected_files, foreign_files, journal_kinds, put_foreign
 from tests.agent.syncserver import delete, put
-from tests.e2e.processes import wait_for
-
-
-def desired(srv, node: str) -> dict[tuple[str, str], bytes]:
-    return {k: p.manifest for k, p in srv.store.pods(node).items()}
-
-
-def journal_kinds(replica: ReplicaStore) -> tuple[list[int], list[int]]:
-    """(snapshot offsets, event offsets) in journal order."""
-    snaps, events = [], []
-    for j in replica.journal():
-        if j.event is not None:
-            events.append(j.event.offset)
-        else:
-            snaps.append(j.snapshot_offset)
-    return snaps, events
 
 
 def test_new_agent_gets_its_pods_then_changes_arrive_as_events(logserver, agents):
@@ -30,14 +13,13 @@ def test_new_agent_gets_its_pods_then_changes_arrive_as_events(logserver, agents
     a = agents(node="edge01", servers=[srv.address])
     foreign = put_foreign(a.manifests)
     a.start()
-    a.wait_files(expected_files(desired(srv, "edge01")))
-    assert len(desired(srv, "edge01")) == 3
+    a.wait_files(expected_files(srv.desired("edge01")))
+    assert len(srv.desired("edge01")) == 3
 
     later = srv.append([put("edge01", "team-a", "web", "web:2"), delete("edge01", "default", "nginx"),
                         put("edge01", "default", "api"), put("edge02", "default", "more")])
-    a.wait_files(expected_files(desired(srv, "edge01")))
-    wait_for(lambda: a.metrics()["k8s_edge_agent_applied_offset"] == srv.store.node_state("edge01").head_offset,
-             timeout=30, what="the agent to report its applied offset")
+    a.wait_files(expected_files(srv.desired("edge01")))
+    a.wait_applied(srv.head("edge01"))
     m = a.metrics()
     assert m["k8s_edge_agent_snapshots_installed_total"] == 1
     assert m["k8s_edge_agent_events_applied_total"] == 3
