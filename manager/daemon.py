@@ -1,0 +1,295 @@
+"""The running manager: wires store, recorder, watches, sync server, status writer, metrics, compaction.
+
+Owns start and stop order and the hand-over between the watch threads and the event
+loop. Given ready-made kubernetes API objects by main; builds no clients itself.
+Must not import the agent package.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from loguru import logger
+
+from eventlog import Event, LogStore
+from manager.metrics import Metrics, serve
+from manager.recording import MANAGED_BY_LABEL, MANAGED_BY_VALUE, DesiredNode, Recorder
+from manager.status import NotFound, StatusSettings, StatusWriter
+from manager.sync_service import LogNotifier, ServerTls, SyncSettings, create_server
+from manager.watching import Changed, Listed, WatchSettings, WatchStats, watch_forever
+
+GROUP, VERSION, PLURAL = "edge.k8s.io", "v1alpha1", "edgenodes"
+STOP_GRACE_SECONDS = 5.0  # streams get this long to finish before the server cancels them
+
+
+class _Observer:
+    """The sync service's observer: status plus metrics, on the loop thread."""
+
+    def __init__(self, status: StatusWriter, metrics: Metrics) -> None:
+        self._status = status
+        self._metrics = metrics
+        self.connected_agents = 0
+
+    def connected(self, node: str, *, peer: str) -> None:
+        self.connected_agents += 1
+        logger.info("agent of node {} connected from {}", node, peer)
+        self._status.connected(node, peer=peer)
+
+    def acknowledged(self, node: str, *, applied_offset: int, digest: int) -> None:
+        self._status.acknowledged(node, applied_offset=applied_offset, digest=digest)
+
+    def reported(self, node: str, *, manifests_ok: bool, message: str, managed_manifests: int) -> None:
+        self._status.reported(node, manifests_ok=manifests_ok, message=message, managed_manifests=managed_manifests)
+
+    def disconnected(self, node: str) -> None:
+        self.connected_agents = max(0, self.connected_agents - 1)
+        logger.info("agent of node {} disconnected", node)
+        self._status.disconnected(node)
+
+    def snapshot_sent(self, node: str, *, reason: str) -> None:
+        self._metrics.snapshots_sent.labels(reason=_reason_label(reason)).inc()
+        self._status.snapshot_sent(node, reason=reason)
+
+
+def _reason_label(reason: str) -> str:
+    """A bounded label value for a snapshot reason (offsets in reasons would explode cardinality)."""
+    for word in ("unknown log_id", "empty replica", "compacted", "beyond", "digest"):
+        if word in reason:
+            return word.replace(" ", "_")
+    return "other"
+
+
+class Daemon:
+    """One manager process's moving parts."""
+
+    def __init__(
+        self,
+        *,
+        store: LogStore,
+        api: Any,
+        custom: Any,
+        core: Any,
+        namespace: str | None,
+        retention: Any,
+        compaction_interval: float,
+        status_refresh_seconds: float,
+        sync_settings: SyncSettings,
+        watch_settings: WatchSettings = WatchSettings(),
+    ) -> None:
+        self.store = store
+        self._api = api
+        self._custom = custom
+        self._core = core
+        self._namespace = namespace
+        self._retention = retention
+        self._compaction_interval = compaction_interval
+        self._sync_settings = sync_settings
+        self._watch_settings = watch_settings
+        self.metrics = Metrics()
+        self.notifier = LogNotifier()
+        self.status = StatusWriter(
+            patch=self._patch_status, head_offset=self._head_offset,
+            settings=StatusSettings(refresh_seconds=status_refresh_seconds),
+            on_write=self.metrics.status_writes.inc,
+        )
+        self.observer = _Observer(self.status, self.metrics)
+        self.edgenode_stats = WatchStats()
+        self.pod_stats = WatchStats()
+        self._stop_threads = threading.Event()
+        self._stop_tasks = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._threads: list[threading.Thread] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._server: Any = None
+        self._http: Any = None
+        self._listed = threading.Event()
+        self._compacting = threading.Lock()  # held while compaction writes, so stop() can wait for it
+        self.recorder = Recorder(
+            store, notify=self.notifier.notify_threadsafe, namespace=namespace,
+            on_desired=lambda d: self._to_loop(self.status.edgenode_changed, d),
+            on_deleted=lambda k: self._to_loop(self.status.edgenode_deleted, k),
+            on_listed=self._on_listed,
+            on_appended=self._on_appended,
+        )
+
+    # -- start and stop -------------------------------------------------------------
+
+    async def start(self, *, sync_address: str, tls: ServerTls | None, metrics_address: tuple[str, int] | None) -> None:
+        """Start serving agents, metrics, then the watches and the background tasks."""
+        self._loop = asyncio.get_running_loop()
+        logger.info("Starting sync service")
+        self._server, port = create_server(store=self.store, notifier=self.notifier, observer=self.observer,
+                                           address=sync_address, tls=tls, settings=self._sync_settings)
+        await self._server.start()
+        host = sync_address.rpartition(":")[0] or "[::]"
+        mode = "plaintext" if tls is None else ("mTLS" if tls.client_ca_file else "TLS")
+        logger.info("Starting sync service api server: listening on {}:{} ({})", host, port, mode)
+        self.sync_port = port
+        self.metrics.add_live(
+            head_offset=lambda: self.store.head_offset,
+            connected_agents=lambda: self.observer.connected_agents,
+            node_lag=self._node_lag,
+            watch_restarts=self._restarts,
+        )
+        if metrics_address is not None:
+            self._http = serve(metrics_address, metrics=self.metrics, ready=self.ready)
+        logger.info("Starting edge controller")
+        self._start_thread("edgenode-watch", self._watch_edgenodes)
+        self._start_thread("mirror-pod-watch", self._watch_mirror_pods)
+        logger.info("Waiting for the informer cache to sync")
+        self._tasks.append(asyncio.create_task(self._announce_listed(), name="listed"))
+        self._tasks.append(asyncio.create_task(self.status.run(self._stop_tasks), name="status"))
+        if self._retention.enabled:
+            self._tasks.append(asyncio.create_task(self._compact_forever(), name="compaction"))
+
+    async def stop(self) -> None:
+        """Stop watches, streams (with grace), tasks and metrics; the caller closes the store."""
+        self._stop_threads.set()
+        self._stop_tasks.set()
+        # an in-flight append commits first; no append happens after this returns
+        await asyncio.to_thread(self.recorder.close)
+        if self._server is not None:
+            await self._server.stop(STOP_GRACE_SECONDS)
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.to_thread(self._compacting.acquire)  # a compaction thread outlives its cancelled task
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+
+    def ready(self) -> bool:
+        """Listed EdgeNodes once and serving agents."""
+        return self._listed.is_set() and self._server is not None
+
+    # -- watches (threads) ----------------------------------------------------------
+
+    def _start_thread(self, name: str, target: Callable[[], None]) -> None:
+        t = threading.Thread(target=target, name=name, daemon=True)  # a blocked read must not hold exit
+        t.start()
+        self._threads.append(t)
+
+    def _watch_edgenodes(self) -> None:
+        if self._namespace:
+            list_fn, kwargs = self._custom.list_namespaced_custom_object, {"namespace": self._namespace}
+        else:
+            list_fn, kwargs = self._custom.list_cluster_custom_object, {}
+        watch_forever(list_fn, handle=self._handle_edgenode, settings=self._watch_settings,
+                      stats=self.edgenode_stats, stop=self._stop_threads, what="EdgeNodes",
+                      group=GROUP, version=VERSION, plural=PLURAL, **kwargs)
+
+    def _handle_edgenode(self, item: Listed | Changed) -> None:
+        if isinstance(item, Listed):
+            rec = self.recorder.listed(item.objects)
+            logger.info("EdgeNodes listed: {} object(s), {} event(s) appended to catch up",
+                        len(item.objects), len(rec.events))
+            self._listed.set()
+        elif item.type == "DELETED":
+            self.recorder.deleted(item.object)
+        else:
+            self.recorder.changed(item.object)
+
+    def _watch_mirror_pods(self) -> None:
+        selector = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
+        if self._namespace:
+            list_fn, kwargs = self._core.list_namespaced_pod, {"namespace": self._namespace}
+        else:
+            list_fn, kwargs = self._core.list_pod_for_all_namespaces, {}
+        watch_forever(list_fn, handle=self._handle_pod, settings=self._watch_settings, stats=self.pod_stats,
+                      stop=self._stop_threads, what="mirror pods", label_selector=selector, **kwargs)
+
+    def _handle_pod(self, item: Listed | Changed) -> None:
+        if isinstance(item, Listed):
+            pods = {_pod_key(p): _pod_running(p) for p in item.objects}
+            self._to_loop(self.status.mirror_pods_listed, pods)
+        else:
+            running = None if item.type == "DELETED" else _pod_running(item.object)
+            ns, name = _pod_key(item.object)
+            self._to_loop(lambda: self.status.mirror_pod(ns, name, running=running))
+
+    # -- hand-over to the loop ------------------------------------------------------
+
+    def _to_loop(self, fn: Callable[..., None], *args: Any) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(fn, *args)
+            except RuntimeError:  # the loop closed between the check and the call: shutting down
+                pass
+
+    def _on_listed(self, desired: list[DesiredNode]) -> None:
+        self._to_loop(self.status.edgenode_listed, desired)
+
+    def _on_appended(self, events: list[Event]) -> None:
+        for e in events:
+            self.metrics.events_appended.labels(op=e.op).inc()
+        self._to_loop(self.status.appended, {e.node for e in events})
+
+    async def _announce_listed(self) -> None:
+        while not self._listed.is_set():
+            await asyncio.sleep(0.1)
+        logger.info("Starting workers (EdgeNodes listed; head offset {})", self.store.head_offset)
+
+    # -- status writes, metrics, compaction ----------------------------------------
+
+    def _patch_status(self, namespace: str, name: str, body: dict[str, Any]) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self._custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, PLURAL, name, body,
+                _content_type="application/merge-patch+json", _request_timeout=(5, 15))
+        except ApiException as exc:
+            if exc.status == 404:
+                raise NotFound(f"{namespace}/{name}") from None
+            raise
+
+    def _head_offset(self, node: str) -> int:
+        st = self.store.node_state(node)
+        return st.head_offset if st else 0
+
+    def _node_lag(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for node, agent in list(self.status.agents.items()):
+            if agent.synced_offset is not None:
+                out[node] = max(0, self._head_offset(node) - agent.synced_offset)
+        return out
+
+    def _restarts(self) -> dict[tuple[str, str], int]:
+        out = {("edgenodes", r): n for r, n in list(self.edgenode_stats.restarts.items())}
+        out.update({("pods", r): n for r, n in list(self.pod_stats.restarts.items())})
+        return out
+
+    async def _compact_forever(self) -> None:
+        r = self._retention
+        while True:
+            await asyncio.sleep(self._compaction_interval)
+            older = time.time_ns() - int(r.max_age_seconds * 1e9) if r.max_age_seconds is not None else None
+            try:
+                res = await asyncio.to_thread(self._compact, keep_last=r.keep_last, older_than_ns=older,
+                                              max_bytes=r.max_bytes)
+            except Exception as exc:
+                logger.warning("compaction failed: {}", " ".join(str(exc).split()))
+                continue
+            if res.dropped:
+                self.metrics.compacted_events.inc(res.dropped)
+                logger.info("compaction dropped {} event(s); the log now starts at offset {}",
+                            res.dropped, res.first_offset)
+
+    def _compact(self, **bounds: Any) -> Any:
+        with self._compacting:
+            return self.store.compact(**bounds)
+
+
+def _pod_key(pod: dict[str, Any]) -> tuple[str, str]:
+    meta = pod.get("metadata") or {}
+    return (meta.get("namespace") or "", meta.get("name") or "")
+
+
+def _pod_running(pod: dict[str, Any]) -> bool:
+    return ((pod.get("status") or {}).get("phase")) == "Running"
+

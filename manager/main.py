@@ -1,0 +1,321 @@
+"""The `edge-manager` daemon: flags, wiring, start-up and clean shutdown.
+
+Owns the command line and the order things start and stop in: the store, the API
+client, the sync server, metrics, the EdgeNode and mirror-pod watches (threads), the
+status writer and compaction (asyncio tasks). The only module that builds kubernetes
+API clients. Must not import the agent package.
+
+Threads: each watch runs in its own thread (the kubernetes client is synchronous); the
+EdgeNode watch thread appends to the store itself and hands everything else to the event
+loop with call_soon_threadsafe. The loop runs the gRPC server, status writes (through
+asyncio.to_thread) and compaction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+GROUP, VERSION, PLURAL = "edge.k8s.io", "v1alpha1", "edgenodes"
+USER_AGENT = "edge-manager/0.1.0"
+DEFAULT_DATA_DIR = "/var/lib/k8s-edge/manager"
+DEFAULT_METRICS_ADDR = ":8080"
+DEFAULT_KUBECONFIG = "~/.kube/config"
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_SIZE = re.compile(r"^(\d+)\s*(|k|ki|m|mi|g|gi|t|ti|b|kb|mb|gb|tb)$", re.I)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "ki": 2**10, "m": 10**6, "mb": 10**6, "mi": 2**20,
+               "g": 10**9, "gb": 10**9, "gi": 2**30, "t": 10**12, "tb": 10**12, "ti": 2**40}
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class UsageError(Exception):
+    """A flag the user must fix: one line, exit code 2."""
+
+
+class StartupError(Exception):
+    """The manager cannot start (store, API, port): one line, exit code 1."""
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in '90s', '5m', '1h30m', '7d' or a plain number of seconds."""
+    t = text.strip().lower()
+    try:
+        return float(t)
+    except ValueError:
+        pass
+    parts = _DURATION.findall(t)
+    if not t or "".join(n + u for n, u in parts) != t:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 30m, 12h, 7d)")
+    return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+
+
+def parse_size(text: str) -> int:
+    """Bytes in '500Mi', '2G', '1048576'."""
+    m = _SIZE.match(text.strip())
+    if not m:
+        raise ValueError(f"not a size: {text!r} (use e.g. 512Mi, 2Gi, 1000000)")
+    return int(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
+
+
+def split_address(address: str, *, flag: str) -> tuple[str, int]:
+    """(host, port) of ':8080', '127.0.0.1:0' or '[::1]:8080'."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise UsageError(f"{flag}: not an address: {address!r} (use host:port or :port)")
+    return host.strip("[]"), int(port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The edge-manager command line."""
+    p = argparse.ArgumentParser(
+        prog="edge-manager",
+        description="Record EdgeNode changes into an event log and stream them to edge agents.",
+    )
+    p.add_argument("--kubeconfig", default=None,
+                   help=f"kubeconfig file (default {DEFAULT_KUBECONFIG}; in-cluster config when none is found)")
+    p.add_argument("--master", default=None, help="Kubernetes API server address; overrides the kubeconfig's")
+    p.add_argument("--namespace", default=None, help="watch EdgeNodes of this namespace only (default: all)")
+    p.add_argument("--sync-server", default=":50051", help="listen address of the gRPC sync service (default :50051)")
+    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, type=Path,
+                   help=f"where the event log lives (<data-dir>/eventlog; default {DEFAULT_DATA_DIR})")
+    p.add_argument("--tls-cert-file", type=Path, default=None, help="server certificate (PEM)")
+    p.add_argument("--tls-private-key-file", type=Path, default=None, help="server private key (PEM)")
+    p.add_argument("--client-ca-file", type=Path, default=None,
+                   help="CA for agent client certificates; agents may then stream only the node their certificate names")
+    p.add_argument("--insecure", action="store_true", help="serve plaintext gRPC without authentication")
+    p.add_argument("--retain-events", type=int, default=None, metavar="N",
+                   help="compaction: keep at most the newest N events")
+    p.add_argument("--retain-age", default=None, metavar="DURATION",
+                   help="compaction: drop events older than this (e.g. 7d)")
+    p.add_argument("--retain-bytes", default=None, metavar="SIZE",
+                   help="compaction: keep the log's events below this size (e.g. 1Gi)")
+    p.add_argument("--compaction-interval", default="5m", metavar="DURATION",
+                   help="how often retention is applied (default 5m)")
+    p.add_argument("--status-refresh-interval", default="60s", metavar="DURATION",
+                   help="lastSeen of a connected agent is written at most this often (default 60s: "
+                        "one status write per EdgeNode per minute at steady state)")
+    p.add_argument("--heartbeat-interval", default="10s", metavar="DURATION",
+                   help="heartbeat to idle agents (default 10s)")
+    p.add_argument("--metrics-addr", default=DEFAULT_METRICS_ADDR,
+                   help=f"listen address of /metrics, /healthz, /readyz (default {DEFAULT_METRICS_ADDR}; '' disables)")
+    p.add_argument("--log-level", default="INFO", type=str.upper,
+                   choices=["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"])
+    p.add_argument("--log-format", default="text", choices=["text", "json"])
+    return p
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Retention:
+    """Compaction bounds; None means unbounded."""
+
+    keep_last: int | None = None
+    max_age_seconds: float | None = None
+    max_bytes: int | None = None
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any bound is set."""
+        return any(v is not None for v in (self.keep_last, self.max_age_seconds, self.max_bytes))
+
+
+def setup_logging(*, level: str, fmt: str) -> None:
+    """Loguru to stderr; json is one object per line for log shippers."""
+    logger.remove()
+    if fmt == "json":
+        logger.add(sys.stderr, level=level, serialize=True, backtrace=False, diagnose=False)
+    else:
+        logger.add(sys.stderr, level=level, backtrace=False, diagnose=False,
+                   format="{time:YYYY-MM-DDTHH:mm:ss.SSSZZ} {level: <7} {message}")
+
+
+def check_flags(a: argparse.Namespace) -> tuple[Any, Retention, dict[str, float]]:
+    """Validate flags; return (ServerTls or None, Retention, intervals). Raises UsageError."""
+    from manager.sync_service import ServerTls
+
+    tls_given = [f for f, v in (("--tls-cert-file", a.tls_cert_file), ("--tls-private-key-file",
+                 a.tls_private_key_file), ("--client-ca-file", a.client_ca_file)) if v is not None]
+    tls = None
+    if tls_given:
+        if a.insecure:
+            raise UsageError("--insecure cannot be combined with TLS flags (" + ", ".join(tls_given) + ")")
+        if a.tls_cert_file is None or a.tls_private_key_file is None:
+            raise UsageError("TLS needs both --tls-cert-file and --tls-private-key-file")
+        for flag, path in (("--tls-cert-file", a.tls_cert_file), ("--tls-private-key-file", a.tls_private_key_file),
+                           ("--client-ca-file", a.client_ca_file)):
+            if path is not None and not path.is_file():
+                raise UsageError(f"{flag}: no such file: {path}")
+        tls = ServerTls(cert_file=a.tls_cert_file, key_file=a.tls_private_key_file, client_ca_file=a.client_ca_file)
+    elif not a.insecure:
+        raise UsageError("refusing to serve agents without TLS: pass --tls-cert-file and --tls-private-key-file "
+                         "(and --client-ca-file), or --insecure for plaintext")
+    try:
+        retention = Retention(
+            keep_last=a.retain_events,
+            max_age_seconds=parse_duration(a.retain_age) if a.retain_age else None,
+            max_bytes=parse_size(a.retain_bytes) if a.retain_bytes else None,
+        )
+        intervals = {name: parse_duration(getattr(a, name)) for name in
+                     ("compaction_interval", "status_refresh_interval", "heartbeat_interval")}
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if retention.keep_last is not None and retention.keep_last < 0:
+        raise UsageError("--retain-events must be >= 0")
+    for name, value in intervals.items():
+        if value <= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be positive")
+    split_address(a.sync_server, flag="--sync-server")
+    if a.metrics_addr:
+        split_address(a.metrics_addr, flag="--metrics-addr")
+    if a.namespace is not None and not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", a.namespace):
+        raise UsageError(f"--namespace: not a namespace name: {a.namespace!r}")
+    return tls, retention, intervals
+
+
+def api_client(a: argparse.Namespace) -> Any:
+    """A kubernetes ApiClient from --kubeconfig/--master, else the in-cluster config."""
+    from kubernetes import client, config
+    from kubernetes.config.config_exception import ConfigException
+
+    cfg = client.Configuration()
+    path = Path(os.path.expanduser(a.kubeconfig or DEFAULT_KUBECONFIG))
+    env_path = os.environ.get("KUBECONFIG") if a.kubeconfig is None else None
+    try:
+        if a.kubeconfig is not None and not path.is_file():
+            raise StartupError(f"--kubeconfig: no such file: {path}")
+        if env_path or path.is_file():
+            config.load_kube_config(config_file=env_path or str(path), client_configuration=cfg)
+            source = env_path or str(path)
+        elif os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config(client_configuration=cfg)
+            source = "in-cluster config"
+        elif a.master:
+            source = "--master"
+        else:
+            raise StartupError(f"no kubeconfig at {path} and not running in a cluster; "
+                               "pass --kubeconfig or --master")
+    except (ConfigException, OSError, ValueError) as exc:
+        raise StartupError(f"cannot load the Kubernetes client configuration: {' '.join(str(exc).split())}") from None
+    if a.master:
+        cfg.host = a.master
+    cfg.retries = 0  # the watch loop has its own backoff; a start-up probe should fail fast
+    api = client.ApiClient(cfg)
+    api.user_agent = USER_AGENT
+    logger.info("using the Kubernetes API at {} ({})", cfg.host, source)
+    return api
+
+
+def probe_api(api: Any, *, namespace: str | None) -> None:
+    """One list of EdgeNodes: fail start-up with one clear line when the API cannot serve us."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    objs = client.CustomObjectsApi(api)
+    host = api.configuration.host
+    try:
+        if namespace:
+            objs.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, limit=1, _request_timeout=(5, 15))
+        else:
+            objs.list_cluster_custom_object(GROUP, VERSION, PLURAL, limit=1, _request_timeout=(5, 15))
+    except ApiException as exc:
+        if exc.status == 404:
+            raise StartupError(f"the EdgeNode resource ({PLURAL}.{GROUP}/{VERSION}) is not served by {host}; "
+                               "install it with: kubectl apply -f crd/edgenode.yaml") from None
+        if exc.status in (401, 403):
+            raise StartupError(f"not allowed to list {PLURAL}.{GROUP} at {host} (HTTP {exc.status}); "
+                               "apply crd/rbac.yaml or check the credentials") from None
+        raise StartupError(f"the Kubernetes API at {host} answered HTTP {exc.status} "
+                           f"{' '.join(str(exc.reason).split())}") from None
+    except Exception as exc:  # urllib3/SSL/socket errors: unreachable or misconfigured
+        why = " ".join(str(exc).split())
+        raise StartupError(f"cannot reach the Kubernetes API at {host}: {why[:300]}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of edge-manager; returns the exit code."""
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    setup_logging(level=a.log_level, fmt=a.log_format)
+    try:
+        tls, retention, intervals = check_flags(a)
+    except UsageError as exc:
+        logger.error("{}", exc)
+        return 2
+    try:
+        return asyncio.run(run(a, tls=tls, retention=retention, intervals=intervals))
+    except StartupError as exc:
+        logger.error("{}", exc)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+
+
+async def run(a: argparse.Namespace, *, tls: Any, retention: Retention, intervals: dict[str, float]) -> int:
+    """Start everything, wait for SIGTERM/SIGINT, stop everything in order."""
+    from kubernetes import client
+
+    from eventlog import LogStore, StoreError
+    from eventlog.opening import MANAGER_SUBDIR
+    from manager.daemon import Daemon
+    from manager.sync_service import SyncSettings
+
+    logger.info("Starting edge manager ({})", USER_AGENT)
+    if tls is None:
+        logger.warning("--insecure: the sync service serves plaintext gRPC without authentication; "
+                       "any client can read every node's pods")
+    api = await asyncio.to_thread(api_client, a)
+    await asyncio.to_thread(probe_api, api, namespace=a.namespace)
+    store_dir = a.data_dir / MANAGER_SUBDIR
+    try:
+        store = LogStore(store_dir)
+    except (StoreError, OSError) as exc:
+        raise StartupError(f"cannot open the event log in {store_dir}: {' '.join(str(exc).split())}") from None
+    try:
+        info = store.info()
+        logger.info("event log in {}: log_id {}, head offset {}, {} event(s) retained", store_dir, info.log_id,
+                    info.head_offset, info.event_count)
+        daemon = Daemon(
+            store=store, api=api, custom=client.CustomObjectsApi(api), core=client.CoreV1Api(api),
+            namespace=a.namespace, retention=retention,
+            compaction_interval=intervals["compaction_interval"],
+            status_refresh_seconds=intervals["status_refresh_interval"],
+            sync_settings=SyncSettings(heartbeat_seconds=intervals["heartbeat_interval"]),
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, _on_signal(stop, sig))
+        metrics_addr = split_address(a.metrics_addr, flag="--metrics-addr") if a.metrics_addr else None
+        try:
+            await daemon.start(sync_address=a.sync_server, tls=tls, metrics_address=metrics_addr)
+        except OSError as exc:
+            await daemon.stop()
+            raise StartupError(" ".join(str(exc).split())) from None
+        await stop.wait()
+        logger.info("Stopping edge manager")
+        await daemon.stop()
+    finally:
+        t0 = time.monotonic()
+        store.close()
+        logger.info("event log closed ({:.0f} ms)", (time.monotonic() - t0) * 1000)
+    logger.info("edge manager stopped")
+    return 0
+
+
+def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> Callable[[], None]:
+    def handler() -> None:
+        if not stop.is_set():
+            logger.info("received {}; shutting down", sig.name)
+        stop.set()
+    return handler
+
