@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status-refresh-interval", default="60s", metavar="DURATION",
                    help="lastSeen of a connected agent is written at most this often (default 60s: "
                         "one status write per EdgeNode per minute at steady state)")
+    p.add_argument("--watch-timeout", default="5m", metavar="DURATION",
+                   help="server-side timeout of each watch request; the client read timeout is 30s longer "
+                        "(default 5m)")
     p.add_argument("--heartbeat-interval", default="10s", metavar="DURATION",
                    help="heartbeat to idle agents (default 10s)")
     p.add_argument("--metrics-addr", default=DEFAULT_METRICS_ADDR,
@@ -166,7 +169,7 @@ def check_flags(a: argparse.Namespace) -> tuple[Any, Retention, dict[str, float]
             max_bytes=parse_size(a.retain_bytes) if a.retain_bytes else None,
         )
         intervals = {name: parse_duration(getattr(a, name)) for name in
-                     ("compaction_interval", "status_refresh_interval", "heartbeat_interval")}
+                     ("compaction_interval", "status_refresh_interval", "heartbeat_interval", "watch_timeout")}
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if retention.keep_last is not None and retention.keep_last < 0:
@@ -268,6 +271,7 @@ async def run(a: argparse.Namespace, *, tls: Any, retention: Retention, interval
     from eventlog.opening import MANAGER_SUBDIR
     from manager.daemon import Daemon
     from manager.sync_service import SyncSettings
+    from manager.watching import WatchSettings
 
     logger.info("Starting edge manager ({})", USER_AGENT)
     if tls is None:
@@ -290,6 +294,8 @@ async def run(a: argparse.Namespace, *, tls: Any, retention: Retention, interval
             compaction_interval=intervals["compaction_interval"],
             status_refresh_seconds=intervals["status_refresh_interval"],
             sync_settings=SyncSettings(heartbeat_seconds=intervals["heartbeat_interval"]),
+            watch_settings=WatchSettings(server_timeout_seconds=max(1, round(intervals["watch_timeout"])),
+                                         read_timeout_seconds=intervals["watch_timeout"] + 30),
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
