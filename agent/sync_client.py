@@ -103,6 +103,7 @@ class SyncClient:
         self.snapshots_installed = 0
         self.batches_applied = 0
         self.events_applied = 0
+        self.heartbeats_received = 0
         self.reconnects = 0
         self.last_error = ""
         self._last_report: Report | None = None
@@ -208,6 +209,7 @@ class SyncClient:
                     await self._install_snapshot(call, message.snapshot, entries, log_id)
             elif kind == "heartbeat":
                 self.head_offset = message.heartbeat.head_offset
+                self.heartbeats_received += 1
             else:
                 raise StreamDead(f"unknown message {kind}")
 

@@ -29,8 +29,8 @@ def _texts(values: Iterable[bytes | str] | None) -> list[str]:
 def certificate_names(auth_context: Mapping[str, Iterable[bytes | str]]) -> tuple[list[str], list[str]]:
     """(common names, DNS SANs) of the peer certificate in a gRPC auth context."""
     common = _texts(auth_context.get("x509_common_name"))
-    # peer_dns holds only DNS SANs; older cores only offer every SAN in one list
-    dns = _texts(auth_context.get("peer_dns")) or _texts(auth_context.get("x509_subject_alternative_name"))
+    # peer_dns holds only the DNS SANs (x509_subject_alternative_name mixes in IP, URI and email SANs)
+    dns = _texts(auth_context.get("peer_dns"))
     return common, dns
 
 
