@@ -85,6 +85,8 @@ def server_options(settings: SyncSettings) -> list[tuple[str, int]]:
         ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
+        # gRPC shares ports by default: a second manager on the same address must fail, not split the agents
+        ("grpc.so_reuseport", 0),
     ]
 
 
