@@ -7,7 +7,9 @@ Start-up: parse flags (one line and exit 2 on a mistake); open
 `<data-dir>/replica` (a corrupt or foreign LMDB, a manager's store or another
 node's replica: one line and exit 1, nothing overwritten); reconcile the
 manifest folder from the replica BEFORE connecting, so an agent restarted while
-the manager is unreachable restores its pods; then run the sync client (which
+the manager is unreachable restores its pods (a replica that never synced, e.g. a
+wiped --data-dir, leaves the folder alone until its first snapshot: knowing
+nothing is not "run nothing"); then run the sync client (which
 reconciles after each applied batch, before acknowledging) and a timer that
 fully reconciles every `--resync-interval`. SIGTERM or SIGINT: cancel, close the
 store, exit 0.
@@ -109,6 +111,9 @@ class Agent:
         self.readiness = Readiness(replica_open=True)
         self.client: object | None = None
         self._reported: Outcome | None = None
+        # A replica that never installed a snapshot knows nothing (a new node, or a wiped --data-dir): it must not
+        # prune the folder while the manager is unreachable, so the folder is touched only once it has synced.
+        self._armed = bool(replica.cursor().log_id)
 
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT; returns the exit status."""
@@ -127,10 +132,14 @@ class Agent:
                 self.replica.path, self.replica.node, cursor.log_id or "(none yet)", cursor.applied_offset,
                 state.pod_count, format_digest(state.digest),
             )
-            first = await asyncio.to_thread(self.reconciler.reconcile_full)  # before connecting: restore pods
-            if first.ok:
-                logger.info("manifests in {} restored from the replica: {} managed ({} written, {} removed)",
-                            s.pod_manifest_path, first.managed, first.written, first.removed)
+            if self._armed:
+                first = await asyncio.to_thread(self.reconciler.reconcile_full)  # before connecting: restore pods
+                if first.ok:
+                    logger.info("manifests in {} restored from the replica: {} managed ({} written, {} removed)",
+                                s.pod_manifest_path, first.managed, first.written, first.removed)
+            else:
+                logger.info("the replica has never been synced: the manifest folder {} is left as it is until "
+                            "the first snapshot arrives", s.pod_manifest_path)
             logger.info("Starting sync agent")
             self.client = self._make_client()
             logger.info("Starting sync edge spec")
@@ -187,7 +196,11 @@ class Agent:
         from agent.sync_client import Report
 
         self.faults.reached("crash-after-commit")
-        outcome = await asyncio.to_thread(self.reconciler.reconcile_changes)
+        if self._armed:
+            outcome = await asyncio.to_thread(self.reconciler.reconcile_changes)
+        else:  # first snapshot: the folder may hold files of an earlier replica, so read it all once
+            outcome = await asyncio.to_thread(self.reconciler.reconcile_full)
+            self._armed = True
         self.faults.reached("crash-after-files")
         self._reported = outcome
         return Report(manifests_ok=outcome.ok, message=outcome.message, managed_manifests=outcome.managed)
@@ -196,6 +209,8 @@ class Agent:
         """Full reconcile every --resync-interval: hand-deleted or edited manifests come back, failures retry."""
         while True:
             await asyncio.sleep(self.settings.resync_interval)
+            if not self._armed:
+                continue
             try:
                 outcome = await asyncio.to_thread(self.reconciler.reconcile_full)
             except Exception as exc:  # one line per attempt, no traceback; the next tick retries

@@ -107,7 +107,9 @@ class AgentProc(Daemon):
         for line in text.splitlines():
             if line and not line.startswith("#"):
                 k, v = line.rsplit(" ", 1)
-                out[re.sub(r'node="[^"]*",?', "", k).replace("{}", "")] = float(v)
+                name, _, labels = k.partition("{")
+                pairs = [f'{a}="{b}"' for a, b in re.findall(r'(\w+)="([^"]*)"', labels) if a != "node"]
+                out[name + ("{" + ",".join(pairs) + "}" if pairs else "")] = float(v)
         return out
 
     def http(self, path: str) -> tuple[int, str]:
