@@ -1,0 +1,107 @@
+"""Catch-up after a partition: an agent 100,000 events behind, from its Hello until it acknowledged the head.
+
+Usage: python bench/catchup_bench.py [--quick] [--events N] [--pods N]
+
+Two processes: bench/manager_host.py (the manager's real sync service over a LogStore on
+disk) and bench/agent_load.py with ONE agent: the real SyncClient, a real ReplicaStore on
+disk and the real ManifestReconciler writing the node's manifest folder on disk (what
+edge-agent's after_apply does). The node runs --pods pods; while the agent is
+disconnected the manager appends --events new pod versions ("churn"). Measured on the
+manager side: from the agent's Hello (observer.connected) to its Ack of the head, which
+the agent sends only after the replica committed and the manifests were reconciled.
+Baseline, same run, same two processes: a trivial unary-stream servicer sending the same
+EventBatch messages (same records, same batch size, read beforehand) to a client that
+only counts events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.benchlib import Report, pod_manifest, python_child  # noqa: E402
+from eventlog import Change, LogStore, ReplicaStore  # noqa: E402
+from agent.reconciling import manifest_file_name  # noqa: E402
+
+NODE = "catchup00000"
+
+
+def run(*, events: int, pods: int, quick: bool, workdir: Path) -> Report:
+    store_dir = workdir / "manager"
+    with LogStore(store_dir) as store:
+        changes = [Change(NODE, "put", "default", f"app{i:04d}", pod_manifest(NODE, "default", f"app{i:04d}", i))
+                   for i in range(pods)]
+        for i in range(0, len(changes), 1000):
+            store.append(changes[i : i + 1000])
+    host = python_child("manager_host", "manager_host.py", "--store", str(store_dir),
+                        log_path=workdir / "manager_host.log")
+    agent = None
+    try:
+        port = host.recv(timeout=60)["port"]
+        agent = python_child("agent_load", "agent_load.py", "--addr", f"127.0.0.1:{port}", "--nodes", "catchup:0:1",
+                             "--replicas", str(workdir / "replicas"), "--files", str(workdir / "files"),
+                             "--map-size", "1024", log_path=workdir / "agent_load.log")
+        agent.recv(timeout=60)
+        agent.call("start")
+        host.call("wait_synced", nodes=[NODE], timeout=120)  # the first snapshot
+        agent.call("stop")
+        applied = host.call("stats")["head"]
+        churn = host.call("churn", node=NODE, pods=pods, events=events)
+        prep = host.call("raw_prepare", node=NODE, after=applied)
+        assert prep["events"] == events, prep
+        raw = agent.call("raw_count", expect=events)
+        host.call("catchup", node=NODE)
+        t0 = time.monotonic()
+        agent.call("start")
+        done = host.call("catchup_wait", node=NODE, timeout=600)
+        wall = time.monotonic() - t0
+        status = agent.call("status")
+        agent.call("stop")
+    finally:
+        if agent is not None:
+            agent.stop()
+        host.stop()
+    # the manifest folder holds the final state, as the replica does
+    with ReplicaStore(workdir / "replicas" / NODE, readonly=True) as replica:
+        final = replica.pods()
+        cursor = replica.cursor()
+    folder = workdir / "files" / NODE
+    for (ns, name), entry in final.items():
+        if (folder / manifest_file_name(ns, name)).read_bytes() != entry.manifest:
+            raise AssertionError(f"manifest of {ns}/{name} is not the replica's final version")
+    if cursor.applied_offset != churn["head"]:
+        raise AssertionError(f"replica at {cursor.applied_offset}, head {churn['head']}")
+
+    rate = events / done["seconds"]
+    raw_rate = events / raw["seconds"]
+    r = Report("catchup", quick)
+    r.add("events behind / pods on the node", f"{events:,} / {pods:,}",
+          note=f"{prep['bytes'] / events:.0f} B per event on the wire")
+    r.add("catch-up (Hello -> Ack of head)", f"{done['seconds']:.2f} s",
+          note=f"wall from reconnect {wall:.2f} s; {status['batches_applied']} batches")
+    r.add("catch-up rate end to end", f"{rate:,.0f} events/s", target=">= 50,000 events/s",
+          met=None if quick else rate >= 50_000, baseline=f"{raw_rate:,.0f} events/s raw batched stream")
+    r.add("ratio to raw stream", f"{rate / raw_rate:.0%}", target=">= 25%", met=None if quick else rate / raw_rate >= 0.25)
+    r.add("snapshots during catch-up", str(done["snapshots"] - 1), note="1 initial snapshot not counted")
+    r.add("append rate (manager, churn fill)", f"{events / churn['seconds']:,.0f} events/s", note="setup, not a target")
+    return r
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="CI smoke run: 10,000 events, no thresholds")
+    p.add_argument("--events", type=int, default=None)
+    p.add_argument("--pods", type=int, default=1000)
+    a = p.parse_args()
+    events = a.events or (10_000 if a.quick else 100_000)
+    with tempfile.TemporaryDirectory(prefix="bench-catchup-", dir="/var/tmp") as tmp:
+        run(events=events, pods=a.pods, quick=a.quick, workdir=Path(tmp)).print()
+
+
+if __name__ == "__main__":
+    main()
