@@ -240,7 +240,9 @@ def probe_api(api: Any, *, namespace: str | None) -> None:
         raise StartupError(f"the Kubernetes API at {host} answered HTTP {exc.status} "
                            f"{' '.join(str(exc.reason).split())}") from None
     except Exception as exc:  # urllib3/SSL/socket errors: unreachable or misconfigured
-        why = " ".join(str(exc).split())
+        why = " ".join(str(getattr(exc, "reason", None) or exc).split())
+        m = re.search(r"(\[Errno [^\]]+\][^\"')]*)", why) or re.search(r"(\[SSL[^\]]*\][^\"')]*)", why)
+        why = m.group(1).strip() if m else why
         raise StartupError(f"cannot reach the Kubernetes API at {host}: {why[:300]}") from None
 
 

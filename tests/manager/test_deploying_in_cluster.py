@@ -1,0 +1,43 @@
+"""deploy/manager.yaml is accepted by the apiserver, and crd/rbac.yaml grants the manager all it needs.
+
+The RBAC test runs edge-manager with a token of the edge-manager ServiceAccount (no other
+rights): it must list and watch EdgeNodes and mirror pods and write EdgeNode status.
+"""
+
+from __future__ import annotations
+
+import json
+
+from tests.conftest import REPO
+from tests.manager.conftest import apply, events, wait_for
+
+
+def test_deploy_manifests_pass_server_side_validation(control_plane, edgenode_crd):
+    control_plane.kubectl("apply", "-f", REPO / "crd" / "rbac.yaml")
+    out = control_plane.kubectl("apply", "--dry-run=server", "-f", REPO / "deploy" / "manager.yaml").stdout
+    for kind in ("persistentvolumeclaim/edge-manager-data", "deployment.apps/edge-manager", "service/edge-manager"):
+        assert kind in out
+
+
+def test_the_service_account_of_crd_rbac_is_enough(control_plane, edgenode_crd, namespace, manager_factory,
+                                                    tmp_path):
+    cp = control_plane
+    cp.kubectl("apply", "-f", REPO / "crd" / "rbac.yaml")
+    token = cp.kubectl("create", "token", "edge-manager", "-n", "k8s-edge", "--duration=1h").stdout.strip()
+    kubeconfig = tmp_path / "sa.kubeconfig"
+    ca = cp.kubectl("config", "view", "--raw", "--minify", "-o",
+                    "jsonpath={.clusters[0].cluster.certificate-authority-data}").stdout.strip()
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
+        "clusters": [{"name": "c", "cluster": {"server": cp.server, "certificate-authority-data": ca}}],
+        "users": [{"name": "sa", "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa"}}],
+    }))
+    data = tmp_path / "data"
+    mgr = manager_factory(kubeconfig=kubeconfig, data_dir=data, namespace=namespace)
+    apply(cp, "edge01", namespace, {"web": "nginx"})
+    wait_for(lambda: len(events(data)) == 1, 60, "the event")
+    wait_for(lambda: (json.loads(cp.kubectl("get", "edgenode", "edge01", "-n", namespace, "-o", "json").stdout)
+                      .get("status") or {}).get("phase") == "Offline", 60, "the status written as the SA")
+    assert "HTTP 403" not in mgr.log() and "forbidden" not in mgr.log().lower()
+    assert mgr.stop() == 0
