@@ -223,12 +223,13 @@ class Recorder:
         self._on_appended = on_appended
         self._lock = threading.Lock()
         self._closed = False
+        self._rejections: dict[EdgeNodeKey, tuple[Rejection, ...]] = {}  # last logged, to warn once per change
 
     def listed(self, objects: Iterable[Mapping[str, Any]]) -> Recorded:
         """A full list: append exactly the differences from the view, deletions included."""
         desired = [desired_node(o) for o in objects]
         for d in desired:
-            _log_rejections(d)
+            self._log_rejections(d)
         with self._lock:
             if self._closed:
                 return Recorded(events=(), nodes=frozenset())
@@ -241,7 +242,7 @@ class Recorder:
     def changed(self, obj: Mapping[str, Any]) -> Recorded:
         """An EdgeNode was added or modified: diff its pods against its part of the view."""
         d = desired_node(obj)
-        _log_rejections(d)
+        self._log_rejections(d)
         with self._lock:
             if self._closed:
                 return Recorded(events=(), nodes=frozenset())
@@ -258,6 +259,7 @@ class Recorder:
             if self._closed:
                 return Recorded(events=(), nodes=frozenset())
             rec = self._append(deletions(namespace, node, {node: self._store.pods(node)}, source=source_of(obj)))
+        self._rejections.pop((namespace, node), None)
         if self._on_deleted:
             self._on_deleted((namespace, node))
         return rec
@@ -282,7 +284,10 @@ class Recorder:
             self._notify(nodes)
         return Recorded(events=tuple(events), nodes=nodes)
 
-
-def _log_rejections(d: DesiredNode) -> None:
-    for r in d.rejected:
-        logger.warning("EdgeNode {}/{}: pod {!r} rejected: {}", d.namespace, d.node, r.name, r.reason)
+    def _log_rejections(self, d: DesiredNode) -> None:
+        """Warn about rejected pods when they change, not on every event of the EdgeNode."""
+        if self._rejections.get(d.key, ()) == d.rejected:
+            return
+        self._rejections[d.key] = d.rejected
+        for r in d.rejected:
+            logger.warning("EdgeNode {}/{}: pod {!r} rejected: {}", d.namespace, d.node, r.name, r.reason)

@@ -94,12 +94,14 @@ class StatusWriter:
         settings: StatusSettings = StatusSettings(),
         on_write: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        now_iso: Callable[[], str] | None = None,
     ) -> None:
         self._patch = patch
         self._head_offset = head_offset
         self._settings = settings
         self._on_write = on_write
         self._clock = clock
+        self._now_iso = now_iso or _now_iso
         self._agents: dict[str, AgentState] = {}
         self._edgenodes: dict[EdgeNodeKey, EdgeNodeState] = {}
         self._running: dict[tuple[str, str], bool] = {}  # (namespace, mirror pod name) -> Running
@@ -119,7 +121,7 @@ class StatusWriter:
         a = self._agents.setdefault(node, AgentState())
         a.connected += 1
         a.peer = peer
-        a.last_seen = _now_iso()
+        a.last_seen = self._now_iso()
         self._touch_node(node)
 
     def acknowledged(self, node: str, *, applied_offset: int, digest: int) -> None:
@@ -140,7 +142,7 @@ class StatusWriter:
         """An agent's stream ended."""
         a = self._agents.setdefault(node, AgentState())
         a.connected = max(0, a.connected - 1)
-        a.last_seen = _now_iso()
+        a.last_seen = self._now_iso()
         self._touch_node(node)
 
     def snapshot_sent(self, node: str, *, reason: str) -> None:
@@ -249,7 +251,7 @@ class StatusWriter:
             "rejected": [{"name": n or "(unnamed)", "reason": r[:1024]} for n, r in st.rejected],
             "conditions": conditions,
         }
-        last_seen = _now_iso() if connected else agent.last_seen or (st.written or {}).get("lastSeen")
+        last_seen = self._now_iso() if connected else agent.last_seen or (st.written or {}).get("lastSeen")
         if last_seen:
             status["lastSeen"] = last_seen
         return status
@@ -257,7 +259,7 @@ class StatusWriter:
     def _condition(self, st: EdgeNodeState, ctype: str, status: str, reason: str, message: str) -> dict[str, Any]:
         prev = st.transitions.get(ctype)
         if prev is None or prev[0] != status:
-            st.transitions[ctype] = prev = (status, _now_iso())
+            st.transitions[ctype] = prev = (status, self._now_iso())
         return {"type": ctype, "status": status, "reason": reason, "message": message,
                 "observedGeneration": st.generation, "lastTransitionTime": prev[1]}
 
