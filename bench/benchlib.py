@@ -273,3 +273,42 @@ def format_table(rows: Sequence[Row], *, title: str = "") -> str:
     for c in cells:
         lines.append("| " + " | ".join(v.ljust(w) for v, w in zip(c, widths)) + " |")
     return "\n".join(lines)
+
+
+# -- profiling -----------------------------------------------------------------------
+
+class Profiles:
+    """py-spy recordings of child processes while a phase runs, when BENCH_PYSPY_DIR is set.
+
+    py-spy samples every thread (the agent applies and reconciles in worker threads, which
+    pyinstrument's per-thread profiler would not see) and writes collapsed stacks;
+    bench/profile_summary.py turns them into self/inclusive tables.
+    """
+
+    def __init__(self) -> None:
+        self.dir = os.environ.get("BENCH_PYSPY_DIR", "")
+        self._procs: list[subprocess.Popen] = []
+
+    def start(self, name: str, pid: int) -> None:
+        """Record `pid` until stop()."""
+        if not self.dir:
+            return
+        Path(self.dir).mkdir(parents=True, exist_ok=True)
+        exe = Path(PYTHON).parent / "py-spy"
+        self._procs.append(subprocess.Popen(
+            [str(exe), "record", "--format", "raw", "--threads", "--rate", "200", "-o",
+             str(Path(self.dir) / f"{name}.txt"), "-p", str(pid)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=_die_with_parent))
+
+    def stop(self) -> None:
+        """Stop recording (SIGINT makes py-spy write its file)."""
+        for p in self._procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in self._procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        self._procs = []

@@ -24,14 +24,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.benchlib import Report, pod_manifest, python_child  # noqa: E402
+from bench.benchlib import Profiles, Report, pod_manifest, python_child  # noqa: E402
 from eventlog import Change, LogStore, ReplicaStore  # noqa: E402
 from agent.reconciling import manifest_file_name  # noqa: E402
 
 NODE = "catchup00000"
 
 
-def run(*, events: int, pods: int, quick: bool, workdir: Path) -> Report:
+def run(*, events: int, pods: int, quick: bool, workdir: Path, files: bool = True) -> Report:
     store_dir = workdir / "manager"
     with LogStore(store_dir) as store:
         changes = [Change(NODE, "put", "default", f"app{i:04d}", pod_manifest(NODE, "default", f"app{i:04d}", i))
@@ -44,7 +44,7 @@ def run(*, events: int, pods: int, quick: bool, workdir: Path) -> Report:
     try:
         port = host.recv(timeout=60)["port"]
         agent = python_child("agent_load", "agent_load.py", "--addr", f"127.0.0.1:{port}", "--nodes", "catchup:0:1",
-                             "--replicas", str(workdir / "replicas"), "--files", str(workdir / "files"),
+                             "--replicas", str(workdir / "replicas"), *(["--files", str(workdir / "files")] if files else []),
                              "--map-size", "1024", log_path=workdir / "agent_load.log")
         agent.recv(timeout=60)
         agent.call("start")
@@ -56,10 +56,14 @@ def run(*, events: int, pods: int, quick: bool, workdir: Path) -> Report:
         assert prep["events"] == events, prep
         raw = agent.call("raw_count", expect=events)
         host.call("catchup", node=NODE)
+        profiles = Profiles()
+        profiles.start("catchup-agent", agent.pid)
+        profiles.start("catchup-manager", host.pid)
         t0 = time.monotonic()
         agent.call("start")
         done = host.call("catchup_wait", node=NODE, timeout=600)
         wall = time.monotonic() - t0
+        profiles.stop()
         status = agent.call("status")
         agent.call("stop")
     finally:
@@ -71,7 +75,7 @@ def run(*, events: int, pods: int, quick: bool, workdir: Path) -> Report:
         final = replica.pods()
         cursor = replica.cursor()
     folder = workdir / "files" / NODE
-    for (ns, name), entry in final.items():
+    for (ns, name), entry in (final.items() if files else ()):
         if (folder / manifest_file_name(ns, name)).read_bytes() != entry.manifest:
             raise AssertionError(f"manifest of {ns}/{name} is not the replica's final version")
     if cursor.applied_offset != churn["head"]:
@@ -97,10 +101,11 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="CI smoke run: 10,000 events, no thresholds")
     p.add_argument("--events", type=int, default=None)
     p.add_argument("--pods", type=int, default=1000)
+    p.add_argument("--no-files", action="store_true", help="diagnosis: after_apply writes no manifests")
     a = p.parse_args()
     events = a.events or (10_000 if a.quick else 100_000)
     with tempfile.TemporaryDirectory(prefix="bench-catchup-", dir="/var/tmp") as tmp:
-        run(events=events, pods=a.pods, quick=a.quick, workdir=Path(tmp)).print()
+        run(events=events, pods=a.pods, quick=a.quick, workdir=Path(tmp), files=not a.no_files).print()
 
 
 if __name__ == "__main__":
