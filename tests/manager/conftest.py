@@ -131,11 +131,12 @@ def manager_factory(tmp_path):
     started: list[ManagerProcess] = []
 
     def start(*, kubeconfig: Path, data_dir: Path | None = None, namespace: str | None = None,
-              args: list[str] = (), wait: bool = True) -> ManagerProcess:
+              args: list[str] = (), wait: bool = True, insecure: bool = True) -> ManagerProcess:
         data_dir = Path(data_dir or tmp_path / "data")
         cmd = [str(EDGE_MANAGER), "--kubeconfig", str(kubeconfig), "--data-dir", str(data_dir),
-               "--sync-server", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--insecure",
-               "--log-level", "DEBUG"]
+               "--sync-server", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--log-level", "DEBUG"]
+        if insecure:
+            cmd.append("--insecure")
         if namespace:
             cmd += ["--namespace", namespace]
         cmd += list(args)
