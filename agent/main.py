@@ -110,7 +110,6 @@ class Agent:
         self.reconciler = ManifestReconciler(settings.pod_manifest_path, desired=replica.pods)
         self.readiness = Readiness(replica_open=True)
         self.client: object | None = None
-        self._reported: Outcome | None = None
         # A replica that never installed a snapshot knows nothing (a new node, or a wiped --data-dir): it must not
         # prune the folder while the manager is unreachable, so the folder is touched only once it has synced.
         self._armed = bool(replica.cursor().log_id)
@@ -143,8 +142,10 @@ class Agent:
             logger.info("Starting sync agent")
             self.client = self._make_client()
             logger.info("Starting sync edge spec")
+            if self._armed:
+                self._send_report(first)  # sent once a stream is open
             tasks = [
-                asyncio.create_task(self.client.run(), name="sync-client"),  # type: ignore[attr-defined]
+                asyncio.create_task(self._sync_forever(), name="sync-client"),
                 asyncio.create_task(self._resync_forever(), name="resync-timer"),
             ]
             stopper = asyncio.create_task(stop.wait(), name="stop")
@@ -202,8 +203,26 @@ class Agent:
             outcome = await asyncio.to_thread(self.reconciler.reconcile_full)
             self._armed = True
         self.faults.reached("crash-after-files")
-        self._reported = outcome
         return Report(manifests_ok=outcome.ok, message=outcome.message, managed_manifests=outcome.managed)
+
+    async def _sync_forever(self) -> None:
+        """Run the sync client; should it ever fail unexpectedly, log it and start it again after a pause."""
+        failures = 0
+        while True:
+            try:
+                await self.client.run()  # type: ignore[attr-defined]
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug, not a network error: keep the node's pods managed anyway
+                failures += 1
+                delay = min(30.0, 2.0 ** failures)
+                if failures == 1:
+                    logger.opt(exception=exc).error("sync client failed; restarting it in {:.0f}s", delay)
+                else:
+                    logger.error("sync client failed again ({}): {}; restarting it in {:.0f}s",
+                                 type(exc).__name__, " ".join(str(exc).split()), delay)
+                await asyncio.sleep(delay)
 
     async def _resync_forever(self) -> None:
         """Full reconcile every --resync-interval: hand-deleted or edited manifests come back, failures retry."""
@@ -219,10 +238,7 @@ class Agent:
             self._send_report(outcome)
 
     def _send_report(self, outcome: Outcome) -> None:
-        """Tell the manager when a timer reconcile changed the folder's health (if the client can)."""
-        prev = self._reported
-        if prev is not None and (prev.ok, prev.message, prev.managed) == (outcome.ok, outcome.message, outcome.managed):
-            return
+        """Tell the manager the outcome of a reconcile outside after_apply; the client sends it if it changed."""
         send = getattr(self.client, "report", None)
         if send is None:
             return
@@ -230,7 +246,6 @@ class Agent:
 
         try:
             send(Report(manifests_ok=outcome.ok, message=outcome.message, managed_manifests=outcome.managed))
-            self._reported = outcome
         except Exception as exc:  # reporting is best effort; the next reconcile tries again
             logger.debug("could not queue a report: {}", exc)
 

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.agent.agentproc import AgentProc
+from tests.agent.managerproc import ManagerProc
 from tests.agent.syncserver import LogServer
 
 
@@ -31,3 +32,11 @@ def logserver(tmp_path) -> Iterator[LogServer]:
     srv = LogServer(tmp_path / "manager-log").start()
     yield srv
     srv.close()
+
+
+@pytest.fixture
+def manager(tmp_path, control_plane, edgenode_crd, namespace) -> Iterator[ManagerProc]:
+    """The real edge-manager (not started), watching only this test's namespace; killed at the end."""
+    mp = ManagerProc(tmp_path, kubeconfig=control_plane.kubeconfig, namespace=namespace)
+    yield mp
+    mp.kill()
