@@ -30,7 +30,6 @@ from proto import sync_pb2 as pb
 from proto import sync_pb2_grpc as pb_grpc
 
 AGENT_VERSION = "k8s-edge-agent/0.1.0"
-DEFAULT_HEARTBEAT_SECONDS = 10  # until the Welcome names the manager's
 SILENT_HEARTBEATS = 3  # heartbeats missed before a stream counts as dead
 MAX_RECEIVE_BYTES = 64 << 20  # one event may carry a ~1.5 MiB EdgeNode's pod; batches stay near 1 MiB
 
@@ -106,7 +105,11 @@ class SyncClient:
         self.heartbeats_received = 0
         self.reconnects = 0
         self.last_error = ""
-        self._last_report: Report | None = None
+        self._latest_report: Report | None = None  # newest reconcile outcome known
+        self._sent_report: Report | None = None  # what the current stream already carried
+        self._call: grpc.aio.StreamStreamCall | None = None
+        self._write_lock = asyncio.Lock()
+        self._report_tasks: set[asyncio.Task[None]] = set()
         self._credentials = self._load_credentials(tls)
 
     @staticmethod
@@ -134,6 +137,9 @@ class SyncClient:
                 self.last_error = f"{exc.code().name}: {exc.details()}"
             except (StreamDead, StoreError, TimeoutError, OSError) as exc:
                 self.last_error = str(exc) or type(exc).__name__
+            except Exception as exc:  # noqa: BLE001 (run() must outlive any one stream)
+                self.last_error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+                logger.error("sync stream failed unexpectedly: {}", self.last_error)
             finally:
                 self.connected = False
             self.reconnects += 1
@@ -150,34 +156,45 @@ class SyncClient:
         """One stream: returns when the manager ends it cleanly, raises on errors."""
         self.address = address
         async with self._channel(address) as channel:
-            try:
-                await asyncio.wait_for(channel.channel_ready(), self.connect_timeout)
-            except TimeoutError:
-                raise TimeoutError(f"no connection within {self.connect_timeout:g}s") from None
             call = pb_grpc.SyncStub(channel).Stream()
+            self._call = call
             try:
                 await self._exchange(call)
             finally:
+                self._call = None
                 call.cancel()
+
+    async def _write(self, call: grpc.aio.StreamStreamCall, message: pb.AgentMessage) -> None:
+        """One write at a time: acks and timer reports share the stream."""
+        async with self._write_lock:
+            try:
+                await call.write(message)
+            except asyncio.InvalidStateError:  # the RPC already ended: report why it did
+                raise StreamDead(f"{(await call.code()).name}: {await call.details()}") from None
 
     async def _exchange(self, call: grpc.aio.StreamStreamCall) -> None:
         """Hello, then apply everything the manager sends."""
         cursor = await asyncio.to_thread(self.replica.cursor)
         state = await asyncio.to_thread(self.replica.state)
         self.applied_offset = cursor.applied_offset
-        await call.write(pb.AgentMessage(hello=pb.Hello(
+        hello = pb.Hello(
             node=self.node, log_id=cursor.log_id, applied_offset=cursor.applied_offset, digest=state.digest,
             record_format=RECORD_FORMAT, agent_version=AGENT_VERSION,
-        )))
-        silence = max(DEFAULT_HEARTBEAT_SECONDS * SILENT_HEARTBEATS, self.connect_timeout)
-        self._last_report = None  # a new stream (maybe a new manager) hears the next report
+        )
+        try:  # an unreachable or black-holed manager: no answer within connect_timeout
+            await asyncio.wait_for(self._write(call, pb.AgentMessage(hello=hello)), self.connect_timeout)
+        except TimeoutError:
+            raise TimeoutError(f"no connection within {self.connect_timeout:g}s") from None
+        silence = self.connect_timeout  # until the Welcome names the heartbeat interval
+        self._sent_report = None  # a new stream (maybe a new manager) hears the latest report
         log_id = ""
         chunks: list[bytes] = []
         while True:
             try:
                 message = await asyncio.wait_for(call.read(), silence)
             except TimeoutError:
-                raise StreamDead(f"nothing from the manager for {silence:g}s") from None
+                what = "no Welcome" if not log_id else "nothing from the manager"
+                raise StreamDead(f"{what} for {silence:g}s") from None
             if message is grpc.aio.EOF:
                 return
             kind = message.WhichOneof("kind")
@@ -195,7 +212,10 @@ class SyncClient:
                 if w.mode == pb.Welcome.SNAPSHOT:
                     logger.info("synced with {}: snapshot at {} ({})", self.address, w.snapshot_offset, w.reason)
                 else:
-                    logger.info("synced with {}: resuming after {} (head {})", self.address, self.applied_offset, w.head_offset)
+                    logger.info(
+                        "synced with {}: resuming after {} (head {})", self.address, self.applied_offset, w.head_offset
+                    )
+                await self._flush_report(call)
                 continue
             if not log_id:
                 raise StreamDead(f"expected a Welcome, got {kind}")
@@ -242,9 +262,30 @@ class SyncClient:
         except Exception as exc:  # noqa: BLE001 (the replica committed: acknowledge it anyway)
             logger.error("reconciling after offset {} failed: {}", applied_offset, exc)
             report = Report(manifests_ok=False, message=str(exc))
-        await call.write(pb.AgentMessage(ack=pb.Ack(applied_offset=applied_offset, digest=digest)))
-        if report is not None and report != self._last_report:
-            await call.write(pb.AgentMessage(report=pb.AgentReport(
+        await self._write(call, pb.AgentMessage(ack=pb.Ack(applied_offset=applied_offset, digest=digest)))
+        if report is not None:
+            self._latest_report = report
+        await self._flush_report(call)
+
+    def report(self, report: Report) -> None:
+        """Tell the manager a reconcile outcome found outside after_apply (e.g. a timer); sent if it changed."""
+        self._latest_report = report
+        call = self._call
+        if call is not None and self.connected:
+            task = asyncio.get_running_loop().create_task(self._flush_report(call))
+            self._report_tasks.add(task)
+            task.add_done_callback(self._report_tasks.discard)
+
+    async def _flush_report(self, call: grpc.aio.StreamStreamCall) -> None:
+        """Send the latest report unless this stream already carried it."""
+        report = self._latest_report
+        if report is None or report == self._sent_report:
+            return
+        self._sent_report = report
+        try:
+            await self._write(call, pb.AgentMessage(report=pb.AgentReport(
                 manifests_ok=report.manifests_ok, message=report.message, managed_manifests=report.managed_manifests,
             )))
-            self._last_report = report
+        except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError) as exc:
+            logger.debug("report not sent: {}", exc)  # the stream is ending; the next one sends it again
+            self._sent_report = None

@@ -8,6 +8,7 @@ identity.py. Must not import kubernetes or the agent package.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,8 +66,9 @@ class SyncServicer(pb_grpc.SyncServicer):
             store=self._store, notifier=self._notifier, observer=self._observer, settings=self._settings,
             require_identity=self._require_identity,
         )
-        async for message in session.run(request_iterator, context):
-            yield message
+        async with aclosing(session.run(request_iterator, context)) as messages:  # its finally runs now, not at GC
+            async for message in messages:
+                yield message
 
 
 def _parse_agent_message(data: bytes) -> object:

@@ -25,6 +25,7 @@ from manager.notify import LogNotifier
 from proto import sync_pb2 as pb
 
 _MAX_MESSAGE_BYTES = 1 << 20  # a batch or chunk stops growing past ~1 MiB (always at least one record)
+HELLO_TIMEOUT_SECONDS = 30.0  # a connection that never says Hello does not hold a stream forever
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -150,9 +151,11 @@ class AgentSession:
     async def _hello(self, requests: AsyncIterator[object], context: grpc.aio.ServicerContext) -> pb.Hello:
         """Read and check the opening Hello."""
         try:
-            first = await anext(requests)
+            first = await asyncio.wait_for(anext(requests), HELLO_TIMEOUT_SECONDS)
         except StopAsyncIteration:
             raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, "stream closed before Hello") from None
+        except TimeoutError:
+            raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, f"no Hello within {HELLO_TIMEOUT_SECONDS:g}s") from None
         if not isinstance(first, pb.AgentMessage):
             raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, "undecodable message")
         if first.WhichOneof("kind") != "hello":

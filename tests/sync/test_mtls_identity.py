@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import grpc
 import pytest
-from sync_helpers import Pki, put, raw_stream, run, serving
+from sync_helpers import Pki, put, raw_stream, run, serving, wait_until
 
-from eventlog import LogStore
+from agent.sync_client import ClientTls, SyncClient
+from eventlog import LogStore, ReplicaStore
 from manager.sync_service import ServerTls
 from proto import sync_pb2 as pb
 
@@ -80,3 +84,35 @@ def test_server_tls_without_client_ca_serves_any_node(store: LogStore, pki: Pki)
             assert welcome.mode == pb.Welcome.SNAPSHOT
 
     run(scenario())
+
+
+@pytest.mark.parametrize(("client", "node", "works"), [("edge01", "edge01", True), ("stranger", "edge01", False),
+                                                       (None, "edge01", False)])
+def test_sync_client_over_mtls(store: LogStore, pki: Pki, tmp_path: Path, client: str | None, node: str,
+                               works: bool) -> None:
+    store.append([put(node, "p")])
+    replica = ReplicaStore(tmp_path / "replica", node=node)
+    cert, key = pki.client(client) if client else (None, None)
+
+    async def reconcile() -> None:
+        return None
+
+    async def scenario() -> None:
+        async with serving(store, tls=_server_tls(pki)) as s:
+            agent = SyncClient(node=node, addresses=[s.address], replica=replica, after_apply=reconcile,
+                               tls=ClientTls(ca_file=pki.ca, cert_file=cert, key_file=key),
+                               backoff_initial=0.05, backoff_max=0.2, connect_timeout=2.0)
+            task = asyncio.create_task(agent.run())
+            try:
+                if works:
+                    await wait_until(lambda: agent.applied_offset == 1, what="synced over mTLS")
+                else:
+                    await wait_until(lambda: agent.reconnects >= 1, what="refusal")
+                    assert agent.applied_offset == 0 and not s.observer.of("connected")
+                    expected = "PERMISSION_DENIED" if client else "UNAVAILABLE"
+                    assert expected in agent.last_error
+            finally:
+                task.cancel()
+
+    run(scenario())
+    replica.close()

@@ -220,3 +220,34 @@ def test_notifier_without_streams_is_a_no_op() -> None:
     notifier.notify(["edge01"])
     notifier.notify_threadsafe(["edge01"])
     assert notifier.subscribers("edge01") == 0
+
+
+def test_timer_reports_are_sent_and_the_latest_report_reaches_a_new_stream(store: LogStore, tmp_path: Path) -> None:
+    store.append([put("edge01", "p")])
+    replica = ReplicaStore(tmp_path / "replica", node="edge01")
+
+    async def reconcile() -> Report:
+        return Report(manifests_ok=True, managed_manifests=1)
+
+    async def scenario() -> None:
+        async with serving(store) as s:
+            port = s.port
+            client = _client(s.address, replica, reconcile)
+            task = asyncio.create_task(client.run())
+            await wait_until(lambda: s.observer.of("reported"), what="first report")
+            client.report(Report(manifests_ok=False, message="disk full", managed_manifests=1))
+            await wait_until(lambda: len(s.observer.of("reported")) == 2, what="timer report")
+            client.report(Report(manifests_ok=False, message="disk full", managed_manifests=1))  # unchanged: not sent
+            assert s.observer.of("reported")[-1]["message"] == "disk full"
+        try:
+            async with serving(store, port=port) as s:  # a restarted manager with nothing new to send
+                await wait_until(lambda: s.observer.of("reported"), timeout=30, what="report on the new stream")
+                assert s.observer.of("reported") == [
+                    {"manifests_ok": False, "message": "disk full", "managed_manifests": 1}
+                ]
+                assert not s.observer.of("snapshot_sent")
+        finally:
+            task.cancel()
+
+    run(scenario())
+    replica.close()
