@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 from tests.conftest import REPO
-from tests.manager.conftest import apply, events, wait_for
+from tests.manager.manager_helpers import apply, events, wait_for
 
 
 def test_deploy_manifests_pass_server_side_validation(control_plane, edgenode_crd):

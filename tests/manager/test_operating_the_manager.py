@@ -9,7 +9,7 @@ import signal
 import pytest
 
 from eventlog import LogStore
-from tests.manager.conftest import apply, events, wait_for
+from tests.manager.manager_helpers import apply, events, wait_for
 from tests.manager.fake_agent import FakeAgent
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import orjson
 
-from tests.manager.conftest import apply, events, ops, wait_for
+from tests.manager.manager_helpers import apply, events, ops, wait_for
 
 EDGE_EVENTLOG = Path(sys.executable).parent / "edge-eventlog"
 

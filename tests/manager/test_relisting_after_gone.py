@@ -14,7 +14,7 @@ import signal
 import time
 
 from tests.conftest import CRD_FILE
-from tests.manager.conftest import apply, events, ops, wait_for
+from tests.manager.manager_helpers import apply, events, ops, wait_for
 
 
 def restarts(metrics: str, reason: str) -> float:

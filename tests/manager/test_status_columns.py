@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from tests.manager.conftest import apply, wait_for
+from tests.manager.manager_helpers import apply, wait_for
 from tests.manager.fake_agent import FakeAgent
 
 

@@ -15,7 +15,7 @@ import time
 from datetime import UTC, datetime
 
 from tests.conftest import CRD_FILE
-from tests.manager.conftest import apply, wait_for
+from tests.manager.manager_helpers import apply, wait_for
 from tests.manager.fake_agent import FakeAgent
 from tests.manager.test_status_columns import mirror_pod, status
 
