@@ -144,6 +144,8 @@ def parse_args(argv: Sequence[str] | None = None) -> AgentSettings:
     connect = parse_duration(a.connect_timeout)
     if connect <= 0:
         raise SettingsError("--sync-timeout must be positive")
+    if a.insecure and (a.ca_file or a.cert_file or a.key_file):
+        raise SettingsError("--insecure cannot be combined with --ca-file, --cert-file or --key-file")
     if (a.cert_file is None) != (a.key_file is None):
         raise SettingsError("--cert-file and --key-file go together")
     if a.cert_file is not None and a.ca_file is None:
@@ -165,7 +167,7 @@ def parse_args(argv: Sequence[str] | None = None) -> AgentSettings:
         ca_file=a.ca_file,
         cert_file=a.cert_file,
         key_file=a.key_file,
-        insecure=a.insecure and a.ca_file is None,
+        insecure=a.insecure,
         metrics_addr=_listen_address(a.metrics_addr) if a.metrics_addr else None,
         log_level=a.log_level.upper(),
         log_format=a.log_format,

@@ -77,14 +77,14 @@ class AgentProc(Daemon):
     """An edge-agent process with its folders, metrics port and helpers to read its state."""
 
     def __init__(self, tmp: Path, name: str, *, node: str, servers: list[str], extra: list[str] = (),
-                 env: dict[str, str] | None = None, resync: str = "1s") -> None:
+                 env: dict[str, str] | None = None, resync: str = "1s", insecure: bool = True) -> None:
         self.node = node
         self.data_dir = tmp / f"{name}-data"
         self.manifests = tmp / f"{name}-manifests"
         self.manifests.mkdir(exist_ok=True)
         self.metrics_port = free_port()
         cmd = [*AGENT, "--node-name", node, "--data-dir", str(self.data_dir), "--pod-manifest-path",
-               str(self.manifests), "--resync-interval", resync, "--insecure", "--log-level", "debug",
+               str(self.manifests), "--resync-interval", resync, *(["--insecure"] if insecure else []), "--log-level", "debug",
                "--metrics-addr", f"127.0.0.1:{self.metrics_port}", *extra]
         for s in servers:
             cmd += ["--sync-server", s]

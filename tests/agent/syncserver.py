@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from eventlog import Change, Event, LogStore, canonical_manifest
-from manager.sync_service import LogNotifier, NullObserver, SyncSettings, create_server
+from manager.sync_service import LogNotifier, NullObserver, ServerTls, SyncSettings, create_server
 from tests.e2e.processes import free_port
 
 
@@ -51,7 +51,9 @@ class RecordingObserver(NullObserver):
 class LogServer:
     """manager.sync_service.create_server over a LogStore, restartable on a fixed port."""
 
-    def __init__(self, path: Path, *, port: int | None = None, heartbeat_seconds: float = 1.0) -> None:
+    def __init__(self, path: Path, *, port: int | None = None, heartbeat_seconds: float = 1.0,
+                 tls: ServerTls | None = None) -> None:
+        self.tls = tls
         self.path = path
         self.port = port or free_port()
         self.address = f"127.0.0.1:{self.port}"
@@ -76,7 +78,7 @@ class LogServer:
 
         async def boot():
             server, _ = create_server(store=self.store, notifier=self.notifier, observer=self.observer,
-                                      address=self.address, tls=None, settings=self.settings)
+                                      address=self.address, tls=self.tls, settings=self.settings)
             await server.start()
             return server
 

@@ -1,0 +1,48 @@
+"""edge-agent over mTLS: its certificate must name its node; a mismatch is retried with one clear line."""
+
+from __future__ import annotations
+
+import pytest
+
+from eventlog import ReplicaStore
+from manager.sync_service import ServerTls
+from tests.agent.agentproc import expected_files, managed_files
+from tests.agent.syncserver import LogServer, put
+from tests.sync.sync_helpers import make_pki
+
+
+@pytest.fixture
+def tls_server(tmp_path):
+    pki_dir = tmp_path / "pki"
+    pki_dir.mkdir()
+    pki = make_pki(pki_dir)
+    srv = LogServer(tmp_path / "tls-log", tls=ServerTls(cert_file=pki.server_cert, key_file=pki.server_key,
+                                                       client_ca_file=pki.ca)).start()
+    srv.append([put("edge01", "ns", "a"), put("edge01", "ns", "b")])
+    yield srv, pki
+    srv.close()
+
+
+def tls_args(pki, client: str) -> list[str]:
+    cert, key = pki.client(client)
+    return ["--ca-file", str(pki.ca), "--cert-file", str(cert), "--key-file", str(key)]
+
+
+def test_agent_with_its_node_certificate_syncs(tls_server, agents):
+    srv, pki = tls_server
+    a = agents(node="edge01", servers=[srv.address], insecure=False, extra=tls_args(pki, "edge01"))
+    a.start()
+    a.wait_files(expected_files(srv.desired("edge01")))
+    assert "plaintext" not in a.log()
+
+
+def test_certificate_of_another_node_is_refused_and_retried(tls_server, agents):
+    srv, pki = tls_server
+    a = agents(node="edge01", servers=[srv.address], insecure=False, extra=tls_args(pki, "stranger"))
+    a.start()
+    a.wait_log("PERMISSION_DENIED", count=2)
+    assert "Traceback" not in a.log()
+    assert managed_files(a.manifests) == {}
+    a.stop()
+    with ReplicaStore(a.data_dir / "replica", readonly=True) as r:
+        assert r.cursor().applied_offset == 0
