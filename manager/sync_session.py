@@ -45,6 +45,13 @@ class SyncSettings:
     keepalive_timeout_ms: int = 10_000
     """How long an unanswered ping may take before the connection is dropped."""
 
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "window", "snapshot_chunk_entries", "keepalive_time_ms", "keepalive_timeout_ms"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"sync setting {name} must be at least 1, got {getattr(self, name)}")
+        if self.heartbeat_seconds <= 0:
+            raise ValueError(f"sync setting heartbeat_seconds must be positive, got {self.heartbeat_seconds}")
+
 
 class AgentObserver(Protocol):
     """What the manager's status code learns from the sync streams (called on the loop thread)."""
@@ -201,6 +208,9 @@ class AgentSession:
             logger.info(
                 "agent {} connected from {}: resume after {} (head {})", self.node, context.peer(), self._sent, head
             )
+            # the resume position is applied (resume_reason checked its digest): an agent already at the
+            # head sends no Ack, so without this its EdgeNode keeps the syncedOffset of before a restart
+            self._call("acknowledged", applied_offset=hello.applied_offset, digest=hello.digest)
             yield pb.ManagerMessage(welcome=welcome)
         else:
             # the snapshot is read now, so Welcome can name its S

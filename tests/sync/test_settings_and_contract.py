@@ -98,3 +98,10 @@ def test_generated_modules_are_not_stale(tmp_path: Path) -> None:
         fresh = (tmp_path / "proto" / name).read_text()
         committed = (ROOT / "proto" / name).read_text()
         assert fresh == committed, f"proto/{name} is stale: run proto/generate.sh"
+
+
+@pytest.mark.parametrize("bad", [{"window": 0}, {"batch_size": 0}, {"heartbeat_seconds": 0.0},
+                                 {"snapshot_chunk_entries": 0}])
+def test_nonsense_settings_are_refused(bad: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        SyncSettings(**bad)
