@@ -18,7 +18,7 @@ from loguru import logger
 from eventlog import Event, LogStore
 from manager.metrics import Metrics, serve
 from manager.recording import MANAGED_BY_LABEL, MANAGED_BY_VALUE, DesiredNode, Recorder
-from manager.status import NotFound, StatusSettings, StatusWriter
+from manager.status import Conflict, NotFound, StatusSettings, StatusWriter
 from manager.sync_service import LogNotifier, ServerTls, SyncSettings, create_server
 from manager.watching import Changed, Listed, WatchSettings, WatchStats, watch_forever
 
@@ -246,6 +246,8 @@ class Daemon:
         except ApiException as exc:
             if exc.status == 404:
                 raise NotFound(f"{namespace}/{name}") from None
+            if exc.status == 409:
+                raise Conflict(f"{namespace}/{name}") from None
             raise
 
     def _head_offset(self, node: str) -> int:

@@ -37,6 +37,10 @@ class NotFound(Exception):
     """The EdgeNode is gone: its status is not written."""
 
 
+class Conflict(Exception):
+    """The API refused the write for now (409): retried quietly with the next flush."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StatusSettings:
     """How often the manager may write EdgeNode status."""
@@ -318,6 +322,11 @@ class StatusWriter:
                 await asyncio.to_thread(self._patch, key[0], key[1], {"status": status})
             except NotFound:
                 logger.debug("EdgeNode {}/{} is gone; status not written", *key)
+                continue
+            except Conflict:
+                logger.debug("status write of EdgeNode {}/{} conflicted; retrying", *key)
+                self._dirty.add(key)
+                st.retry_at = self._clock() + 1.0
                 continue
             except Exception as exc:  # a failed write is retried with the next change or refresh
                 logger.warning("writing status of EdgeNode {}/{} failed: {}", key[0], key[1],
