@@ -105,9 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status-refresh-interval", default="60s", metavar="DURATION",
                    help="lastSeen of a connected agent is written at most this often (default 60s: "
                         "one status write per EdgeNode per minute at steady state)")
-    p.add_argument("--watch-timeout", default="5m", metavar="DURATION",
-                   help="server-side timeout of each watch request; the client read timeout is 30s longer "
-                        "(default 5m)")
+    p.add_argument("--watch-timeout", default="60s", metavar="DURATION",
+                   help="server-side timeout of each watch request, after which it is renewed from the last "
+                        "resourceVersion; the client read timeout is 30s longer, so a silently dead stream is "
+                        "noticed within it (default 60s)")
     p.add_argument("--heartbeat-interval", default="10s", metavar="DURATION",
                    help="heartbeat to idle agents (default 10s)")
     p.add_argument("--metrics-addr", default=DEFAULT_METRICS_ADDR,

@@ -50,11 +50,12 @@ class Gone(Exception):
 class WatchSettings:
     """Timeouts and backoff of one watch."""
 
-    server_timeout_seconds: int = 300
-    """The apiserver ends each watch after this; the loop re-watches from the last resourceVersion."""
-    read_timeout_seconds: float = 330.0
-    """Client socket read timeout: a silently dead stream is noticed even without the server's timeout.
-    Bookmarks arrive about once a minute, so a healthy stream is never silent this long."""
+    server_timeout_seconds: int = 60
+    """The apiserver ends each watch after this; the loop re-watches from the last resourceVersion
+    (one cheap request a minute, no relist)."""
+    read_timeout_seconds: float = 90.0
+    """Client socket read timeout: a black-holed stream the server can no longer end is noticed
+    within this, and the loop reconnects and relists."""
     connect_timeout_seconds: float = 10.0
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
