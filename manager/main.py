@@ -247,6 +247,23 @@ def probe_api(api: Any, *, namespace: str | None) -> None:
         raise StartupError(f"cannot reach the Kubernetes API at {host}: {why[:300]}") from None
 
 
+def lock_data_dir(data_dir: Path) -> Any:
+    """Take <data-dir>/manager.lock exclusively; a second manager on the same directory must not start."""
+    import fcntl
+
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        f = open(data_dir / "manager.lock", "a+")  # noqa: SIM115 (held for the life of the process)
+    except OSError as exc:
+        raise StartupError(f"--data-dir {data_dir}: {' '.join(str(exc).split())}") from None
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise StartupError(f"another edge-manager is using --data-dir {data_dir}") from None
+    return f
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of edge-manager; returns the exit code."""
     parser = build_parser()
@@ -283,6 +300,7 @@ async def run(a: argparse.Namespace, *, tls: Any, retention: Retention, interval
     api = await asyncio.to_thread(api_client, a)
     await asyncio.to_thread(probe_api, api, namespace=a.namespace)
     store_dir = a.data_dir / MANAGER_SUBDIR
+    lock = lock_data_dir(a.data_dir)  # held until exit: one writer per log, or offsets would interleave
     try:
         store = LogStore(store_dir)
     except (StoreError, OSError) as exc:
@@ -318,6 +336,7 @@ async def run(a: argparse.Namespace, *, tls: Any, retention: Retention, interval
         store.close()
         logger.info("event log closed ({:.0f} ms)", (time.monotonic() - t0) * 1000)
     logger.info("edge manager stopped")
+    lock.close()
     return 0
 
 

@@ -67,3 +67,12 @@ def test_missing_crd_is_named(control_plane_factory, tmp_path):
     res = run("--insecure", "--kubeconfig", str(cp.kubeconfig), tmp_path=tmp_path)
     assert res.returncode == 1
     assert "kubectl apply -f crd/edgenode.yaml" in one_error_line(res)
+
+
+def test_a_second_manager_on_the_same_data_dir_is_refused(control_plane, edgenode_crd, namespace, manager_factory,
+                                                          tmp_path):
+    manager_factory(kubeconfig=control_plane.kubeconfig, data_dir=tmp_path / "data", namespace=namespace)
+    res = run("--insecure", "--kubeconfig", str(control_plane.kubeconfig), "--namespace", namespace,
+              tmp_path=tmp_path)
+    assert res.returncode == 1
+    assert "another edge-manager is using --data-dir" in one_error_line(res)
