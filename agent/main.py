@@ -139,6 +139,9 @@ class Agent:
             else:
                 logger.info("the replica has never been synced: the manifest folder {} is left as it is until "
                             "the first snapshot arrives", s.pod_manifest_path)
+                if not s.pod_manifest_path.is_dir():
+                    logger.warning("pod manifest folder {} is not an existing directory; manifests will be written "
+                                   "once it is", s.pod_manifest_path)
             logger.info("Starting sync agent")
             self.client = self._make_client()
             logger.info("Starting sync edge spec")

@@ -33,9 +33,11 @@ class Readiness:
         """(ready, why)."""
         if not self.replica_open:
             return False, "replica not open"
-        if reconciler is None or not reconciler.stats.first_ok:
-            last = reconciler.stats.last if reconciler else None
-            return False, f"manifests not reconciled yet{': ' + last.message if last and last.message else ''}"
+        last = reconciler.stats.last if reconciler else None
+        if last is None:
+            return False, "waiting for the first reconcile (a never-synced replica waits for its first snapshot)"
+        if not reconciler.stats.first_ok:
+            return False, f"manifests not reconciled yet: {last.message}"
         return True, "ok"
 
 
