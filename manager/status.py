@@ -108,6 +108,7 @@ class StatusWriter:
         self._now_iso = now_iso or _now_iso
         self._agents: dict[str, AgentState] = {}
         self._edgenodes: dict[EdgeNodeKey, EdgeNodeState] = {}
+        self._by_node: dict[str, set[EdgeNodeKey]] = {}  # node -> its EdgeNodes (one per namespace)
         self._running: dict[tuple[str, str], bool] = {}  # (namespace, mirror pod name) -> Running
         self._dirty: set[EdgeNodeKey] = set()
         self._wake = asyncio.Event()
@@ -169,6 +170,7 @@ class StatusWriter:
         st = self._edgenodes.get(d.key)
         if st is None:
             st = self._edgenodes[d.key] = EdgeNodeState(d.namespace, d.node)
+            self._by_node.setdefault(d.node, set()).add(d.key)
             self._adopt(st, d.status)
         rejected = tuple((r.name, r.reason) for r in d.rejected)
         gen = d.source.generation
@@ -178,7 +180,11 @@ class StatusWriter:
 
     def edgenode_deleted(self, key: EdgeNodeKey) -> None:
         """An EdgeNode was deleted: never write its status again."""
-        self._edgenodes.pop(key, None)
+        if self._edgenodes.pop(key, None) is not None:
+            keys = self._by_node.get(key[1], set())
+            keys.discard(key)
+            if not keys:
+                self._by_node.pop(key[1], None)
         self._dirty.discard(key)
 
     def appended(self, nodes: Iterable[str]) -> None:
@@ -195,9 +201,10 @@ class StatusWriter:
         else:
             self._running[key] = running
         if was != running:
-            for ek in self._edgenodes:
-                if ek[0] == namespace and name.endswith("-" + ek[1]):
-                    self._mark(ek)
+            # a mirror pod is named <pod>-<node>; try every split at a dash (names are short)
+            for i, ch in enumerate(name):
+                if ch == "-" and (namespace, name[i + 1:]) in self._edgenodes:
+                    self._mark((namespace, name[i + 1:]))
 
     def mirror_pods_listed(self, pods: Mapping[tuple[str, str], bool]) -> None:
         """A full list of mirror pods."""
@@ -358,9 +365,8 @@ class StatusWriter:
             agent.last_seen = status["lastSeen"]
 
     def _touch_node(self, node: str) -> None:
-        for key in self._edgenodes:
-            if key[1] == node:
-                self._mark(key)
+        for key in self._by_node.get(node, ()):
+            self._mark(key)
 
     def _mark(self, key: EdgeNodeKey) -> None:
         self._dirty.add(key)
