@@ -277,8 +277,9 @@ class Recorder:
         for e in events:
             logger.debug("recorded {} {} {}/{} at offset {}", e.node, e.op, e.namespace, e.name, e.offset)
         if events:
-            logger.info("recorded {} event(s) for node(s) {} (head offset {})",
-                        len(events), ", ".join(sorted(nodes)), events[-1].offset)
+            names = sorted(nodes)
+            shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+            logger.info("recorded {} event(s) for node(s) {} (head offset {})", len(events), shown, events[-1].offset)
             if self._on_appended:
                 self._on_appended(events)
             self._notify(nodes)
