@@ -82,6 +82,8 @@ class AgentProc(Daemon):
         self.data_dir = tmp / f"{name}-data"
         self.manifests = tmp / f"{name}-manifests"
         self.manifests.mkdir(exist_ok=True)
+        self.foreign = put_foreign(self.manifests)  # checked after every test (conftest): never touched
+        self.check_foreign = True
         self.metrics_port = free_port()
         cmd = [*AGENT, "--node-name", node, "--data-dir", str(self.data_dir), "--pod-manifest-path",
                str(self.manifests), "--resync-interval", resync, *(["--insecure"] if insecure else []), "--log-level", "debug",

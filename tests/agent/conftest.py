@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.agent.agentproc import AgentProc
+from tests.agent.agentproc import AgentProc, foreign_files
 from tests.agent.managerproc import ManagerProc
 from tests.agent.syncserver import LogServer
 
@@ -24,6 +24,9 @@ def agents(tmp_path) -> Iterator:
     yield make
     for a in made:
         a.kill()
+    for a in made:
+        if a.check_foreign and a.manifests.is_dir():
+            assert foreign_files(a.manifests) == a.foreign, f"{a.name} touched files it does not own"
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.agent.agentproc import expected_files, foreign_files, journal_kinds, put_foreign
+from tests.agent.agentproc import expected_files, foreign_files, journal_kinds
 from tests.agent.syncserver import delete, put
 
 
@@ -11,7 +11,7 @@ def test_new_agent_gets_its_pods_then_changes_arrive_as_events(logserver, agents
     srv.append([put("edge01", "default", "nginx"), put("edge01", "team-a", "nginx"),
                 put("edge01", "team-a", "web"), put("edge02", "default", "other")])
     a = agents(node="edge01", servers=[srv.address])
-    foreign = put_foreign(a.manifests)
+    foreign = a.foreign
     a.start()
     a.wait_files(expected_files(srv.desired("edge01")))
     assert len(srv.desired("edge01")) == 3

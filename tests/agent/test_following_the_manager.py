@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from tests.agent.agentproc import expected_files, foreign_files, journal_kinds, managed_files, put_foreign
+from tests.agent.agentproc import expected_files, foreign_files, journal_kinds, managed_files
 from tests.agent.managerproc import apply
 from tests.e2e.processes import wait_for
 
@@ -35,7 +35,7 @@ def test_new_agent_gets_its_pods_and_later_changes_as_events(control_plane, mana
     apply(cp, "someone-else", namespace, {"nginx": "nginx:1.25"})
     mgr.start_and_wait()
     a = agents(node=node, servers=[mgr.address])
-    foreign = put_foreign(a.manifests)
+    foreign = a.foreign
     a.start()
     converge(a, mgr, node)
     assert sorted(managed_files(a.manifests)) == [f"k8s-edge_{namespace}_nginx.json", f"k8s-edge_{namespace}_web.json"]
@@ -70,7 +70,7 @@ def test_sigkill_at_each_step_then_restart(control_plane, manager, namespace, ag
     apply(cp, node, namespace, {f"p{i}": "nginx:1" for i in range(4)})
     mgr.start_and_wait()
     a = agents(node=node, servers=[mgr.address])
-    foreign = put_foreign(a.manifests)
+    foreign = a.foreign
     a.start()
     converge(a, mgr, node)
     a.stop()
@@ -96,7 +96,7 @@ def test_agent_restarted_while_manager_down(control_plane, manager, namespace, a
     apply(cp, node, namespace, {"a": "nginx:1", "b": "nginx:1"})
     mgr.start_and_wait()
     a = agents(node=node, servers=[mgr.address])
-    foreign = put_foreign(a.manifests)
+    foreign = a.foreign
     a.start()
     converge(a, mgr, node)
     before = managed_files(a.manifests)
@@ -121,7 +121,7 @@ def test_new_log_id_sends_a_snapshot_that_removes_pods(control_plane, manager, n
     apply(cp, node, namespace, {"a": "nginx:1", "b": "nginx:1", "c": "nginx:1"})
     mgr.start_and_wait()
     a = agents(node=node, servers=[mgr.address])
-    foreign = put_foreign(a.manifests)
+    foreign = a.foreign
     a.start()
     converge(a, mgr, node)
     mgr.stop()
@@ -143,7 +143,7 @@ def test_compacted_position_sends_a_snapshot_that_removes_pods(control_plane, ma
     apply(cp, node, namespace, {"a": "nginx:1", "b": "nginx:1", "c": "nginx:1"})
     mgr.start_and_wait()
     a = agents(node=node, servers=[mgr.address])
-    foreign = put_foreign(a.manifests)
+    foreign = a.foreign
     a.start()
     converge(a, mgr, node)
     a.stop()

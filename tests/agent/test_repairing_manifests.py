@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import time
 
 import pytest
 
-from tests.agent.agentproc import expected_files, foreign_files, managed_files, put_foreign
+from tests.agent.agentproc import expected_files, foreign_files, managed_files
 from tests.agent.syncserver import delete, put
 from tests.e2e.processes import wait_for
 
@@ -18,7 +19,7 @@ def test_hand_deleted_or_edited_manifests_come_back_within_one_resync(logserver,
     srv = logserver
     srv.append([put("edge01", "ns", f"p{i}") for i in range(3)])
     a = agents(node="edge01", servers=[srv.address], resync=f"{RESYNC:g}s")
-    foreign = put_foreign(a.manifests)
+    foreign = a.foreign
     a.start()
     want = expected_files(srv.desired("edge01"))
     a.wait_files(want)
@@ -44,7 +45,8 @@ def test_missing_manifest_folder_is_reported_and_retried(logserver, agents, tmp_
     srv = logserver
     srv.append([put("edge01", "ns", "a"), put("edge01", "ns", "b")])
     a = agents(node="edge01", servers=[srv.address], resync="1s")
-    a.manifests.rmdir()
+    shutil.rmtree(a.manifests)
+    a.check_foreign = False
     if broken == "under-a-file":
         a.manifests.write_text("not a folder")
         folder_arg = a.manifests / "manifests"
@@ -73,7 +75,7 @@ def test_read_only_folder_loses_nothing_and_converges_when_writable(logserver, a
     srv = logserver
     srv.append([put("edge01", "ns", f"p{i}") for i in range(3)])
     a = agents(node="edge01", servers=[srv.address], resync="1s")
-    foreign = put_foreign(a.manifests)
+    foreign = a.foreign
     a.start()
     a.wait_files(expected_files(srv.desired("edge01")))
     before = managed_files(a.manifests)

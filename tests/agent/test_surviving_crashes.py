@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from tests.agent.agentproc import expected_files, foreign_files, journal_kinds, managed_files, put_foreign
+from tests.agent.agentproc import expected_files, foreign_files, journal_kinds, managed_files
 from tests.agent.syncserver import delete, put
 from tests.e2e.processes import wait_for
 
@@ -23,7 +23,7 @@ def test_crash_while_applying_events(logserver, agents, point):
     srv = logserver
     srv.append([put("edge01", "ns", f"p{i}") for i in range(5)] + [put("edge02", "ns", "x")])
     a = agents(node="edge01", servers=[srv.address])
-    foreign = put_foreign(a.manifests)
+    foreign = a.foreign
     a.start()
     a.wait_files(expected_files(srv.desired("edge01")))
     a.stop()

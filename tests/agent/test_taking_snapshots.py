@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 
-from tests.agent.agentproc import expected_files, foreign_files, journal_kinds, managed_files, put_foreign
+from tests.agent.agentproc import expected_files, foreign_files, journal_kinds, managed_files
 from tests.agent.syncserver import LogServer, delete, put
 from tests.e2e.processes import wait_for
 
@@ -13,7 +13,7 @@ def test_unknown_log_id_replaces_the_replica(logserver, agents, tmp_path):
     old = logserver
     old.append([put("edge01", "ns", f"p{i}") for i in range(5)] + [put("edge01", "other", "keep")])
     a = agents(node="edge01", servers=[old.address])
-    foreign = put_foreign(a.manifests)
+    foreign = a.foreign
     a.start()
     a.wait_files(expected_files(old.desired("edge01")))
     old.stop()
@@ -39,7 +39,7 @@ def test_compacted_offset_gets_a_snapshot_that_removes_pods(logserver, agents):
     srv = logserver
     srv.append([put("edge01", "ns", f"p{i}") for i in range(6)])
     a = agents(node="edge01", servers=[srv.address])
-    foreign = put_foreign(a.manifests)
+    foreign = a.foreign
     a.start()
     a.wait_files(expected_files(srv.desired("edge01")))
     a.stop()
@@ -60,7 +60,7 @@ def test_wiped_replica_keeps_pods_until_a_snapshot_then_prunes(logserver, agents
     srv = logserver
     srv.append([put("edge01", "ns", f"p{i}") for i in range(3)])
     a = agents(node="edge01", servers=[srv.address])
-    foreign = put_foreign(a.manifests)
+    foreign = a.foreign
     a.start()
     a.wait_files(expected_files(srv.desired("edge01")))
     a.stop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import http.server
 import threading
 
-from tests.agent.agentproc import expected_files, foreign_files, journal_kinds, managed_files, put_foreign
+from tests.agent.agentproc import expected_files, foreign_files, journal_kinds, managed_files
 from tests.agent.syncserver import delete, put
 from tests.e2e.processes import free_port, wait_for
 
@@ -14,7 +14,7 @@ def test_restart_while_manager_down_restores_then_catches_up(logserver, agents):
     srv = logserver
     srv.append([put("edge01", "ns", f"p{i}") for i in range(4)])
     a = agents(node="edge01", servers=[srv.address])
-    foreign = put_foreign(a.manifests)
+    foreign = a.foreign
     a.start()
     a.wait_files(expected_files(srv.desired("edge01")))
     a.stop()
