@@ -18,6 +18,8 @@ store, exit 0.
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -58,6 +60,24 @@ def replica_path(data_dir: Path) -> Path:
     return p
 
 
+LOCK_FILE = "agent.lock"
+
+
+def lock_data_dir(data_dir: Path) -> int:
+    """Hold an exclusive lock on <data-dir>/agent.lock for the life of the process: one agent per data dir."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise StoreError(f"another edge-agent (pid {holder}) is running with --data-dir {data_dir}") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd  # released by the kernel when the process ends, however it ends
+
+
 def open_replica(settings: AgentSettings) -> ReplicaStore:
     """Open or create this node's replica; raises StoreError or OSError with a one-line message."""
     path = replica_path(settings.data_dir)
@@ -84,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.insecure:
         logger.warning("--insecure: talking to the manager in plaintext, without TLS")
     try:
+        lock_data_dir(settings.data_dir)
         replica = open_replica(settings)
     except StoreError as exc:
         logger.error("cannot open the replica: {}", exc)

@@ -16,7 +16,7 @@ BASE = ["--insecure", "--sync-server", "127.0.0.1:1", "--resync-interval", "1s"]
 
 def digest_tree(path: Path) -> dict[str, str]:
     return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(path.rglob("*")) if p.is_file() and p.name != "lock.mdb"}
+            for p in sorted(path.rglob("*")) if p.is_file() and p.name not in ("lock.mdb", "agent.lock")}
 
 
 def assert_one_clear_error(res, *needles: str, code: int = 1) -> None:
@@ -102,3 +102,13 @@ def test_bad_fault_spec_is_refused(tmp_path):
     res = run_agent(*BASE, "--node-name", "edge01", "--data-dir", str(tmp_path / "data"),
                     env={"K8S_EDGE_FAULT": "crash-sometime"})
     assert_one_clear_error(res, "K8S_EDGE_FAULT", code=2)
+
+
+def test_second_agent_on_the_same_data_dir_is_refused(tmp_path, agents):
+    a = agents(node="edge01", servers=["127.0.0.1:1"])
+    a.start()
+    a.wait_log("Starting sync edge spec")
+    res = run_agent(*BASE, "--node-name", "edge01", "--data-dir", str(a.data_dir),
+                    "--pod-manifest-path", str(a.manifests))
+    assert_one_clear_error(res, f"another edge-agent (pid {a.pid})")
+    a.check_alive()
