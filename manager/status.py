@@ -13,7 +13,8 @@ and no agent message ever causes an API read.
 
 Phase (the original's rule for Running): Offline when no agent of the node is connected;
 else Pending until syncedOffset == headOffset; else Running when every desired pod has a
-Running mirror pod `<pod>-<node>` in the EdgeNode's namespace; else Synced.
+Running mirror pod `<pod>-<node>` in the EdgeNode's namespace (and there is at least one
+pod); else Synced. Extra pods on the node are not looked at (the original also required none).
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ class StatusSettings:
     """A connected agent's lastSeen is refreshed at most this often: the steady-state budget."""
     coalesce_seconds: float = 1.0
     """Changes within this interval (offsets moving during a burst) make one write."""
+    startup_grace_seconds: float = 30.0
+    """After a manager restart, agents get this long to reconnect before an EdgeNode that showed
+    them connected is written Offline: a restart alone does not flap every EdgeNode."""
 
 
 @dataclass
@@ -56,6 +60,7 @@ class AgentState:
     """What the manager knows of one node's agent (the node may have several EdgeNodes)."""
 
     connected: int = 0  # open streams of this node (a reconnect may overlap the old stream)
+    ever_connected: bool = False  # since this manager started
     peer: str = ""
     synced_offset: int | None = None
     last_seen: str | None = None
@@ -112,6 +117,7 @@ class StatusWriter:
         self._running: dict[tuple[str, str], bool] = {}  # (namespace, mirror pod name) -> Running
         self._dirty: set[EdgeNodeKey] = set()
         self._wake = asyncio.Event()
+        self._started = clock()
         self.listed = False
 
     @property
@@ -125,6 +131,7 @@ class StatusWriter:
         """An agent opened a stream for its node."""
         a = self._agents.setdefault(node, AgentState())
         a.connected += 1
+        a.ever_connected = True
         a.peer = peer
         a.last_seen = self._now_iso()
         self._touch_node(node)
@@ -229,7 +236,7 @@ class StatusWriter:
             phase = "Offline"
         elif not in_sync:
             phase = "Pending"
-        elif not missing:
+        elif not missing and st.pod_names:  # no pods: nothing runs, so Synced is the honest phase
             phase = "Running"
         else:
             phase = "Synced"
@@ -247,6 +254,8 @@ class StatusWriter:
             c_pods = ("False", "ManifestsFailed", agent.message or "the agent could not write its manifests")
         elif missing:
             c_pods = ("False", "MirrorPodsNotRunning", "not running: " + ", ".join(f"{p}-{node}" for p in missing))
+        elif not st.pod_names:
+            c_pods = ("True", "NoPods", "the EdgeNode asks for no pods")
         else:
             c_pods = ("True", "AllRunning", f"{len(st.pod_names)} pod(s) running")
         conditions = [self._condition(st, t, *c) for t, c in
@@ -325,6 +334,9 @@ class StatusWriter:
             status = self.compute(key)
             if not self.due(key, status):
                 continue
+            if self._in_startup_grace(st, status):
+                self._dirty.add(key)
+                continue
             try:
                 await asyncio.to_thread(self._patch, key[0], key[1], {"status": status})
             except NotFound:
@@ -349,6 +361,14 @@ class StatusWriter:
                 self._on_write()
             logger.debug("wrote status of EdgeNode {}/{}: phase {}", key[0], key[1], status["phase"])
         return n
+
+    def _in_startup_grace(self, st: EdgeNodeState, status: Mapping[str, Any]) -> bool:
+        """Whether an Offline write should wait for the agent to reconnect after a manager restart."""
+        if status["phase"] != "Offline" or not st.written or st.written.get("phase") in (None, "Offline"):
+            return False
+        if self._agents.get(st.node, AgentState()).ever_connected:
+            return False
+        return self._clock() - self._started < self._settings.startup_grace_seconds
 
     def _adopt(self, st: EdgeNodeState, status: Mapping[str, Any]) -> None:
         """Start from the status the object already shows, so a restart rewrites nothing unchanged."""

@@ -131,3 +131,31 @@ def test_rejections_and_generation_are_reported(world):
     st = writes[-1][2]
     assert st["observedGeneration"] == 4 and st["rejectedPods"] == 1
     assert st["rejected"] == [{"name": "bad", "reason": "pod has no containers"}]
+
+
+def test_a_restart_gives_agents_a_grace_period_before_offline(world):
+    w, writes, heads, clock = world
+    w.edgenode_listed([desired()])
+    w.connected("edge01", peer="p")
+    w.acknowledged("edge01", applied_offset=3, digest=1)
+    flush(w)
+    shown = writes[-1][2]
+    assert shown["phase"] == "Pending" or shown["phase"] == "Synced"
+    restarted = StatusWriter(patch=lambda ns, n, b: writes.append((ns, n, b["status"])),
+                             head_offset=lambda n: heads.get(n, 0), clock=clock,
+                             settings=StatusSettings(startup_grace_seconds=30))
+    restarted.edgenode_listed([desired(status=shown)])
+    n = len(writes)
+    assert asyncio.run(restarted.flush()) == 0  # not Offline yet: the agent may be reconnecting
+    clock.t += 31
+    assert asyncio.run(restarted.flush()) == 1 and writes[-1][2]["phase"] == "Offline"
+    assert len(writes) == n + 1
+
+
+def test_an_edgenode_without_pods_is_synced_not_running(world):
+    w, writes, heads, clock = world
+    w.edgenode_listed([desired(pods=())])
+    w.connected("edge01", peer="p")
+    w.acknowledged("edge01", applied_offset=3, digest=1)
+    flush(w)
+    assert writes[-1][2]["phase"] == "Synced"
