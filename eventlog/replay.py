@@ -61,7 +61,8 @@ def replay(base: dict[PodKey, PodEntry], events: Iterable[Event]) -> dict[PodKey
 def log_state_at(store: LogStore, node: str, offset: int) -> dict[PodKey, PodEntry]:
     """A node's pods as of `offset` (base + its retained events up to it), read in one transaction.
 
-    Raises OffsetOutOfRangeError beyond the head and CompactedError before first_offset - 1.
+    Raises OffsetOutOfRangeError beyond the head, and CompactedError when events of the
+    node after `offset` were compacted (the base then is no longer the state at `offset`).
     """
     env = store._env  # same package: one read transaction over base, index and log
     with env.read() as txn:
@@ -69,9 +70,14 @@ def log_state_at(store: LogStore, node: str, offset: int) -> dict[PodKey, PodEnt
         first = env.get_meta(txn, b"first", 1)
         if offset < 0 or offset > head:
             raise OffsetOutOfRangeError(f"offset {offset} is beyond the head of the log ({head})")
-        if offset < first - 1:
+        st = read_node(txn, store._nodes, node)
+        # the base is the state at first - 1; it is also the state at any earlier
+        # offset after the node's last compacted event (nothing of it changed since)
+        known_from = min(first - 1, st.compacted_through) if st is not None else 0
+        if offset < known_from:
             raise CompactedError(
-                f"offset {offset} was compacted; the log starts at {first} (state is known from {first - 1} on)"
+                f"offset {offset} of node {node} was compacted; the log starts at {first} "
+                f"(the node's state is known from offset {known_from} on)"
             )
         return replay(read_pods(txn, store._base, node), _node_events(txn, store, node, through=offset))
 

@@ -59,9 +59,12 @@ def test_compacted_offsets_need_a_snapshot(tmp_path):
             store.read(after=0)
         with pytest.raises(CompactedError):
             store.read_node_raw("edge0", after=0)
+        through = store.node_state("edge0").compacted_through
+        assert through < first - 1  # edge0 had no event at first - 1
         with pytest.raises(CompactedError):
-            log_state_at(store, "edge0", first - 2)
-        assert log_state_at(store, "edge0", first - 1) == store.base("edge0")
+            log_state_at(store, "edge0", through - 1)
+        # nothing of edge0 changed between its last compacted event and first - 1: the base is its state
+        assert log_state_at(store, "edge0", through) == log_state_at(store, "edge0", first - 1) == store.base("edge0")
         assert log_state_at(store, "edge0", store.head_offset) == store.pods("edge0")
 
 
