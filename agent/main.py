@@ -61,6 +61,7 @@ def replica_path(data_dir: Path) -> Path:
 
 
 LOCK_FILE = "agent.lock"
+JOURNAL_TRIM_SECONDS = 60.0
 
 
 def lock_data_dir(data_dir: Path) -> int:
@@ -134,6 +135,7 @@ class Agent:
         # A replica that never installed a snapshot knows nothing (a new node, or a wiped --data-dir): it must not
         # prune the folder while the manager is unreachable, so the folder is touched only once it has synced.
         self._armed = bool(replica.cursor().log_id)
+        self._journal_trimmed = float("-inf")
 
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT; returns the exit status."""
@@ -256,10 +258,22 @@ class Agent:
                 continue
             try:
                 outcome = await asyncio.to_thread(self.reconciler.reconcile_full)
+                await self._trim_journal()
             except Exception as exc:  # one line per attempt, no traceback; the next tick retries
                 logger.error("resync failed: {}", " ".join(str(exc).split()))
                 continue
             self._send_report(outcome)
+
+    async def _trim_journal(self) -> None:
+        """Drop journal lines beyond --retain-journal, at most once a minute (a write transaction)."""
+        keep = self.settings.retain_journal
+        now = asyncio.get_running_loop().time()
+        if keep <= 0 or now - self._journal_trimmed < JOURNAL_TRIM_SECONDS:
+            return
+        self._journal_trimmed = now
+        dropped = await asyncio.to_thread(self.replica.compact_journal, keep_last=keep)
+        if dropped:
+            logger.info("journal: dropped {} old line(s), keeping the newest {}", dropped, keep)
 
     def _send_report(self, outcome: Outcome) -> None:
         """Tell the manager the outcome of a reconcile outside after_apply; the client sends it if it changed."""

@@ -47,6 +47,7 @@ class AgentSettings:
     key_file: Path | None = None
     insecure: bool = False
     metrics_addr: tuple[str, int] | None = None  # (host, port); None: no metrics or health endpoint
+    retain_journal: int = 100_000  # journal lines kept (0: all); bounds the data dir on a long-lived node
     log_level: str = "INFO"
     log_format: str = "text"
 
@@ -121,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--insecure", action="store_true", help="allow plaintext gRPC (no TLS); refused without it")
     p.add_argument("--metrics-addr", default="",
                    help="serve Prometheus /metrics, /healthz and /readyz on host:port (default: off)")
+    p.add_argument("--retain-journal", type=int, default=100_000, metavar="N",
+                   help="keep the newest N journal lines (the replica's history of applied events and snapshots); "
+                        "0 keeps all (default 100000)")
     p.add_argument("--log-level", default="info", choices=["trace", "debug", "info", "warning", "error"],
                    type=str.lower)
     p.add_argument("--log-format", default="text", choices=["text", "json"])
@@ -157,6 +161,8 @@ def parse_args(argv: Sequence[str] | None = None) -> AgentSettings:
     for flag, path in (("--ca-file", a.ca_file), ("--cert-file", a.cert_file), ("--key-file", a.key_file)):
         if path is not None and not os.access(path, os.R_OK):
             raise SettingsError(f"{flag} {path}: not a readable file")
+    if a.retain_journal < 0:
+        raise SettingsError("--retain-journal must be 0 (keep all) or positive")
     return AgentSettings(
         node_name=node,
         sync_servers=servers,
@@ -169,6 +175,7 @@ def parse_args(argv: Sequence[str] | None = None) -> AgentSettings:
         key_file=a.key_file,
         insecure=a.insecure,
         metrics_addr=_listen_address(a.metrics_addr) if a.metrics_addr else None,
+        retain_journal=a.retain_journal,
         log_level=a.log_level.upper(),
         log_format=a.log_format,
     )

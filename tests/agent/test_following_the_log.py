@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tests.agent.agentproc import expected_files, foreign_files, journal_kinds
 from tests.agent.syncserver import delete, put
+from tests.e2e.processes import wait_for
 
 
 def test_new_agent_gets_its_pods_then_changes_arrive_as_events(logserver, agents):
@@ -35,3 +36,22 @@ def test_new_agent_gets_its_pods_then_changes_arrive_as_events(logserver, agents
         assert line in a.log()
     a.stop()
     assert a.proc.returncode == 0, a.log_tail()
+
+
+def test_journal_is_trimmed_to_its_retention(logserver, agents):
+    srv = logserver
+    srv.append([put("edge01", "ns", f"p{i}") for i in range(3)])
+    a = agents(node="edge01", servers=[srv.address], extra=["--retain-journal", "5"])
+    a.start()
+    a.wait_files(expected_files(srv.desired("edge01")))
+    for i in range(12):
+        srv.append([put("edge01", "ns", f"p{i % 3}", f"img:{i}")])
+    a.wait_applied(srv.head("edge01"))
+    a.wait_log("journal: dropped")
+
+    def trimmed() -> bool:
+        with a.replica() as r:
+            return len(r.journal()) == 5
+    wait_for(trimmed, timeout=30, what="the journal to keep 5 lines")
+    with a.replica() as r:
+        assert [j.event.offset for j in r.journal()] == list(range(srv.head("edge01") - 4, srv.head("edge01") + 1))
