@@ -37,6 +37,8 @@ def test_crash_while_applying_events(logserver, agents, point):
     wait_killed(a)
     with a.replica() as r:  # the batch committed in either case
         assert r.cursor().applied_offset == srv.store.node_state("edge01").head_offset
+    acked = [off for n, off in srv.observer.acks if n == "edge01"]
+    assert acked and max(acked) < srv.head("edge01")  # the batch was never acknowledged
     if point == "crash-after-commit":
         assert managed_files(a.manifests) == before  # killed before any file was written
     else:
