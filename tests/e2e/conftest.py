@@ -8,6 +8,7 @@
   manager and one agent per node; every process is killed and every EdgeNode deleted in
   the finalizer.
 - ``e2e_namespaces`` (function): two fresh namespaces.
+- ``nocache_control_plane`` (function): a private control plane with the watch cache off (410 test).
 - ``seed`` (function): K8S_EDGE_SEED or a random one, printed so a failure reproduces.
 - ``long_run``: ``--long`` (when pytest is pointed at tests/e2e) or K8S_EDGE_LONG=1.
 """
@@ -55,6 +56,25 @@ def e2e_control_plane(tmp_path_factory):
         cp.stop()
 
 
+@pytest.fixture
+def nocache_control_plane(tmp_path):
+    """A private control plane whose kube-apiserver serves watches from etcd (--watch-cache=false).
+
+    Only there does an etcd compaction reach a watch: with the cache on, a watch resumes
+    from the cache and never sees 410 for a resourceVersion the manager kept fresh.
+    """
+    cp = ControlPlane(tmp_path / "nocache-cp", bin_dir=build_binaries(), extra_apiserver_args=["--watch-cache=false"])
+    cp.start()
+    try:
+        cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", REPO / "crd" / "edgenode.yaml")
+        cp.kubectl("wait", "--for=condition=established", "--timeout=60s", "crd/edgenodes.edge.k8s.io")
+        for n in ("e2e-a", "e2e-b"):
+            cp.kubectl("create", "namespace", n)
+        yield cp
+    finally:
+        cp.stop()
+
+
 @pytest.fixture(scope="session")
 def toxiproxy(tmp_path_factory):
     server = ToxiproxyServer(build_toxiproxy(), log_dir=tmp_path_factory.mktemp("toxiproxy"))
@@ -84,10 +104,11 @@ def e2e_namespaces(e2e_control_plane) -> list[str]:
 def edge_system(e2e_control_plane, toxiproxy, tmp_path, request):
     systems: list[EdgeSystem] = []
 
-    def make(*, nodes=("edge01", "edge02", "edge03"), **kwargs) -> EdgeSystem:
+    def make(*, nodes=("edge01", "edge02", "edge03"), control_plane=None, **kwargs) -> EdgeSystem:
         workdir = tmp_path / f"sys{len(systems)}"
         workdir.mkdir()
-        s = EdgeSystem(control_plane=e2e_control_plane, toxiproxy=toxiproxy, workdir=workdir, nodes=nodes, **kwargs)
+        s = EdgeSystem(control_plane=control_plane or e2e_control_plane, toxiproxy=toxiproxy, workdir=workdir,
+                       nodes=nodes, **kwargs)
         systems.append(s)
         return s.start()
 

@@ -22,7 +22,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -222,14 +222,14 @@ class EdgeSystem:
         self._note("kill -9 kube-apiserver and restart")
         self.cp.restart_apiserver(kill=True)
 
-    def force_watch_410(self, during: callable = None) -> None:  # type: ignore[valid-type]
-        """Make the manager's watch resume from a compacted resourceVersion, so the API answers 410 Gone.
+    def api_outage_with_compaction(self, during: Callable[[], object] | None = None) -> None:
+        """The manager loses the API while EdgeNodes change; etcd is compacted; kube-apiserver is killed and restarted.
 
-        The manager is cut off from the API while `during()` changes EdgeNodes; then
-        kube-apiserver is killed (its watch cache goes), etcd is compacted and the API comes
-        back: the manager's next watch from its old resourceVersion gets 410 and must relist.
+        The manager must notice the broken watch, and relist and diff once the API is back
+        (it relists after any reconnect, so this is a relist, not a 410: see
+        `wait_watch_expired` for the 410 itself).
         """
-        self._note("partition manager from API, etcd compaction, apiserver restart (watch 410)")
+        self._note("manager cut off from the API, etcd compaction, apiserver kill -9 and restart")
         self.api_proxy.set_enabled(False)
         if during is not None:
             during()
@@ -237,6 +237,20 @@ class EdgeSystem:
         self.cp.compact_etcd()
         self.cp.start_apiserver()
         self.api_proxy.set_enabled(True)
+
+    def compact_etcd_past_watch(self) -> int:
+        """Bump etcd's revision without touching EdgeNodes, then compact: the manager's watch position is gone.
+
+        With kube-apiserver's watch cache off, the manager's next watch from that
+        resourceVersion (when the server ends the current one) is answered 410 Gone.
+        """
+        self._note("etcd compaction past the manager's watch resourceVersion")
+        self.cp.kubectl("create", "configmap", f"bump-{time.monotonic_ns()}", "-n", "default")
+        return self.cp.compact_etcd()
+
+    def manager_log(self) -> str:
+        """Everything the manager logged so far (all its runs)."""
+        return self.manager.log_path.read_text(errors="replace")
 
     # -- faults: network ------------------------------------------------------------------
 

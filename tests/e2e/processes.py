@@ -60,7 +60,7 @@ def wait_for(
             extra += f"\n{on_timeout()}" if on_timeout else ""
             raise Deadline(f"timed out after {timeout:.0f}s waiting for {what}{extra}")
         time.sleep(interval)
-        interval = min(interval * 1.5, 1.0)
+        interval = min(interval * 1.5, max(interval, 1.0))
 
 
 class Daemon:

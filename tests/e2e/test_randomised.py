@@ -73,7 +73,7 @@ def test_randomised_schedule(edge_system, e2e_control_plane, e2e_namespaces, see
                 active.append((what, heal, left - 1))
         if faults < faults_target and rng.random() < max(0.35, faults_target / max(1, ops_target / 5)):
             faults += 1
-            kind = rng.choices(["network", "agent", "manager", "apiserver", "watch410", "wipe", "compact"],
+            kind = rng.choices(["network", "agent", "manager", "apiserver", "api_outage", "wipe", "compact"],
                                weights=[10, 4, 3, 1, 1, 1, 1])[0]
             busy_manager = any(what == "manager down" for what, _, _ in active)
             if kind == "network":
@@ -90,8 +90,8 @@ def test_randomised_schedule(edge_system, e2e_control_plane, e2e_namespaces, see
                 active.append((what, heal, rng.randint(1, 2)))
             elif kind == "apiserver":
                 system.restart_apiserver()
-            elif kind == "watch410":
-                system.force_watch_410(during=lambda: w.random_batch(rng.randint(2, 6)))
+            elif kind == "api_outage" and not busy_manager:
+                system.api_outage_with_compaction(during=lambda: w.random_batch(rng.randint(2, 6)))
             elif kind == "wipe" and not busy_manager:
                 system.wipe_manager()
             elif kind == "compact" and not busy_manager:
