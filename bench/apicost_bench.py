@@ -87,14 +87,14 @@ def run(*, nodes: int, window: float, settle: float, quick: bool, workdir: Path)
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="CI smoke run: 10 EdgeNodes, 20 s window, no thresholds")
+    p.add_argument("--quick", action="store_true", help="CI smoke run: 10 EdgeNodes, 10 s window, no thresholds")
     p.add_argument("--nodes", type=int, default=None)
     p.add_argument("--window", type=float, default=None)
     p.add_argument("--settle", type=float, default=None)
     a = p.parse_args()
     nodes = a.nodes or (10 if a.quick else 100)
-    window = a.window or (20.0 if a.quick else 180.0)
-    settle = a.settle if a.settle is not None else (3.0 if a.quick else 20.0)
+    window = a.window or (10.0 if a.quick else 180.0)
+    settle = a.settle if a.settle is not None else (2.0 if a.quick else 20.0)
     with tempfile.TemporaryDirectory(prefix="bench-apicost-", dir="/var/tmp") as tmp:
         run(nodes=nodes, window=window, settle=settle, quick=a.quick, workdir=Path(tmp)).print()
 

@@ -1,0 +1,31 @@
+"""The benchmarks run: `bench/run_all.py --quick` exits 0 and prints the combined table (no thresholds)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.timeout(600)
+def test_run_all_quick_prints_one_table() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "bench" / "run_all.py"), "--quick"], cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=540)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # the benchmarks' children die with their parents
+            proc.wait(timeout=30)
+    assert proc.returncode == 0, out[-5000:]
+    assert "k8s-edge benchmarks (quick)" in out
+    for bench in ("latency", "catchup", "fanout", "reconnect", "apicost", "memory"):
+        assert f"| {bench} " in out, f"no figures of {bench}:\n{out[-3000:]}"
