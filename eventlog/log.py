@@ -94,19 +94,23 @@ class LogStore:
             head = self._env.get_meta(txn, b"head")
             log_bytes = self._env.get_meta(txn, b"log_bytes")
             view = ViewWriter(txn, view_db=self._view, nodes_db=self._nodes)
-            log_cur = txn.cursor(db=self._log)
             out: list[Event] = []
+            log_items: list[tuple[bytes, bytes]] = []
+            index_items: list[tuple[bytes, bytes]] = []
             for c in batch:
                 if not view.apply(c.node, c.op, c.namespace, c.name, c.manifest, head + 1, skip_same=True):
                     continue
                 head += 1
                 event = Event(head, now, c.node, c.op, c.namespace, c.name, c.manifest, c.source)
                 raw = encode_event(event)
-                log_cur.put(u64(head), raw, append=True)  # offsets only grow: MDB_APPEND
-                txn.put(node_index_key(c.node, head), u64(view.node(c.node).digest), db=self._index)
+                log_items.append((u64(head), raw))
+                index_items.append((node_index_key(c.node, head), u64(view.node(c.node).digest)))
                 log_bytes += len(raw)
                 out.append(event)
             if out:
+                # one C call per database instead of one per event; offsets only grow: MDB_APPEND
+                txn.cursor(db=self._log).putmulti(log_items, append=True)
+                txn.cursor(db=self._index).putmulti(index_items)
                 view.flush()
                 txn.put(b"head", u64(head), db=self._env.meta)
                 txn.put(b"log_bytes", u64(log_bytes), db=self._env.meta)

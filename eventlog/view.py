@@ -7,6 +7,7 @@ so the view, the node's digest and whatever the caller records commit together.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 import lmdb
@@ -14,6 +15,8 @@ import lmdb
 from eventlog.digest import pod_hash
 from eventlog.encoding import decode_node, decode_view_value, encode_node, encode_view_value, split_view_key, view_key
 from eventlog.records import NodeState, Op, PodEntry, PodKey
+
+_HASH = struct.Struct(">Q")  # the pod hash stored after the offset in a view value
 
 
 @dataclass(slots=True)
@@ -55,7 +58,7 @@ class ViewWriter:
         c = self.node(node)
         key = view_key(node, namespace, name)
         old = self.txn.get(key, db=self.view_db)
-        old_hash = decode_view_value(old)[1] if old is not None else 0
+        old_hash = _HASH.unpack_from(old, 8)[0] if old is not None else 0  # no copy of the manifest
         if op == "put":
             assert manifest is not None
             if skip_same and old is not None and old[16:] == manifest:
