@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import subprocess
 
 import pytest
 
@@ -160,3 +161,36 @@ def test_compacted_position_sends_a_snapshot_that_removes_pods(control_plane, ma
     assert "compacted" in a.log()
     assert a.metrics()["k8s_edge_agent_snapshots_installed_total"] == 1
     assert foreign_files(a.manifests) == foreign
+
+
+def test_unwritable_folder_shows_in_the_edgenode_status(control_plane, manager, namespace, agents):
+    """chattr +i (root ignores chmod): the agent reports ManifestsFailed; once writable, the timer's repair clears it."""
+    cp, mgr = control_plane, manager
+    node = f"edge-{namespace[-6:]}"
+    apply(cp, node, namespace, {"a": "nginx:1"})
+    mgr.start_and_wait()
+    a = agents(node=node, servers=[mgr.address])
+    a.start()
+    converge(a, mgr, node)
+
+    def pods_condition() -> tuple[str, str]:
+        out = cp.kubectl("get", "edgenode", node, "-n", namespace, "-o",
+                         'jsonpath={.status.conditions[?(@.type=="PodsRunning")].reason}|'
+                         '{.status.conditions[?(@.type=="PodsRunning")].message}').stdout
+        reason, _, message = out.partition("|")
+        return reason, message
+
+    r = subprocess.run(["chattr", "+i", str(a.manifests)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot make the folder immutable: {r.stderr.strip()}")
+    try:
+        apply(cp, node, namespace, {"a": "nginx:2", "b": "nginx:1"})
+        wait_for(lambda: pods_condition()[0] == "ManifestsFailed", timeout=90,
+                 what="the EdgeNode status to show ManifestsFailed")
+        assert "Operation not permitted" in pods_condition()[1]
+        a.wait_applied(mgr.head(node))  # the replica kept following: nothing lost
+    finally:
+        subprocess.run(["chattr", "-i", str(a.manifests)], check=True)
+    converge(a, mgr, node)
+    wait_for(lambda: pods_condition()[0] not in ("", "ManifestsFailed"), timeout=90,
+             what="the EdgeNode status to clear ManifestsFailed")
