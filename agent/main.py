@@ -166,7 +166,11 @@ class Agent:
                     logger.warning("pod manifest folder {} is not an existing directory; manifests will be written "
                                    "once it is", s.pod_manifest_path)
             logger.info("Starting sync agent")
-            self.client = self._make_client()
+            try:
+                self.client = self._make_client()
+            except (OSError, ValueError) as exc:  # e.g. a TLS file that vanished or cannot be used
+                logger.error("cannot set up the sync client: {}", " ".join(str(exc).split()))
+                return EXIT_FAILURE
             logger.info("Starting sync edge spec")
             if self._armed:
                 self._send_report(first)  # sent once a stream is open

@@ -7,7 +7,6 @@ Every mistake a user can make here ends in one clear line (SettingsError), never
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import socket
 from collections.abc import Sequence
@@ -158,9 +157,17 @@ def parse_args(argv: Sequence[str] | None = None) -> AgentSettings:
         raise SettingsError(
             "refusing plaintext gRPC to the manager: give --ca-file (and --cert-file/--key-file), or --insecure"
         )
-    for flag, path in (("--ca-file", a.ca_file), ("--cert-file", a.cert_file), ("--key-file", a.key_file)):
-        if path is not None and not os.access(path, os.R_OK):
-            raise SettingsError(f"{flag} {path}: not a readable file")
+    for flag, path, marker in (("--ca-file", a.ca_file, b"CERTIFICATE-----"),
+                               ("--cert-file", a.cert_file, b"CERTIFICATE-----"),
+                               ("--key-file", a.key_file, b"PRIVATE KEY-----")):
+        if path is None:
+            continue
+        try:
+            pem = Path(path).read_bytes()
+        except OSError as exc:
+            raise SettingsError(f"{flag} {path}: {exc.strerror or 'not a readable file'}") from None
+        if marker not in pem:  # gRPC would only say so in C-core log spam on every reconnect
+            raise SettingsError(f"{flag} {path}: no PEM {marker.decode().strip('-').lower()} in it")
     if a.retain_journal < 0:
         raise SettingsError("--retain-journal must be 0 (keep all) or positive")
     return AgentSettings(

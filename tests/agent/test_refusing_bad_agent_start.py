@@ -88,6 +88,7 @@ def test_data_dir_that_is_a_file_is_refused(tmp_path):
     (["--node-name", "edge01", "--insecure", "--resync-interval", "often"], "duration"),
     (["--node-name", "edge01", "--ca-file", "/nonexistent/ca.pem"], "--ca-file"),
     (["--node-name", "edge01", "--ca-file", "/etc/hostname", "--cert-file", "/etc/hostname"], "--key-file"),
+    (["--node-name", "edge01", "--ca-file", "/etc/hostname"], "no PEM certificate"),
     (["--node-name", "edge01", "--insecure", "--metrics-addr", "nowhere"], "--metrics-addr"),
     (["--node-name", "edge01", "--insecure", "--ca-file", "/etc/hostname"], "cannot be combined"),
     (["--node-name", "edge01", "--insecure", "--no-such-flag"], "unrecognized"),
