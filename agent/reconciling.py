@@ -185,10 +185,10 @@ class ManifestReconciler:
                     continue
                 self._record.pop(fname, None)
                 removed += 1
-            if written or removed:
-                self._fsync_folder()
         except _FolderError as exc:
             errors.append(str(exc))
+        if written or removed:
+            self._fsync_folder()  # the renames and unlinks themselves become durable
         outcome = Outcome(
             ok=not errors, message=errors[0] if errors else "", managed=len(self._record), written=written,
             removed=removed, errors=len(errors), full=full, seconds=time.monotonic() - started,
