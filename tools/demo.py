@@ -1,0 +1,180 @@
+"""The README's demo: the whole flow on a local control plane, narrated.
+
+Starts etcd + kube-apiserver (tools.controlplane), installs the CRD, runs
+edge-manager and one edge-agent (node edge01) writing manifests into a local
+folder, applies example/edge01.yaml, then shows what an operator sees: the
+EdgeNode's status in `kubectl get edgenodes`, the manifest folder, and the
+event log. It then cuts the manager off, changes the EdgeNode meanwhile, and
+shows the agent catching up when the manager is back. Everything stops at the
+end unless --keep is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tools.controlplane import REPO, ControlPlane, free_port
+
+VENV_BIN = Path(sys.executable).parent
+NODE = "edge01"
+
+
+def say(text: str) -> None:
+    """A narrated step, set apart from command output."""
+    print(f"\n\033[1m==> {text}\033[0m", flush=True)
+
+
+def show(cmd: list[str], *, env: dict[str, str]) -> str:
+    """Run a command as a user would and echo it with its output."""
+    printable = shlex.join([Path(cmd[0]).name, *cmd[1:]])
+    print(f"$ {printable}", flush=True)
+    out = subprocess.run(cmd, env=env, text=True, capture_output=True)
+    print((out.stdout + out.stderr).rstrip(), flush=True)
+    return out.stdout
+
+
+def wait_for(what: str, ok, *, timeout: float = 60.0) -> None:
+    """Wait on a condition with a deadline, or stop the demo with a clear line."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ok():
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"demo: gave up waiting for {what} after {timeout:.0f}s")
+
+
+class Daemon:
+    """A manager or agent process with its log in the demo folder."""
+
+    def __init__(self, name: str, cmd: list[str], *, log: Path, env: dict[str, str]) -> None:
+        self.name, self.cmd, self.log, self.env = name, cmd, log, env
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start it in its own process group, appending to its log."""
+        self.proc = subprocess.Popen(
+            self.cmd, env=self.env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Stop it (SIGTERM: clean; SIGKILL: a crash) and wait."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def edgenode_status(cp: ControlPlane) -> dict:
+    """The EdgeNode's status as the API has it."""
+    out = cp.kubectl("get", "edgenode", NODE, "-o", "json", check=False)
+    return json.loads(out.stdout).get("status", {}) if out.returncode == 0 else {}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the demo."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dir", type=Path, default=REPO / ".demo", help="where state, manifests and logs go")
+    ap.add_argument("--keep", action="store_true", help="leave everything running until Ctrl-C")
+    args = ap.parse_args(argv)
+    demo = args.dir.resolve()
+    for sub in ("manager", NODE):
+        shutil.rmtree(demo / sub, ignore_errors=True)
+    manifests = demo / NODE / "manifests"
+    manifests.mkdir(parents=True)
+    (demo / "logs").mkdir(parents=True, exist_ok=True)
+
+    say("Building (cached) and starting a local control plane: etcd + kube-apiserver on 127.0.0.1")
+    with ControlPlane(demo / "controlplane") as cp:
+        env = {**os.environ, "KUBECONFIG": str(cp.kubeconfig), "PATH": f"{cp.bin_dir}:{VENV_BIN}:{os.environ['PATH']}"}
+        kubectl = str(cp.kubectl_path)
+        say("Extend the Kubernetes API with the EdgeNode CRD")
+        show([kubectl, "apply", "-f", "crd/edgenode.yaml"], env=env)
+        show([kubectl, "wait", "--for", "condition=established", "crd/edgenodes.edge.k8s.io"], env=env)
+
+        sync_port, metrics_port = free_port(), free_port()
+        manager = Daemon(
+            "edge-manager",
+            [str(VENV_BIN / "edge-manager"), "--kubeconfig", str(cp.kubeconfig), "--insecure",
+             "--sync-server", f"127.0.0.1:{sync_port}", "--data-dir", str(demo / "manager"),
+             "--metrics-addr", f"127.0.0.1:{metrics_port}"],
+            log=demo / "logs" / "manager.log", env=env,
+        )
+        agent = Daemon(
+            "edge-agent",
+            [str(VENV_BIN / "edge-agent"), "--node-name", NODE, "--insecure",
+             "--sync-server", f"127.0.0.1:{sync_port}", "--pod-manifest-path", str(manifests),
+             "--data-dir", str(demo / NODE / "data"), "--resync-interval", "2s"],
+            log=demo / "logs" / "agent.log", env=env,
+        )
+        try:
+            say(f"Run the manager beside the control plane (log: {manager.log})")
+            manager.start()
+            say(f"Run the agent for node {NODE}, writing static-pod manifests into {manifests}")
+            agent.start()
+
+            say("Create an EdgeNode, exactly the original example")
+            show([kubectl, "create", "-f", "example/edge01.yaml"], env=env)
+            wait_for("the manifest on the edge", lambda: any(manifests.glob("k8s-edge_*.json")))
+            wait_for("the EdgeNode to report Synced", lambda: edgenode_status(cp).get("phase") == "Synced")
+            show([kubectl, "get", "edgenodes"], env=env)
+            show(["ls", "-l", str(manifests)], env=env)
+            show(["edge-eventlog", "dump", "--format", "table", str(demo / "manager")], env=env)
+
+            say("Partition: the manager goes away (SIGKILL); the edge keeps its pods")
+            manager.stop(signal.SIGKILL)
+            show(["ls", str(manifests)], env=env)
+            say("Meanwhile an operator adds a pod to the EdgeNode")
+            patch = {"spec": {"pods": [
+                {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "nginx"},
+                 "spec": {"containers": [{"name": "nginx", "image": "nginx", "ports": [{"containerPort": 80}]}]}},
+                {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "redis"},
+                 "spec": {"containers": [{"name": "redis", "image": "redis"}]}},
+            ]}}
+            show([kubectl, "patch", "edgenode", NODE, "--type", "merge", "-p", json.dumps(patch)], env=env)
+            say("The manager comes back: it relists, records the change, and the agent resumes from its offset")
+            manager.start()
+            wait_for("the new manifest on the edge", lambda: len(list(manifests.glob("k8s-edge_*.json"))) == 2)
+            wait_for(
+                "the EdgeNode to be in sync again",
+                lambda: (s := edgenode_status(cp)).get("phase") == "Synced" and s.get("syncedOffset") == s.get("headOffset"),
+            )
+            show([kubectl, "get", "edgenodes"], env=env)
+            show(["ls", str(manifests)], env=env)
+            show(["edge-eventlog", "dump", "--format", "table", str(demo / NODE / "data")], env=env)
+
+            say("Delete the EdgeNode: its pods leave the edge")
+            show([kubectl, "delete", "-f", "example/edge01.yaml"], env=env)
+            wait_for("the manifests to be removed", lambda: not any(manifests.glob("k8s-edge_*.json")))
+            show(["ls", "-l", str(manifests)], env=env)
+            show(["edge-eventlog", "verify", str(demo / "manager")], env=env)
+
+            if args.keep:
+                say("Still running. In another shell:")
+                print(f"  export KUBECONFIG={cp.kubeconfig} PATH={cp.bin_dir}:$PATH")
+                print(f"  kubectl create -f example/edge01.yaml; ls {manifests}")
+                print("Ctrl-C stops everything.")
+                try:
+                    signal.pause()
+                except KeyboardInterrupt:
+                    pass
+            say("Done: stopping the agent, the manager and the control plane")
+        finally:
+            agent.stop()
+            manager.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
