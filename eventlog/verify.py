@@ -52,11 +52,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+import lmdb
+
 from eventlog.digest import digest_of, format_digest
 from eventlog.encoding import decode_event, decode_journal, decode_view_value, from_u64, node_index_key, split_view_key
 from eventlog.errors import CorruptRecordError, StoreError
 from eventlog.log import LogStore
-from eventlog.records import Event, PodEntry, PodKey
+from eventlog.records import Event, JournalEntry, NodeState, PodEntry, PodKey
 from eventlog.replay import Replayer, log_state_at
 from eventlog.replica import ReplicaStore
 from eventlog.view import read_nodes
@@ -161,7 +163,7 @@ def verify_log(store: LogStore) -> list[str]:
     return p.done()
 
 
-def _check_log_node(p: _Problems, node: str, first: int, st, view: dict[PodKey, PodEntry],
+def _check_log_node(p: _Problems, node: str, first: int, st: NodeState | None, view: dict[PodKey, PodEntry],
                     base: dict[PodKey, PodEntry], r: Replayer, newest: int | None) -> None:
     """Problems of one node of a log: replay vs view, digest and summary."""
     if st is None:
@@ -204,10 +206,10 @@ def verify_replica(store: ReplicaStore) -> list[str]:
         for other in sorted(summaries):
             p.add(f"the replica of {node} holds a summary of another node {other}")
         first_seq = expected = 0
-        anchor = None  # newest snapshot line
+        anchor: JournalEntry | None = None  # newest snapshot line
         segment: list[Event] = []  # events after the anchor
         seen: dict[str, set[int]] = defaultdict(set)  # offsets applied per log_id
-        last = None
+        last: JournalEntry | None = None
         for k, v in txn.cursor(db=store._journal):
             seq = from_u64(k)
             if not first_seq:
@@ -266,7 +268,7 @@ def verify_replica(store: ReplicaStore) -> list[str]:
     return p.done()
 
 
-def _check_segment(p: _Problems, view: dict[PodKey, PodEntry], segment: list[Event], anchor, *,
+def _check_segment(p: _Problems, view: dict[PodKey, PodEntry], segment: list[Event], anchor: JournalEntry | None, *,
                    first_event: int | None) -> None:
     """What the events since the anchor determine about the view (see the module docstring)."""
     final: dict[PodKey, Event] = {}
@@ -328,7 +330,7 @@ def verify_replica_against(replica: ReplicaStore, log: LogStore) -> list[str]:
     return p.done()
 
 
-def _group_by_node(cursor) -> dict[str, dict[PodKey, PodEntry]]:
+def _group_by_node(cursor: lmdb.Cursor) -> dict[str, dict[PodKey, PodEntry]]:
     """A view-shaped database read into node -> pods."""
     out: dict[str, dict[PodKey, PodEntry]] = {}
     for k, v in cursor:
