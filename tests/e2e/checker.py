@@ -233,6 +233,32 @@ def journal_snapshots(journal: Iterable[JournalEntry]) -> list[JournalEntry]:
     return [j for j in journal if j.event is None]
 
 
+def unexplained_snapshots(
+    a: AgentObs, *, wipe_times_ns: Sequence[int] = (), compaction_times_ns: Sequence[int] = ()
+) -> list[str]:
+    """Invariant 5: every snapshot an agent installed has a reason the schedule caused.
+
+    The first one of a fresh replica is explained; one into a new log needs a wipe of the
+    manager's data dir, and one within the same log a compaction, after the agent's previous
+    journal entry and before the snapshot. Anything else is a partition or restart that did
+    not resume.
+    """
+    problems = []
+    prev: JournalEntry | None = None
+    for j in a.journal:
+        if j.event is None and not (prev is None and j.seq == 1):
+            since = prev.applied_ns if prev is not None else 0
+            new_log = prev is None or j.log_id != prev.log_id
+            times = wipe_times_ns if new_log else compaction_times_ns
+            if not any(since <= t <= j.applied_ns for t in times):
+                problems.append(f"agent {a.node} journal #{j.seq}: snapshot at {j.snapshot_offset} "
+                                f"{'into a new log' if new_log else 'within the same log'} with no "
+                                f"{'wipe' if new_log else 'compaction'} since its previous entry: a partition or "
+                                "restart did not resume")
+        prev = j
+    return problems
+
+
 def check_journal(a: AgentObs, mgr: ManagerObs) -> list[str]:
     """Invariant 4: each of the node's events applied at most once, in order, none missing between snapshots."""
     problems: list[str] = []

@@ -77,6 +77,8 @@ class Faults:
     log_replacements: int = 0  # manager data dir wiped
     compactions: int = 0  # log compacted (offline) past some agent's position
     applied: list[str] = field(default_factory=list)
+    wipe_times_ns: list[int] = field(default_factory=list)
+    compaction_times_ns: list[int] = field(default_factory=list)
 
 
 class EdgeSystem:
@@ -195,6 +197,7 @@ class EdgeSystem:
         self.manager.kill()
         shutil.rmtree(self.manager_data, ignore_errors=True)
         self.faults.log_replacements += 1
+        self.faults.wipe_times_ns.append(time.time_ns())
         self.start_manager()
 
     def compact_manager_log(self, *, keep_last: int = 0) -> int:
@@ -204,6 +207,7 @@ class EdgeSystem:
         with LogStore(self.manager_store) as log:
             result = log.compact(keep_last=keep_last)
         self.faults.compactions += 1
+        self.faults.compaction_times_ns.append(time.time_ns())
         self.start_manager()
         return result.first_offset
 

@@ -148,3 +148,18 @@ def test_journal_snapshot_counting(world):
     _, agent = world
     assert [j.snapshot_offset for j in journal_snapshots(agent.journal)] == [0]
     assert isinstance(agent.journal[0], JournalEntry)
+
+
+def test_snapshots_need_a_reason(world):
+    from .checker import unexplained_snapshots
+    _, agent = world
+    assert unexplained_snapshots(agent) == []  # the first snapshot of a fresh replica
+    last = agent.journal[-1]
+    again = replace(last, seq=last.seq + 1, applied_ns=last.applied_ns + 10, event=None, snapshot_offset=5)
+    extra = replace(agent, journal=(*agent.journal, again))
+    assert any("within the same log with no compaction" in p for p in unexplained_snapshots(extra))
+    assert unexplained_snapshots(extra, compaction_times_ns=[last.applied_ns + 5]) == []
+    assert unexplained_snapshots(extra, compaction_times_ns=[last.applied_ns - 5]) != []
+    moved = replace(extra, journal=(*agent.journal, replace(again, log_id="new")))
+    assert any("into a new log with no wipe" in p for p in unexplained_snapshots(moved))
+    assert unexplained_snapshots(moved, wipe_times_ns=[last.applied_ns + 1]) == []

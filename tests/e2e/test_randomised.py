@@ -1,6 +1,6 @@
 """A seeded random schedule of kubectl creates, patches and deletes interleaved with random faults.
 
-Default (CI): at least 200 operations and 20 faults, with the checker run at a few quiet
+Default (CI): 300 operations and 30 faults (the issue asks for at least 200 and 20), with the checker run at a few quiet
 checkpoints and at the end. `--long` (pytest pointed at tests/e2e) or K8S_EDGE_LONG=1:
 3000 operations and 150 faults. The seed is printed first; K8S_EDGE_SEED=<seed> replays
 the same schedule of operations and faults (timings still vary with the machine).
@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import pytest
 
+from . import checker
 from .harness import EdgeSystem
 from .workload import Workload
 
@@ -48,7 +49,7 @@ def _manager_down(system: EdgeSystem, rng: random.Random) -> tuple[str, Callable
 def test_randomised_schedule(edge_system, e2e_control_plane, e2e_namespaces, seed, long_run):
     rng = random.Random(seed)
     ops_target, faults_target = (3000, 150) if long_run else (
-        int(os.environ.get("K8S_EDGE_OPS", 200)), int(os.environ.get("K8S_EDGE_FAULTS", 20)))
+        int(os.environ.get("K8S_EDGE_OPS", 300)), int(os.environ.get("K8S_EDGE_FAULTS", 30)))
     checkpoint_every = 6  # faults between quiet checks
     started = time.monotonic()
     system: EdgeSystem = edge_system(seed=seed, nodes=("edge01", "edge02", "edge03"))
@@ -74,7 +75,7 @@ def test_randomised_schedule(edge_system, e2e_control_plane, e2e_namespaces, see
         if faults < faults_target and rng.random() < max(0.35, faults_target / max(1, ops_target / 5)):
             faults += 1
             kind = rng.choices(["network", "agent", "manager", "apiserver", "api_outage", "wipe", "compact"],
-                               weights=[10, 4, 3, 1, 1, 1, 1])[0]
+                               weights=[10, 4, 3, 1, 1, 1, 2])[0]
             busy_manager = any(what == "manager down" for what, _, _ in active)
             if kind == "network":
                 what, heal = _network_fault(system, rng)
@@ -106,22 +107,13 @@ def test_randomised_schedule(edge_system, e2e_control_plane, e2e_namespaces, see
     heal_all_active()
     obs = system.wait_converged(timeout=240, context=f"end of schedule, seed {seed}")
 
-    for node, a in obs.agents.items():
-        logs_seen, same_log = 0, 0
-        prev = ""
-        for j in a.journal:
-            if j.event is None:
-                if j.log_id != prev:
-                    logs_seen += 1
-                else:
-                    same_log += 1
-            prev = j.log_id
-        assert logs_seen <= 1 + system.faults.log_replacements, (node, logs_seen, seed)
-        assert same_log <= system.faults.compactions, (
-            f"agent {node}: {same_log} snapshot(s) within one log but only {system.faults.compactions} "
-            f"compaction(s): a partition or restart did not resume (seed {seed})")
+    unexplained = [p for a in obs.agents.values() for p in checker.unexplained_snapshots(
+        a, wipe_times_ns=system.faults.wipe_times_ns, compaction_times_ns=system.faults.compaction_times_ns)]
+    assert not unexplained, checker.format_failure(unexplained, seed=seed, context="snapshots")
+    snapshots = {n: len(checker.journal_snapshots(a.journal)) for n, a in obs.agents.items()}
     elapsed = time.monotonic() - started
     print(f"[e2e] seed {seed}: {w.operations} operations in {w.kubectl_calls} kubectl calls, {faults} faults "
           f"({len(system.faults.applied)} fault actions), {checkpoints} checkpoints,"
-          f" {system.faults.log_replacements} wipes, {system.faults.compactions} compactions, {elapsed:.0f}s")
+          f" {system.faults.log_replacements} wipes, {system.faults.compactions} compactions, snapshots {snapshots},"
+          f" {elapsed:.0f}s")
     assert w.operations >= ops_target and faults >= faults_target

@@ -102,8 +102,13 @@ class Proxy:
                   toxicity: float = 1.0, **attributes: int | float) -> str:
         """Add a toxic ('reset_peer', 'timeout', 'latency', 'bandwidth', ...); return its name."""
         toxic = name or f"{kind}_{stream}"
-        self.server.request("POST", f"/proxies/{self.name}/toxics", {
-            "name": toxic, "type": kind, "stream": stream, "toxicity": toxicity, "attributes": attributes})
+        body = {"name": toxic, "type": kind, "stream": stream, "toxicity": toxicity, "attributes": attributes}
+        try:
+            self.server.request("POST", f"/proxies/{self.name}/toxics", body)
+        except ToxiproxyError as e:
+            if " 409 " not in str(e):
+                raise
+            self.server.request("POST", f"/proxies/{self.name}/toxics/{toxic}", body)  # already there: update it
         return toxic
 
     def remove_toxic(self, toxic: str) -> None:
