@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sync-timeout", "--connect-timeout", dest="connect_timeout", default=DEFAULT_CONNECT_TIMEOUT,
                    help=f"timeout for connecting to a sync server (default {DEFAULT_CONNECT_TIMEOUT})")
     p.add_argument("--ca-file", type=Path, help="CA bundle that signed the manager's serving certificate (TLS)")
-    p.add_argument("--cert-file", type=Path, help="this agent's client certificate (mTLS; CN or DNS SAN = node name)")
+    p.add_argument("--cert-file", type=Path, help="this agent's client certificate (mTLS): its CN, a DNS SAN, or CN system:node:<node> names this node")
     p.add_argument("--key-file", type=Path, help="the client certificate's private key")
     p.add_argument("--insecure", action="store_true", help="allow plaintext gRPC (no TLS); refused without it")
     p.add_argument("--metrics-addr", default="",
