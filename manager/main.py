@@ -198,7 +198,8 @@ def api_client(a: argparse.Namespace) -> Any:
         if a.kubeconfig is not None and not path.is_file():
             raise StartupError(f"--kubeconfig: no such file: {path}")
         if env_path or path.is_file():
-            config.load_kube_config(config_file=env_path or str(path), client_configuration=cfg)
+            # with $KUBECONFIG (possibly several files) the client merges it itself
+            config.load_kube_config(config_file=None if env_path else str(path), client_configuration=cfg)
             source = env_path or str(path)
         elif os.environ.get("KUBERNETES_SERVICE_HOST"):
             config.load_incluster_config(client_configuration=cfg)
