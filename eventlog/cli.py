@@ -387,7 +387,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; every user-facing failure is one line on stderr and a non-zero exit."""
     args = build_parser().parse_args(argv)
     try:
-        return args.fn(args)
+        code = args.fn(args)
+        sys.stdout.flush()  # inside the try: a reader that went away is handled below, not at exit
+        return code
     except (StoreError, UsageError) as exc:
         return _fail(str(exc))
     except lmdb.Error as exc:
