@@ -8,6 +8,7 @@ snapshots and events ends equal to it.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -44,7 +45,8 @@ def _sync(store: LogStore, replica: ReplicaStore) -> None:
         replica.apply(events, log_id=store.log_id)
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# EVENTLOG_PROPERTY_EXAMPLES=1000 for a longer search
+@settings(max_examples=int(os.environ.get("EVENTLOG_PROPERTY_EXAMPLES", "100")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(step, min_size=1, max_size=25))
 def test_view_is_base_plus_replay_and_digests_hold(steps):
     with tempfile.TemporaryDirectory() as tmp:
