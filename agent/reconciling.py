@@ -299,7 +299,8 @@ class ManifestReconciler:
             self._last_error = outcome.message
         else:
             if self._last_error:
-                logger.info("pod manifest folder {} is in sync again ({} managed manifests)", self.folder, outcome.managed)
+                logger.info("pod manifest folder {} is in sync again ({} managed manifests)",
+                            self.folder, outcome.managed)
             self._last_error = ""
         if outcome.written or outcome.removed:
             logger.info(

@@ -75,10 +75,13 @@ class AgentCollector:
         yield gauge("head_offset", "Newest offset of this node the manager announced.", head)
         yield gauge("lag_events", "head_offset minus applied_offset (0 when current).", max(head - applied, 0))
         yield gauge("replica_pods", "Pods the replica says this node runs.", pods)
-        yield gauge("connected", "1 while a sync stream with a manager is open.", 1 if getattr(c, "connected", False) else 0)
-        yield counter("events_applied", "Events applied to the replica by this process.", getattr(c, "events_applied", 0))
+        yield gauge("connected", "1 while a sync stream with a manager is open.",
+                    1 if getattr(c, "connected", False) else 0)
+        yield counter("events_applied", "Events applied to the replica by this process.",
+                      getattr(c, "events_applied", 0))
         yield counter("batches_applied", "Event batches applied by this process.", getattr(c, "batches_applied", 0))
-        yield counter("snapshots_installed", "Snapshots installed by this process.", getattr(c, "snapshots_installed", 0))
+        yield counter("snapshots_installed", "Snapshots installed by this process.",
+                      getattr(c, "snapshots_installed", 0))
         yield counter("reconnects", "Sync stream reconnects by this process.", getattr(c, "reconnects", 0))
         s = self.reconciler.stats
         r = CounterMetricFamily(PREFIX + "reconciles", "Manifest folder reconciles, by kind.", labels=["node", "kind"])

@@ -103,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node-name", default=None, help="this node's name (default: the hostname, lower-cased)")
     p.add_argument(
         "--sync-server", action="append", default=None, metavar="HOST:PORT",
-        help=f"edge-manager sync address; repeat or comma-separate several, tried in turn (default {DEFAULT_SYNC_SERVER})",
+        help="edge-manager sync address; repeat or comma-separate several, tried in turn "
+             f"(default {DEFAULT_SYNC_SERVER})",
     )
     p.add_argument("--pod-manifest-path", default=DEFAULT_POD_MANIFEST_PATH,
                    help="kubelet's static-pod folder (staticPodPath); never created by the agent "
@@ -116,7 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sync-timeout", "--connect-timeout", dest="connect_timeout", default=DEFAULT_CONNECT_TIMEOUT,
                    help=f"timeout for connecting to a sync server (default {DEFAULT_CONNECT_TIMEOUT})")
     p.add_argument("--ca-file", type=Path, help="CA bundle that signed the manager's serving certificate (TLS)")
-    p.add_argument("--cert-file", type=Path, help="this agent's client certificate (mTLS): its CN, a DNS SAN, or CN system:node:<node> names this node")
+    p.add_argument("--cert-file", type=Path,
+                   help="this agent's client certificate (mTLS): its CN, a DNS SAN, or CN system:node:<node> "
+                        "names this node")
     p.add_argument("--key-file", type=Path, help="the client certificate's private key")
     p.add_argument("--insecure", action="store_true", help="allow plaintext gRPC (no TLS); refused without it")
     p.add_argument("--metrics-addr", default="",
@@ -136,9 +139,8 @@ def parse_args(argv: Sequence[str] | None = None) -> AgentSettings:
     node = (a.node_name if a.node_name is not None else socket.gethostname()).strip().lower()
     if not node or len(node) > 253 or not _NODE_RE.fullmatch(node):
         raise SettingsError(f"invalid --node-name {node!r}: must be a DNS-1123 subdomain like a Kubernetes node name")
-    servers = tuple(
-        _check_address(s.strip()) for raw in (a.sync_server or [DEFAULT_SYNC_SERVER]) for s in raw.split(",") if s.strip()
-    )
+    raw_servers = a.sync_server or [DEFAULT_SYNC_SERVER]
+    servers = tuple(_check_address(s.strip()) for raw in raw_servers for s in raw.split(",") if s.strip())
     if not servers:
         raise SettingsError("--sync-server is empty")
     resync = parse_duration(a.resync_interval)

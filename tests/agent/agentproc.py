@@ -73,7 +73,28 @@ def error_lines(text: str) -> list[str]:
     return [l for l in text.splitlines() if " ERROR " in l or "error:" in l]
 
 
-class AgentProc(Daemon):
+class SpawnedDaemon(Daemon):
+    """A Daemon started without preexec_fn, so Python spawns it with vfork and runs no fork handlers.
+
+    The test process may host a gRPC server (syncserver.py): a plain fork() runs gRPC's atfork
+    handlers in the child, which can abort it (SIGABRT, "epoll_wait error: Bad file descriptor")
+    before exec. Finalizers kill the process groups instead of PR_SET_PDEATHSIG.
+    """
+
+    def start(self) -> Daemon:
+        if self.running:
+            raise RuntimeError(f"{self.name} is already running")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n===== start #{self.starts + 1}: {' '.join(self.cmd)}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                         env=self.env, cwd=self.cwd, start_new_session=True)
+        self.starts += 1
+        return self
+
+
+class AgentProc(SpawnedDaemon):
     """An edge-agent process with its folders, metrics port and helpers to read its state."""
 
     def __init__(self, tmp: Path, name: str, *, node: str, servers: list[str], extra: list[str] = (),
@@ -86,7 +107,8 @@ class AgentProc(Daemon):
         self.check_foreign = True
         self.metrics_port = free_port()
         cmd = [*AGENT, "--node-name", node, "--data-dir", str(self.data_dir), "--pod-manifest-path",
-               str(self.manifests), "--resync-interval", resync, *(["--insecure"] if insecure else []), "--log-level", "debug",
+               str(self.manifests), "--resync-interval", resync, *(["--insecure"] if insecure else []),
+               "--log-level", "debug",
                "--metrics-addr", f"127.0.0.1:{self.metrics_port}", *extra]
         for s in servers:
             cmd += ["--sync-server", s]

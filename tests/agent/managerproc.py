@@ -12,12 +12,13 @@ import sys
 from pathlib import Path
 
 from eventlog import LogStore
-from tests.e2e.processes import Daemon, free_port, wait_for
+from tests.agent.agentproc import SpawnedDaemon
+from tests.e2e.processes import free_port, wait_for
 
 EDGE_MANAGER = Path(sys.executable).parent / "edge-manager"
 
 
-class ManagerProc(Daemon):
+class ManagerProc(SpawnedDaemon):
     """edge-manager on fixed loopback ports, restartable."""
 
     def __init__(self, tmp: Path, *, kubeconfig: Path, namespace: str, extra: list[str] = ()) -> None:

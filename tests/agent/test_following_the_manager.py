@@ -164,7 +164,7 @@ def test_compacted_position_sends_a_snapshot_that_removes_pods(control_plane, ma
 
 
 def test_unwritable_folder_shows_in_the_edgenode_status(control_plane, manager, namespace, agents):
-    """chattr +i (root ignores chmod): the agent reports ManifestsFailed; once writable, the timer's repair clears it."""
+    """chattr +i (root ignores chmod): the agent reports ManifestsFailed; once writable, the repair clears it."""
     cp, mgr = control_plane, manager
     node = f"edge-{namespace[-6:]}"
     apply(cp, node, namespace, {"a": "nginx:1"})

@@ -1,4 +1,4 @@
-"""The manifest folder is repaired on a timer, and a broken folder is logged once, reported, retried, and loses nothing."""
+"""The manifest folder is repaired on a timer; a broken folder is logged once, reported, retried, and loses nothing."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SIGKILL at each step of applying a batch (test-only K8S_EDGE_FAULT hook), then restart: nothing lost, nothing twice."""
+"""SIGKILL at each step of applying a batch (test-only K8S_EDGE_FAULT), then restart: nothing lost, nothing twice."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The snapshot path (unknown log_id, compacted offset): the replica is replaced and pods the node should no longer run go."""
+"""The snapshot path (unknown log_id, compacted offset): the replica is replaced; pods the node should not run go."""
 
 from __future__ import annotations
 
