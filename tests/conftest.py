@@ -139,3 +139,9 @@ def namespace(control_plane, request) -> str:
     control_plane.kubectl("delete", "pods", "--all", "-n", name, "--grace-period=0", "--force",
                           "--wait=false", check=False)
     control_plane.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def pytest_addoption(parser):
+    # tests/e2e: the randomised schedule's long mode; registered here, where pytest reads options from
+    parser.addoption("--long", action="store_true", default=False,
+                     help="e2e: run the randomised schedule with thousands of operations (also K8S_EDGE_LONG=1)")
