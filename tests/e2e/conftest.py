@@ -10,7 +10,7 @@
 - ``e2e_namespaces`` (function): two fresh namespaces.
 - ``nocache_control_plane`` (function): a private control plane with the watch cache off (410 test).
 - ``seed`` (function): K8S_EDGE_SEED or a random one, printed so a failure reproduces.
-- ``long_run``: ``--long`` (when pytest is pointed at tests/e2e) or K8S_EDGE_LONG=1.
+- ``long_run``: ``--long`` (registered in tests/conftest.py) or K8S_EDGE_LONG=1.
 """
 
 from __future__ import annotations
@@ -28,11 +28,6 @@ from .harness import EdgeSystem, deleted_everything
 from .toxiproxy import ToxiproxyServer, build_toxiproxy
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--long", action="store_true", default=False,
-                     help="e2e: run the randomised schedule with thousands of operations (also K8S_EDGE_LONG=1)")
 
 
 @pytest.fixture(scope="session")

@@ -84,6 +84,7 @@ def test_black_hole_is_noticed_by_keepalive(world):
     system, w = world
     before = system.snapshot_counts()
     system.black_hole("edge01")
+    started = time.monotonic()
     changes(w)
     wait_recorded(system)
 
@@ -95,8 +96,9 @@ def test_black_hole_is_noticed_by_keepalive(world):
                 if st.get("phase") == "Offline" or conn == "False":
                     return True
         return False
-    wait_for(offline, timeout=90, what="edge01 to be reported Offline (keepalive) during a black hole",
+    wait_for(offline, timeout=120, what="edge01 to be reported Offline (keepalive) during a black hole",
              on_timeout=system.log_tails)
+    print(f"[e2e] black hole noticed after {time.monotonic() - started:.0f}s")
     system.heal("edge01")
     system.wait_converged(context="black hole healed")
     assert system.snapshot_counts() == before

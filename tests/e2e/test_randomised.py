@@ -53,7 +53,7 @@ def test_randomised_schedule(edge_system, e2e_control_plane, e2e_namespaces, see
     checkpoint_every = 6  # faults between quiet checks
     started = time.monotonic()
     system: EdgeSystem = edge_system(seed=seed, nodes=("edge01", "edge02", "edge03"))
-    w = Workload(e2e_control_plane.kubectl, e2e_namespaces, list(system.agents), rng)
+    w = Workload(e2e_control_plane.kubectl, e2e_namespaces, list(system.agents), rng, verbose=True)
     active: list[tuple[str, Callable[[], None], int]] = []  # (what, heal, batches left)
     faults = checkpoints = 0
 
@@ -64,7 +64,8 @@ def test_randomised_schedule(edge_system, e2e_control_plane, e2e_namespaces, see
         system.heal_all()
 
     while w.operations < ops_target or faults < faults_target:
-        w.random_batch(rng.randint(2, 8))
+        blind = any(what == "manager down" for what, _, _ in active)  # deletions must be inferred by a relist
+        w.random_batch(rng.randint(2, 8), min_deletes=1 if blind else 0)
         for item in list(active):  # faults that have lasted their batches heal
             what, heal, left = item
             active.remove(item)
@@ -92,7 +93,7 @@ def test_randomised_schedule(edge_system, e2e_control_plane, e2e_namespaces, see
             elif kind == "apiserver":
                 system.restart_apiserver()
             elif kind == "api_outage" and not busy_manager:
-                system.api_outage_with_compaction(during=lambda: w.random_batch(rng.randint(2, 6)))
+                system.api_outage_with_compaction(during=lambda: w.random_batch(rng.randint(2, 6), min_deletes=1))
             elif kind == "wipe" and not busy_manager:
                 system.wipe_manager()
             elif kind == "compact" and not busy_manager:

@@ -45,6 +45,7 @@ class Workload:
     operations: int = 0
     kubectl_calls: int = 0
     revision: int = 0
+    verbose: bool = False  # print each batch (the randomised test's schedule)
 
     # -- single operations --------------------------------------------------------------
 
@@ -87,10 +88,14 @@ class Workload:
             self.objects.pop(k, None)
         self.operations += len(keys)
 
-    def random_batch(self, size: int) -> int:
-        """`size` random creates, updates and deletes (distinct objects), in at most three kubectl calls."""
+    def random_batch(self, size: int, *, min_deletes: int = 0) -> int:
+        """`size` random creates, updates and deletes (distinct objects), in at most three kubectl calls.
+
+        `min_deletes`: delete at least that many existing EdgeNodes (a fault that blinds the
+        manager must see deletions: they are the changes a relist has to infer).
+        """
         puts: dict[tuple[str, str], dict] = {}
-        deletes: list[tuple[str, str]] = []
+        deletes: list[tuple[str, str]] = self.rng.sample(sorted(self.objects), min(min_deletes, len(self.objects)))
         for _ in range(size):
             key = (self.rng.choice(self.namespaces), self.rng.choice(self.nodes))
             if key in puts or key in deletes:
@@ -107,6 +112,8 @@ class Workload:
                 self.patch_image(*k, self.rng.randrange(len(self.objects[k])), self.rng.choice(IMAGES))
         self.apply(list(puts.values()))
         self.delete_many(deletes)
+        if self.verbose:
+            print(f"[e2e ops] apply {sorted(puts)} delete {sorted(deletes)}", flush=True)
         return len(puts) + len(deletes)
 
     def _mutate(self, pods: list[dict] | None) -> list[dict]:
