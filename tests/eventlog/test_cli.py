@@ -13,7 +13,7 @@ import pytest
 from eventlog import LogStore, ReplicaStore
 from eventlog.encoding import u64
 
-from conftest import cli_command, delete, put, raw_env, run_cli
+from storehelpers import cli_command, delete, put, raw_env, run_cli
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from eventlog import CompactedError, LogStore
 from eventlog.replay import log_state_at, replay
 from eventlog.verify import verify_log
 
-from conftest import delete, put
+from storehelpers import delete, put
 
 
 def _fill(store: LogStore, batches: int = 20) -> None:

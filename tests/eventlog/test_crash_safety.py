@@ -14,7 +14,7 @@ import orjson
 from eventlog import LogStore
 from eventlog.verify import verify_log
 
-from conftest import APPENDER, run_cli
+from storehelpers import APPENDER, put, run_cli
 
 BATCH = 64
 
@@ -56,4 +56,4 @@ def test_sigkill_mid_stream_leaves_whole_batches(tmp_path, procs):
         assert res.returncode == 0 and res.stdout.startswith("ok: manager store"), res.stderr
     # the store stays writable after the crashes
     with LogStore(path) as store:
-        assert store.append([__import__("conftest").put("edge0", "after-crash")])[0].offset == committed + 1
+        assert store.append([put("edge0", "after-crash")])[0].offset == committed + 1

@@ -19,7 +19,7 @@ from eventlog import Change, LogStore, ReplicaStore, digest_of
 from eventlog.replay import log_state_at, replay
 from eventlog.verify import verify_log, verify_replica, verify_replica_against
 
-from conftest import manifest
+from storehelpers import manifest
 
 NODES = [f"edge{i}" for i in range(4)]
 PODS = [f"p{i}" for i in range(5)]

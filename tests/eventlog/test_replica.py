@@ -9,7 +9,7 @@ import pytest
 from eventlog import DigestMismatchError, LogMismatchError, LogStore, ReplicaStore
 from eventlog.verify import verify_replica, verify_replica_against
 
-from conftest import delete, put
+from storehelpers import delete, put
 
 
 @pytest.fixture

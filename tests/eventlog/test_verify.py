@@ -8,7 +8,7 @@ from eventlog import LogStore, ReplicaStore
 from eventlog.encoding import encode_node, encode_view_value, node_index_key, u64, view_key
 from eventlog.verify import verify_log, verify_replica
 
-from conftest import delete, put, raw_env
+from storehelpers import delete, put, raw_env
 
 
 @pytest.fixture
