@@ -7,17 +7,21 @@ whatever order they applied the same state in.
 
 from __future__ import annotations
 
-from hashlib import blake2b
 from typing import Iterable
+
+from xxhash import xxh3_64_intdigest
 
 from eventlog.records import PodEntry
 
 
 def pod_hash(namespace: str, name: str, manifest: bytes) -> int:
-    """Hash one pod; the NUL separators make the fields unambiguous."""
-    # one call over the joined bytes: the same value as feeding the parts in turn, a third cheaper
-    joined = b"".join((namespace.encode(), b"\0", name.encode(), b"\0", manifest))
-    return int.from_bytes(blake2b(joined, digest_size=8).digest(), "big")
+    """Hash one pod; the NUL separators make the fields unambiguous.
+
+    XXH3-64: not cryptographic (the digest detects divergence, it does not
+    authenticate), and about 25x cheaper than blake2b on a 1 KB manifest, which
+    matters because every appended and every applied event is hashed.
+    """
+    return xxh3_64_intdigest(b"".join((namespace.encode(), b"\0", name.encode(), b"\0", manifest)))
 
 
 def digest_of(pods: Iterable[PodEntry]) -> int:

@@ -84,6 +84,19 @@ def decode_event(b: bytes | memoryview) -> Event:
     return Event(offset, time_ns, node, _OPS[op], ns, name, manifest, Source(uid, rv, gen))
 
 
+def event_manifest(b: bytes | memoryview) -> bytes | None:
+    """The manifest of a framed event without decoding the rest (None for a delete)."""
+    try:
+        fmt, _, _, op, _, ln, lns, lname, luid, lrv = _EVENT.unpack_from(b)
+    except struct.error as exc:
+        raise CorruptRecordError(f"undecodable event record: {exc}") from None
+    if fmt != RECORD_FORMAT:
+        raise CorruptRecordError(f"record format {fmt} is not {RECORD_FORMAT}")
+    if op != 0:
+        return None
+    return bytes(b[_EVENT.size + ln + lns + lname + luid + lrv :])
+
+
 def event_offset(b: bytes | memoryview) -> int:
     """The offset of a framed event without decoding the rest."""
     return _U64.unpack_from(b, 1)[0]
@@ -127,9 +140,10 @@ def split_view_key(k: bytes) -> tuple[str, str, str]:
     return node, ns, name
 
 
-def encode_view_value(offset: int, pod_hash: int, manifest: bytes) -> bytes:
+def encode_view_value(offset: int, pod_hash: int, manifest: bytes = b"") -> bytes:
     """Value of a pod in a view: the offset that set it, its hash (kept so a
-    delete needs no rehash), then its manifest."""
+    delete needs no rehash and a no-op put is seen without a compare), then its
+    manifest (empty in the manager's view, which reads it from the log)."""
     return _VIEW.pack(offset, pod_hash) + manifest
 
 

@@ -20,6 +20,7 @@ from eventlog.encoding import (
     decode_view_value,
     encode_event,
     encode_view_value,
+    event_manifest,
     from_u64,
     node_index_key,
     split_view_key,
@@ -27,7 +28,7 @@ from eventlog.encoding import (
     view_key,
 )
 from eventlog.environment import DEFAULT_MAP_SIZE, Environment
-from eventlog.errors import CompactedError, OffsetOutOfRangeError
+from eventlog.errors import CompactedError, CorruptRecordError, OffsetOutOfRangeError
 from eventlog.records import Change, CompactionResult, Event, NodeState, PodEntry, PodKey, Snapshot, StoreInfo
 from eventlog.view import ViewWriter, read_node, read_nodes, read_pods
 
@@ -93,7 +94,7 @@ class LogStore:
         def txn_fn(txn: lmdb.Transaction) -> list[Event]:
             head = self._env.get_meta(txn, b"head")
             log_bytes = self._env.get_meta(txn, b"log_bytes")
-            view = ViewWriter(txn, view_db=self._view, nodes_db=self._nodes)
+            view = ViewWriter(txn, view_db=self._view, nodes_db=self._nodes, keep_manifests=False)
             out: list[Event] = []
             log_items: list[tuple[bytes, bytes]] = []
             index_items: list[tuple[bytes, bytes]] = []
@@ -187,16 +188,44 @@ class LogStore:
     def pods(self, node: str) -> dict[PodKey, PodEntry]:
         """A node's current pods."""
         with self._env.read() as txn:
-            return read_pods(txn, self._view, node)
+            return self._pods_in(txn, node).get(node, {})
 
     def all_pods(self) -> dict[str, dict[PodKey, PodEntry]]:
         """Every node's pods, read in one transaction (the recorder's diff base)."""
-        out: dict[str, dict[PodKey, PodEntry]] = {}
         with self._env.read() as txn:
-            for k, v in txn.cursor(db=self._view):
-                node, ns, name = split_view_key(k)
-                offset, _, manifest = decode_view_value(v)
-                out.setdefault(node, {})[(ns, name)] = PodEntry(ns, name, offset, manifest)
+            return self._pods_in(txn)
+
+    def _pods_in(self, txn: lmdb.Transaction, node: str | None = None) -> dict[str, dict[PodKey, PodEntry]]:
+        """The view (of one node, or all) with each manifest read from where it lives.
+
+        The view holds (offset, hash); the manifest is in the log record at that
+        offset, or in the base once compaction dropped that record. A manifest that
+        cannot be found reads as b"" (never valid JSON), which verify reports.
+        """
+        first = self._env.get_meta(txn, b"first", 1)
+        out: dict[str, dict[PodKey, PodEntry]] = {}
+        cur = txn.cursor(db=self._view)
+        prefix = view_key(node) if node is not None else b""
+        if not cur.set_range(prefix):
+            return out
+        for k, v in cur:
+            if not k.startswith(prefix):
+                break
+            n, ns, name = split_view_key(k)
+            offset = from_u64(v[:8])
+            manifest = b""
+            if offset >= first:
+                raw = txn.get(v[:8], db=self._log)
+                try:
+                    manifest = (event_manifest(raw) or b"") if raw is not None else b""
+                except CorruptRecordError:
+                    manifest = b""
+            else:
+                b = txn.get(k, db=self._base)
+                if b is not None:
+                    b_offset, _, b_manifest = decode_view_value(b)
+                    manifest = b_manifest if b_offset == offset else b""
+            out.setdefault(n, {})[(ns, name)] = PodEntry(ns, name, offset, manifest)
         return out
 
     def base(self, node: str) -> dict[PodKey, PodEntry]:
@@ -275,7 +304,7 @@ class LogStore:
         """The node's whole view as of its head offset, read in one transaction."""
         with self._env.read() as txn:
             st = read_node(txn, self._nodes, node)
-            pods = read_pods(txn, self._view, node)
+            pods = self._pods_in(txn, node).get(node, {})
         offset, digest = (st.head_offset, st.digest) if st else (0, 0)
         return Snapshot(self.log_id, node, offset, digest, tuple(sorted(pods.values(), key=lambda p: p.key)))
 

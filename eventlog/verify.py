@@ -102,7 +102,7 @@ def verify_log(store: LogStore) -> list[str]:
         if first < 1 or first > head + 1:
             p.add(f"first_offset {first} does not fit head_offset {head}")
         bases = _group_by_node(txn.cursor(db=store._base))
-        views = _group_by_node(txn.cursor(db=store._view))
+        views = store._pods_in(txn)  # manifests resolved from the log and the base
         summaries = {st.node: st for st in read_nodes(txn, store._nodes)}
         replays: dict[str, Replayer] = {}
         newest: dict[str, int] = {}

@@ -36,10 +36,15 @@ class NodeCounter:
 class ViewWriter:
     """Applies pod changes to a view within one write transaction."""
 
-    def __init__(self, txn: lmdb.Transaction, *, view_db: lmdb._Database, nodes_db: lmdb._Database) -> None:
+    def __init__(
+        self, txn: lmdb.Transaction, *, view_db: lmdb._Database, nodes_db: lmdb._Database, keep_manifests: bool = True
+    ) -> None:
         self.txn = txn
         self.view_db = view_db
         self.nodes_db = nodes_db
+        # The manager's view keeps (offset, hash) only: the manifest is in the log record at
+        # that offset (or the compaction base), so each append writes it once, not twice.
+        self.keep_manifests = keep_manifests
         self.nodes: dict[str, NodeCounter] = {}
 
     def node(self, node: str) -> NodeCounter:
@@ -61,10 +66,10 @@ class ViewWriter:
         old_hash = _HASH.unpack_from(old, 8)[0] if old is not None else 0  # no copy of the manifest
         if op == "put":
             assert manifest is not None
-            if skip_same and old is not None and old[16:] == manifest:
-                return False
             h = pod_hash(namespace, name, manifest)
-            self.txn.put(key, encode_view_value(offset, h, manifest), db=self.view_db)
+            if skip_same and old is not None and old_hash == h:  # same pod, same manifest (64-bit hash)
+                return False
+            self.txn.put(key, encode_view_value(offset, h, manifest if self.keep_manifests else b""), db=self.view_db)
             c.digest ^= old_hash ^ h
             c.pod_count += old is None
         else:
