@@ -9,6 +9,8 @@ package or kubernetes.
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,7 @@ from loguru import logger
 from agent.backoff import Backoff
 from eventlog import (
     RECORD_FORMAT,
+    ApplyResult,
     ReplicaStore,
     Snapshot,
     StoreError,
@@ -31,6 +34,7 @@ from proto import sync_pb2_grpc as pb_grpc
 
 AGENT_VERSION = "k8s-edge-agent/0.1.0"
 SILENT_HEARTBEATS = 3  # heartbeats missed before a stream counts as dead
+RECONCILE_DEFERRAL_SECONDS = 5.0  # while catching up, the manifest files lag the replica at most this long
 MAX_RECEIVE_BYTES = 64 << 20  # one event may carry a ~1.5 MiB EdgeNode's pod; batches stay near 1 MiB
 
 
@@ -54,6 +58,65 @@ class Report:
 
 class StreamDead(Exception):
     """The stream broke the protocol or fell silent; reconnect."""
+
+
+class _Inbox:
+    """Reads the stream ahead of the applier, so batches that arrive while one is applied are applied together.
+
+    One replica transaction, one reconcile and one Ack for all of them: a catching-up agent
+    otherwise pays an LMDB commit and a reconcile per 256 events (bench/RESULTS.md, catch-up).
+    Holds at most what the manager's window lets it send. Ends with the call.
+    """
+
+    def __init__(self, call: grpc.aio.StreamStreamCall) -> None:
+        self._queue: deque[object] = deque()
+        self._arrived = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._pump(call))
+
+    async def _pump(self, call: grpc.aio.StreamStreamCall) -> None:
+        try:
+            while True:
+                message = await call.read()
+                self._queue.append(message)
+                self._arrived.set()
+                if message is grpc.aio.EOF:
+                    return
+        except BaseException as exc:  # noqa: BLE001 (handed to the reader, which raises it)
+            self._queue.append(exc)
+            self._arrived.set()
+
+    async def get(self, timeout: float) -> object:
+        """The next message (or grpc.aio.EOF); raises what reading raised, TimeoutError after `timeout`."""
+        while not self._queue:
+            self._arrived.clear()
+            await asyncio.wait_for(self._arrived.wait(), timeout)
+        message = self._queue.popleft()
+        if isinstance(message, BaseException):
+            raise message
+        return message
+
+    def with_queued_batches(self, batch: pb.EventBatch, *, max_events: int) -> pb.EventBatch:
+        """`batch` plus the batches already received right after it, as one batch of at most ~max_events.
+
+        Half the manager's window: the manager refills the other half while this one is applied.
+        """
+        more: list[pb.EventBatch] = []
+        size = len(batch.events)
+        while (size < max_events and self._queue and isinstance(self._queue[0], pb.ManagerMessage)
+               and self._queue[0].HasField("batch")):
+            more.append(self._queue.popleft().batch)  # type: ignore[union-attr]
+            size += len(more[-1].events)
+        if not more:
+            return batch
+        merged = pb.EventBatch(events=batch.events, head_offset=batch.head_offset)
+        for b in more:
+            merged.events.extend(b.events)
+            merged.head_offset = max(merged.head_offset, b.head_offset)
+        return merged
+
+    def close(self) -> None:
+        """Stop reading."""
+        self._task.cancel()
 
 
 def channel_options(*, keepalive_time_ms: int = 10_000, keepalive_timeout_ms: int = 10_000) -> list[tuple[str, int]]:
@@ -109,6 +172,7 @@ class SyncClient:
         self._sent_report: Report | None = None  # what the current stream already carried
         self._call: grpc.aio.StreamStreamCall | None = None
         self._write_lock = asyncio.Lock()
+        self._deferred_since: float | None = None  # first Ack sent without a reconcile, while catching up
         self._report_tasks: set[asyncio.Task[None]] = set()
         self._credentials = self._load_credentials(tls)
 
@@ -187,11 +251,20 @@ class SyncClient:
             raise TimeoutError(f"no connection within {self.connect_timeout:g}s") from None
         silence = self.connect_timeout  # until the Welcome names the heartbeat interval
         self._sent_report = None  # a new stream (maybe a new manager) hears the latest report
+        inbox = _Inbox(call)
+        try:
+            await self._follow(call, inbox, silence)
+        finally:
+            inbox.close()
+
+    async def _follow(self, call: grpc.aio.StreamStreamCall, inbox: _Inbox, silence: float) -> None:
+        """Handle the manager's messages until the stream ends."""
         log_id = ""
+        window = 0  # events the manager may send ahead of our acks (from the Welcome)
         chunks: list[bytes] = []
         while True:
             try:
-                message = await asyncio.wait_for(call.read(), silence)
+                message = await inbox.get(silence)
             except TimeoutError:
                 what = "no Welcome" if not log_id else "nothing from the manager"
                 raise StreamDead(f"{what} for {silence:g}s") from None
@@ -205,6 +278,7 @@ class SyncClient:
                 if w.record_format != RECORD_FORMAT:
                     raise StreamDead(f"manager speaks record format {w.record_format}, not {RECORD_FORMAT}")
                 log_id = w.log_id
+                window = w.window
                 silence = max(1, w.heartbeat_seconds) * SILENT_HEARTBEATS
                 self.head_offset = w.head_offset
                 self.connected = True
@@ -220,8 +294,9 @@ class SyncClient:
             if not log_id:
                 raise StreamDead(f"expected a Welcome, got {kind}")
             if kind == "batch":
-                self.head_offset = max(self.head_offset, message.batch.head_offset)
-                await self._apply_batch(call, message.batch, log_id)
+                batch = inbox.with_queued_batches(message.batch, max_events=max(1, window // 2))
+                self.head_offset = max(self.head_offset, batch.head_offset)
+                await self._apply_batch(call, batch, log_id)
             elif kind == "snapshot":
                 chunks.extend(message.snapshot.entries)
                 if message.snapshot.last:
@@ -235,11 +310,14 @@ class SyncClient:
 
     async def _apply_batch(self, call: grpc.aio.StreamStreamCall, batch: pb.EventBatch, log_id: str) -> None:
         """Apply one batch in one replica transaction, reconcile, then acknowledge."""
-        events = [decode_event(raw) for raw in batch.events]
-        result = await asyncio.to_thread(self.replica.apply, events, log_id=log_id)
+        result = await asyncio.to_thread(self._decode_and_apply, list(batch.events), log_id)
         self.batches_applied += 1
         self.events_applied += result.applied
         await self._acknowledge(call, result.applied_offset, result.digest)
+
+    def _decode_and_apply(self, raws: list[bytes], log_id: str) -> ApplyResult:
+        """Worker thread: decoding a batch is as much work as applying it, so neither blocks the loop."""
+        return self.replica.apply([decode_event(raw) for raw in raws], log_id=log_id)
 
     async def _install_snapshot(
         self, call: grpc.aio.StreamStreamCall, last: pb.SnapshotChunk, entries: list[bytes], log_id: str
@@ -255,8 +333,23 @@ class SyncClient:
         await self._acknowledge(call, result.applied_offset, result.digest)
 
     async def _acknowledge(self, call: grpc.aio.StreamStreamCall, applied_offset: int, digest: int) -> None:
-        """after_apply (the reconciler), then Ack, then a report if it changed."""
+        """after_apply (the reconciler), then Ack, then a report if it changed.
+
+        While catching up (the manager announced a head beyond what was applied) the
+        reconcile is skipped for up to RECONCILE_DEFERRAL_SECONDS: newer versions are on
+        their way, so intermediate manifests would be written only to be overwritten (one
+        fsync each: bench/RESULTS.md, catch-up). The Ack still follows the replica commit,
+        and the Ack of the head always follows a reconcile.
+        """
         self.applied_offset = applied_offset
+        now = time.monotonic()
+        if self.head_offset > applied_offset:
+            if self._deferred_since is None:
+                self._deferred_since = now
+            if now - self._deferred_since < RECONCILE_DEFERRAL_SECONDS:
+                await self._write(call, pb.AgentMessage(ack=pb.Ack(applied_offset=applied_offset, digest=digest)))
+                return
+        self._deferred_since = None
         try:
             report = await self.after_apply()
         except Exception as exc:  # noqa: BLE001 (the replica committed: acknowledge it anyway)
