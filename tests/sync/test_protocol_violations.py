@@ -119,3 +119,16 @@ def test_agent_closing_its_side_ends_the_stream_cleanly(store: LogStore) -> None
             await wait_until(lambda: s.observer.of("disconnected", "edge01"), what="disconnected")
 
     run(scenario())
+
+
+def test_a_connection_that_never_says_hello_is_ended(store: LogStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    import manager.sync_session
+
+    monkeypatch.setattr(manager.sync_session, "HELLO_TIMEOUT_SECONDS", 0.5)
+
+    async def scenario() -> None:
+        async with serving(store) as s, raw_stream(s.address) as stream:
+            assert await stream.status() == grpc.StatusCode.INVALID_ARGUMENT
+            assert not s.observer.of("connected")
+
+    run(scenario())

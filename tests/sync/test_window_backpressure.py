@@ -9,7 +9,7 @@ from pathlib import Path
 from sync_helpers import put, raw_stream, run, serving, wait_until
 
 from agent.sync_client import SyncClient
-from eventlog import LogStore, ReplicaStore, event_offset
+from eventlog import Change, LogStore, ReplicaStore, event_offset
 from manager.sync_service import SyncSettings
 
 SETTINGS = SyncSettings(window=64, batch_size=16, heartbeat_seconds=1.0)
@@ -58,6 +58,36 @@ def test_an_agent_that_does_not_ack_gets_at_most_window_events(store: LogStore, 
             assert [e.offset for e in more] == list(range(65, 97))
             message = await slow.read()
             assert message.WhichOneof("kind") == "heartbeat" and message.heartbeat.head_offset == 500
+
+    run(scenario())
+    replica.close()
+
+
+def test_an_agent_that_stops_reading_does_not_hold_up_the_others(store: LogStore, tmp_path: Path) -> None:
+    big = b'{"data":"' + b"x" * 60_000 + b'"}'  # ~16 MiB in flight: far beyond HTTP/2 flow-control windows
+    store.append([Change("stuck", "put", "default", f"p{i}", big + str(i).encode()) for i in range(270)])
+    replica = ReplicaStore(tmp_path / "fast", node="fast")
+
+    async def reconciled() -> None:
+        return None
+
+    async def scenario() -> None:
+        async with serving(store, settings=SETTINGS) as s, raw_stream(s.address) as stuck:
+            await stuck.hello("stuck", log_id=store.log_id, applied_offset=0, digest=0)
+            # never reads again: the manager's writes to it block on flow control
+            fast = SyncClient(node="fast", addresses=[s.address], replica=replica, after_apply=reconciled,
+                              backoff_initial=0.05, backoff_max=0.2)
+            task = asyncio.create_task(fast.run())
+            try:
+                for round_ in range(3):
+                    events = store.append([put("fast", f"f{i}", rev=round_) for i in range(50)])
+                    s.notifier.notify(["fast", "stuck"])
+                    started = time.monotonic()
+                    await wait_until(lambda: fast.applied_offset == events[-1].offset, timeout=10,
+                                     what="fast agent applied")
+                    assert time.monotonic() - started < 5
+            finally:
+                task.cancel()
 
     run(scenario())
     replica.close()
