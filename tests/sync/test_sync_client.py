@@ -251,3 +251,37 @@ def test_timer_reports_are_sent_and_the_latest_report_reaches_a_new_stream(store
 
     run(scenario())
     replica.close()
+
+
+def test_catching_up_coalesces_batches_and_the_head_ack_follows_a_reconcile(store: LogStore, tmp_path: Path) -> None:
+    replica = ReplicaStore(tmp_path / "replica", node="edge01")
+    reconciles: list[int] = []  # replica applied_offset at each reconcile
+
+    async def slow_reconcile() -> None:
+        reconciles.append(replica.cursor().applied_offset)
+        await asyncio.sleep(0.2)  # a manifest folder on a slow disk
+        return None
+
+    async def scenario() -> None:
+        async with serving(store) as s:
+            client = _client(s.address, replica, slow_reconcile)
+            task = asyncio.create_task(client.run())
+            try:
+                await wait_until(lambda: client.snapshots_installed == 1, what="empty snapshot")
+                for k in range(0, 5000, 500):
+                    store.append([put("edge01", f"p{i % 50}", rev=i) for i in range(k, k + 500)])
+                s.notifier.notify(["edge01"])
+                await wait_until(lambda: s.observer.of("acknowledged")[-1:] and
+                                 s.observer.of("acknowledged")[-1]["applied_offset"] == 5000, what="ack of the head")
+                await wait_until(lambda: reconciles[-1] == 5000, what="reconcile of the head")
+                assert client.events_applied == 5000
+                assert client.batches_applied < 5000 // 256  # coalesced, not one transaction per batch
+                assert len(reconciles) < client.batches_applied + 1  # intermediate reconciles deferred
+                assert replica.state().digest == store.node_state("edge01").digest
+                acks = [a["applied_offset"] for a in s.observer.of("acknowledged")]
+                assert acks == sorted(acks)
+            finally:
+                task.cancel()
+
+    run(scenario())
+    replica.close()
