@@ -41,7 +41,8 @@ def long_run(request: pytest.FixtureRequest) -> bool:
 
 @pytest.fixture(scope="session")
 def e2e_control_plane(tmp_path_factory):
-    cp = ControlPlane(tmp_path_factory.mktemp("e2e-controlplane"), bin_dir=build_binaries())
+    # pdeathsig=False: no preexec_fn fork while the session may have gRPC loaded (see processes.py)
+    cp = ControlPlane(tmp_path_factory.mktemp("e2e-controlplane"), bin_dir=build_binaries(), pdeathsig=False)
     cp.start()
     try:
         cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", REPO / "crd" / "edgenode.yaml")
@@ -58,7 +59,8 @@ def nocache_control_plane(tmp_path):
     Only there does an etcd compaction reach a watch: with the cache on, a watch resumes
     from the cache and never sees 410 for a resourceVersion the manager kept fresh.
     """
-    cp = ControlPlane(tmp_path / "nocache-cp", bin_dir=build_binaries(), extra_apiserver_args=["--watch-cache=false"])
+    cp = ControlPlane(tmp_path / "nocache-cp", bin_dir=build_binaries(), extra_apiserver_args=["--watch-cache=false"],
+                      pdeathsig=False)
     cp.start()
     try:
         cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", REPO / "crd" / "edgenode.yaml")

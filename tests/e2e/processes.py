@@ -1,14 +1,14 @@
 """Real processes for the end-to-end tests: start, kill -9, restart, and wait with deadlines.
 
-Every daemon runs in its own session (process group) with PR_SET_PDEATHSIG=SIGKILL, so a
-killed test run leaves nothing behind; finalizers kill the groups explicitly too.
+Every daemon runs in its own session (process group) with PR_SET_PDEATHSIG=SIGKILL (via
+setpriv), so a killed test run leaves nothing behind; finalizers kill the groups explicitly too.
 Imports only the standard library.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,12 +16,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-_PR_SET_PDEATHSIG = 1
-_prctl = ctypes.CDLL(None, use_errno=True).prctl
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+# Die with the test process: setpriv sets PR_SET_PDEATHSIG=SIGKILL and execs the daemon. Not
+# preexec_fn: a fork with Python code in the child can deadlock or abort when the test process
+# has gRPC loaded (other test modules in the same session run in-process gRPC servers).
+_DEATHSIG = ["setpriv", "--pdeathsig", "KILL", "--"] if shutil.which("setpriv") else []
 
 
 def free_port() -> int:
@@ -93,8 +91,8 @@ class Daemon:
             log.write(f"\n===== start #{self.starts + 1}: {' '.join(self.cmd)}\n".encode())
             log.flush()
             self.proc = subprocess.Popen(
-                self.cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                cwd=self.cwd, start_new_session=True, preexec_fn=_die_with_parent,
+                [*_DEATHSIG, *self.cmd], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                env=self.env, cwd=self.cwd, start_new_session=True,
             )
         self.starts += 1
         return self

@@ -105,6 +105,7 @@ def test_randomised_schedule(edge_system, e2e_control_plane, e2e_namespaces, see
                 checkpoints += 1
                 system.wait_converged(timeout=180, context=f"checkpoint {checkpoints} after {faults} faults, "
                                       f"{w.operations} operations, seed {seed}")
+                w.held.clear()
     heal_all_active()
     obs = system.wait_converged(timeout=240, context=f"end of schedule, seed {seed}")
 

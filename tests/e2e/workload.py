@@ -46,6 +46,7 @@ class Workload:
     kubectl_calls: int = 0
     revision: int = 0
     verbose: bool = False  # print each batch (the randomised test's schedule)
+    held: set[tuple[str, str]] = field(default_factory=set)  # left alone until released (see random_batch)
 
     # -- single operations --------------------------------------------------------------
 
@@ -95,10 +96,14 @@ class Workload:
         manager must see deletions: they are the changes a relist has to infer).
         """
         puts: dict[tuple[str, str], dict] = {}
-        deletes: list[tuple[str, str]] = self.rng.sample(sorted(self.objects), min(min_deletes, len(self.objects)))
+        candidates = sorted(set(self.objects) - self.held)
+        deletes: list[tuple[str, str]] = self.rng.sample(candidates, min(min_deletes, len(candidates)))
+        # a deletion the manager must infer stays deleted until released: re-creating the EdgeNode
+        # would let the watch repair what the relist should have (and hide a relist bug)
+        self.held.update(deletes)
         for _ in range(size):
             key = (self.rng.choice(self.namespaces), self.rng.choice(self.nodes))
-            if key in puts or key in deletes:
+            if key in puts or key in deletes or key in self.held:
                 continue
             if key in self.objects and self.rng.random() < 0.25:
                 deletes.append(key)
