@@ -254,7 +254,7 @@ def unexplained_snapshots(
                 problems.append(f"agent {a.node} journal #{j.seq}: snapshot at {j.snapshot_offset} "
                                 f"{'into a new log' if new_log else 'within the same log'} with no "
                                 f"{'wipe' if new_log else 'compaction'} since its previous entry: a partition or "
-                                "restart did not resume")
+                                "restart that should have resumed, or a digest mismatch the manager healed")
         prev = j
     return problems
 

@@ -46,6 +46,13 @@ def _manager_down(system: EdgeSystem, rng: random.Random) -> tuple[str, Callable
     return "manager down", system.start_manager
 
 
+def assert_snapshots_explained(system: EdgeSystem, obs: checker.Observation, seed: int) -> None:
+    """Every snapshot in every journal was caused by a wipe or a compaction (invariant 5)."""
+    unexplained = [p for a in obs.agents.values() for p in checker.unexplained_snapshots(
+        a, wipe_times_ns=system.faults.wipe_times_ns, compaction_times_ns=system.faults.compaction_times_ns)]
+    assert not unexplained, checker.format_failure(unexplained, seed=seed, context="snapshots")
+
+
 def test_randomised_schedule(edge_system, e2e_control_plane, e2e_namespaces, seed, long_run):
     rng = random.Random(seed)
     ops_target, faults_target = (3000, 150) if long_run else (
@@ -103,15 +110,14 @@ def test_randomised_schedule(edge_system, e2e_control_plane, e2e_namespaces, see
             if faults % checkpoint_every == 0:
                 heal_all_active()
                 checkpoints += 1
-                system.wait_converged(timeout=180, context=f"checkpoint {checkpoints} after {faults} faults, "
-                                      f"{w.operations} operations, seed {seed}")
+                obs = system.wait_converged(timeout=180, context=f"checkpoint {checkpoints} after {faults} faults, "
+                                            f"{w.operations} operations, seed {seed}")
+                assert_snapshots_explained(system, obs, seed)
                 w.held.clear()
     heal_all_active()
     obs = system.wait_converged(timeout=240, context=f"end of schedule, seed {seed}")
 
-    unexplained = [p for a in obs.agents.values() for p in checker.unexplained_snapshots(
-        a, wipe_times_ns=system.faults.wipe_times_ns, compaction_times_ns=system.faults.compaction_times_ns)]
-    assert not unexplained, checker.format_failure(unexplained, seed=seed, context="snapshots")
+    assert_snapshots_explained(system, obs, seed)
     snapshots = {n: len(checker.journal_snapshots(a.journal)) for n, a in obs.agents.items()}
     elapsed = time.monotonic() - started
     print(f"[e2e] seed {seed}: {w.operations} operations in {w.kubectl_calls} kubectl calls, {faults} faults "
