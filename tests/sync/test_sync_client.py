@@ -12,6 +12,7 @@ from sync_helpers import delete, put, raw_stream, run, serving, wait_until
 from agent.sync_client import Report, SyncClient
 from eventlog import LogStore, ReplicaStore
 from manager.notify import LogNotifier
+from manager.sync_service import SyncSettings
 from proto import sync_pb2 as pb
 from proto import sync_pb2_grpc as pb_grpc
 
@@ -161,6 +162,7 @@ def test_heartbeats_carry_the_head_and_appends_wake_streams_without_polling(stor
                 assert client.head_offset == client.applied_offset == 1
             finally:
                 task.cancel()
+        async with serving(store, settings=SyncSettings(heartbeat_seconds=3.0)) as s:
             async with raw_stream(s.address) as stream:
                 await stream.hello("edge01", log_id=store.log_id, applied_offset=1, digest=store.digest_at("edge01", 1))
                 # appended but not notified: nothing is sent until the heartbeat timer, which names the new head
@@ -174,7 +176,7 @@ def test_heartbeats_carry_the_head_and_appends_wake_streams_without_polling(stor
                     store.append([put("edge01", "r")])
                     s.notifier.notify_threadsafe(["edge01"])
                 await asyncio.to_thread(append_and_notify)
-                message = await stream.read(timeout=0.9)  # before the next heartbeat is due
+                message = await stream.read(timeout=2.5)  # before the next heartbeat is due
                 assert message.WhichOneof("kind") == "batch" and message.batch.head_offset == 3
 
     run(scenario())
