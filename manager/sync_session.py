@@ -241,6 +241,8 @@ class AgentSession:
                 if batch is not None:
                     yield batch
                     continue
+                if self._snapshot_reason is not None:  # compacted under us: the snapshot goes now
+                    continue
             wait = self._last_sent + self.settings.heartbeat_seconds - time.monotonic()
             if wait > 0:
                 try:

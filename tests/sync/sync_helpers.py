@@ -146,6 +146,8 @@ class RawStream:
         entries = []
         while True:
             message = await self.read()
+            if message.WhichOneof("kind") == "heartbeat" and not entries:
+                continue  # an idle stream may have a heartbeat due before the snapshot
             assert message.WhichOneof("kind") == "snapshot", message
             entries.extend(decode_entry(e) for e in message.snapshot.entries)
             if message.snapshot.last:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 from agent.sync_client import Report, SyncClient
@@ -135,3 +136,29 @@ def test_snapshot_replaces_the_replica_so_removed_pods_are_gone(store: LogStore,
 
     run(scenario())
     replica.close()
+
+
+def test_compaction_under_a_lagging_stream_turns_into_a_snapshot(store: LogStore) -> None:
+    from manager.sync_service import SyncSettings
+
+    store.append([put("edge01", f"p{i % 20}", rev=i) for i in range(200)])  # 1..200
+
+    async def scenario() -> None:
+        async with serving(store, settings=SyncSettings(window=64, batch_size=16, heartbeat_seconds=5.0)) as s:
+            async with raw_stream(s.address) as stream:
+                welcome = await stream.hello("edge01", log_id=store.log_id, applied_offset=0, digest=0)
+                assert welcome.mode == pb.Welcome.RESUME
+                await stream.read_events(64)  # the window is full
+                store.append([put("edge02", "filler")])
+                store.compact(keep_last=1)  # everything edge01 still needs is gone
+                await stream.ack(64, 0)  # digest unknown after compaction: not checked
+                started = time.monotonic()
+                last, entries = await stream.read_snapshot()
+                assert time.monotonic() - started < 3  # at once, not at the next heartbeat (5 s)
+                assert last.offset == 200 and len(entries) == 20
+                assert last.digest == store.node_state("edge01").digest
+                await stream.ack(200, last.digest)
+                assert (await stream.read()).WhichOneof("kind") == "heartbeat"
+                assert "compacted" in s.observer.of("snapshot_sent")[0]["reason"]
+
+    run(scenario())
