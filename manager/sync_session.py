@@ -124,6 +124,7 @@ class AgentSession:
         self._in_flight: deque[int] = deque()  # offsets of events sent but not acknowledged
         self._snapshot_reason: str | None = None  # set: send a snapshot next
         self._snapshot_outstanding = 0  # S of a snapshot sent but not yet acknowledged (0: none)
+        self._stale_acks_at_s = 0  # acks of S still due for events sent before that snapshot
         self._last_sent = time.monotonic()
 
     # -- the stream --------------------------------------------------------
@@ -298,7 +299,9 @@ class AgentSession:
                 )
             )
         )
-        # acks of events sent before the snapshot stay valid (they are <= S); their digests are stale
+        # acks of events sent before the snapshot stay valid (they are <= S); their digests are stale.
+        # When the last event sent before it is S itself, one such ack names S too.
+        self._stale_acks_at_s = 1 if self._sent == snapshot.offset and self._acked < self._sent else 0
         self._sent = max(self._sent, snapshot.offset)
         self._snapshot_outstanding = snapshot.offset
         self._call("snapshot_sent", reason=reason)
@@ -349,9 +352,12 @@ class AgentSession:
         self._acked = offset
         while self._in_flight and self._in_flight[0] <= offset:
             self._in_flight.popleft()
-        if self._snapshot_outstanding and offset < self._snapshot_outstanding:
+        if self._snapshot_outstanding and offset <= self._snapshot_outstanding and (
+            offset < self._snapshot_outstanding or self._stale_acks_at_s
+        ):
             # the agent still works through what preceded the snapshot: its digest is not comparable
-            pass
+            if offset == self._snapshot_outstanding:
+                self._stale_acks_at_s -= 1
         else:
             self._snapshot_outstanding = 0
             expected = self.store.digest_at(self.node, offset)

@@ -107,3 +107,25 @@ def test_wrong_digest_after_the_snapshot_triggers_another(store: LogStore) -> No
             assert [c["reason"] for c in s.observer.of("snapshot_sent")] == ["empty replica", "digest mismatch"]
 
     run(scenario())
+
+
+def test_a_stale_ack_of_the_snapshot_offset_itself_does_not_trigger_another(store: LogStore) -> None:
+    store.append([put("edge01", f"p{i}") for i in range(4)])  # 1..4: the last event sent is the head
+
+    async def scenario() -> None:
+        async with serving(store) as s, raw_stream(s.address) as stream:
+            await stream.hello("edge01", log_id=store.log_id, applied_offset=0, digest=0)
+            await stream.read_events(4)
+            await stream.ack(2, 12345)  # wrong digest: a snapshot at S = 4 follows
+            last, _ = await stream.read_snapshot()
+            assert last.offset == 4
+            await stream.ack(4, 999)  # the batch up to 4, applied before the snapshot arrived: stale
+            await stream.ack(4, last.digest)  # the snapshot's own ack
+            message = await stream.read()
+            assert message.WhichOneof("kind") == "heartbeat"
+            assert [c["reason"] for c in s.observer.of("snapshot_sent")] == ["digest mismatch"]
+            await stream.ack(4, 777)  # from now on a wrong digest at S is a divergence again
+            again, _ = await stream.read_snapshot()
+            assert again.offset == 4
+
+    run(scenario())
