@@ -50,9 +50,8 @@ def main() -> int:
         if proc.returncode != 0 or (not found and name != "eventlog"):
             failed.append(name)
             print(f"== {name} FAILED (exit {proc.returncode}) after {took:.0f} s:\n{proc.stdout[-3000:]}", flush=True)
-        elif not found:  # a benchmark with its own table format
-            extra.append(f"\n### {name}\n\n" + "\n".join(
-                line for line in proc.stdout.splitlines() if line.startswith("|") or line.strip().startswith("-")))
+        elif not found:  # a benchmark with its own table format: shown as it printed it
+            extra.append(f"\n### {name}\n\n```\n{proc.stdout.strip()}\n```")
             print(f"== {name} done in {took:.0f} s", flush=True)
         else:
             print(f"== {name} done in {took:.0f} s", flush=True)
