@@ -206,6 +206,7 @@ class SyncClient:
                 logger.error("sync stream failed unexpectedly: {}", self.last_error)
             finally:
                 self.connected = False
+            await self._reconcile_deferred()
             self.reconnects += 1
             delay = self.backoff.next()
             logger.warning("sync with {} ended: {}; retrying in {:.1f}s", address, self.last_error, delay)
@@ -359,6 +360,20 @@ class SyncClient:
         if report is not None:
             self._latest_report = report
         await self._flush_report(call)
+
+    async def _reconcile_deferred(self) -> None:
+        """A stream that ended mid catch-up: make the files follow the committed replica now,
+        not at the next resync tick (the manager may stay away for long)."""
+        if self._deferred_since is None:
+            return
+        self._deferred_since = None
+        try:
+            report = await self.after_apply()
+        except Exception as exc:  # noqa: BLE001 (the replica is intact; the timer retries)
+            logger.error("reconciling after an interrupted catch-up failed: {}", exc)
+            report = Report(manifests_ok=False, message=str(exc))
+        if report is not None:
+            self._latest_report = report
 
     def report(self, report: Report) -> None:
         """Tell the manager a reconcile outcome found outside after_apply (e.g. a timer); sent if it changed."""

@@ -287,3 +287,35 @@ def test_catching_up_coalesces_batches_and_the_head_ack_follows_a_reconcile(stor
 
     run(scenario())
     replica.close()
+
+
+def test_a_stream_lost_mid_catch_up_reconciles_what_was_committed(store: LogStore, tmp_path: Path) -> None:
+    replica = ReplicaStore(tmp_path / "replica", node="edge01")
+    reconciles: list[int] = []  # replica applied_offset at each reconcile
+
+    async def reconcile() -> None:
+        reconciles.append(replica.cursor().applied_offset)
+        return None
+
+    async def scenario() -> None:
+        async with serving(store, settings=SyncSettings(window=256, heartbeat_seconds=1)) as s:
+            client = _client(s.address, replica, reconcile, backoff_initial=5.0, backoff_max=5.0)
+            task = asyncio.create_task(client.run())
+            try:
+                await wait_until(lambda: client.snapshots_installed == 1, what="empty snapshot")
+                for k in range(0, 20000, 500):
+                    store.append([put("edge01", f"p{i % 50}", rev=i) for i in range(k, k + 500)])
+                s.notifier.notify(["edge01"])
+                await wait_until(lambda: client._deferred_since is not None, what="a deferred reconcile")
+                await s.server.stop(0)  # the manager goes away mid catch-up
+                await wait_until(lambda: not client.connected, what="disconnect")
+                committed = replica.cursor().applied_offset
+                assert 0 < committed < 20000, "the stream should end while the agent is behind the head"
+                # the files follow the committed replica at once, not at the next resync tick
+                await wait_until(lambda: reconciles and reconciles[-1] == committed, timeout=2,
+                                 what="a reconcile of the committed offset")
+            finally:
+                task.cancel()
+
+    run(scenario())
+    replica.close()
