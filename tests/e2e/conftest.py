@@ -24,7 +24,7 @@ import pytest
 
 from tools.controlplane import ControlPlane, build_binaries
 
-from .harness import EdgeSystem, deleted_everything
+from .harness import EdgeSystem, delete_all_edgenodes
 from .toxiproxy import ToxiproxyServer, build_toxiproxy
 
 REPO = Path(__file__).resolve().parents[2]
@@ -120,4 +120,4 @@ def edge_system(e2e_control_plane, toxiproxy, tmp_path, request):
         print(f"[e2e] logs of {request.node.name}: {s.logs}")
     if e2e_control_plane.apiserver is None or e2e_control_plane.apiserver.poll() is not None:
         e2e_control_plane.start_apiserver()  # a test that failed while the API was down
-    deleted_everything(e2e_control_plane)
+    delete_all_edgenodes(e2e_control_plane)

@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -29,7 +28,7 @@ from pathlib import Path
 from eventlog import LogStore
 
 from . import checker
-from .processes import Daemon, Deadline, free_port, wait_for
+from .processes import Daemon, free_port, wait_for
 from .toxiproxy import Proxy, ToxiproxyServer
 
 VENV_BIN = Path(sys.executable).parent
@@ -350,6 +349,6 @@ class EdgeSystem:
         return obs
 
 
-def deleted_everything(cp) -> None:
+def delete_all_edgenodes(cp) -> None:
     """Delete every EdgeNode in the (private) cluster, so the next test starts empty."""
     cp.kubectl("delete", "edgenodes", "--all", "-A", "--wait=false", check=False, timeout=120)

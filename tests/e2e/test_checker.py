@@ -10,7 +10,6 @@ import pytest
 from eventlog import Change, JournalEntry, LogStore, ReplicaStore, canonical_manifest
 
 from .checker import (
-    AgentObs,
     check_agent,
     check_journal,
     check_log,
