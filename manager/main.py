@@ -102,9 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compaction: keep the log's events below this size (e.g. 1Gi)")
     p.add_argument("--compaction-interval", default="5m", metavar="DURATION",
                    help="how often retention is applied (default 5m)")
-    p.add_argument("--status-refresh-interval", default="60s", metavar="DURATION",
-                   help="lastSeen of a connected agent is written at most this often (default 60s: "
-                        "one status write per EdgeNode per minute at steady state)")
+    p.add_argument("--status-refresh-interval", default="90s", metavar="DURATION",
+                   help="lastSeen of a connected agent is written at most this often (default 90s: with the "
+                        "watch renewals, under one API request per EdgeNode per minute at steady state)")
     p.add_argument("--watch-timeout", default="60s", metavar="DURATION",
                    help="server-side timeout of each watch request, after which it is renewed from the last "
                         "resourceVersion; the client read timeout is 30s longer, so a silently dead stream is "
