@@ -26,7 +26,6 @@ from eventlog import (
     Snapshot,
     StoreError,
     decode_entry,
-    decode_event,
     format_digest,
 )
 from proto import sync_pb2 as pb
@@ -318,7 +317,7 @@ class SyncClient:
 
     def _decode_and_apply(self, raws: list[bytes], log_id: str) -> ApplyResult:
         """Worker thread: decoding a batch is as much work as applying it, so neither blocks the loop."""
-        return self.replica.apply([decode_event(raw) for raw in raws], log_id=log_id)
+        return self.replica.apply_records(raws, log_id=log_id)
 
     async def _install_snapshot(
         self, call: grpc.aio.StreamStreamCall, last: pb.SnapshotChunk, entries: list[bytes], log_id: str

@@ -61,6 +61,32 @@ def encode_event(e: Event) -> bytes:
     return b"".join((head, node, ns, name, uid, rv, e.manifest or b""))
 
 
+EventFields = tuple[int, str, str, str, str, "bytes | None"]  # offset, node, op, namespace, name, manifest
+
+
+def decode_event_fields(b: bytes) -> EventFields:
+    """What a view needs of a framed event, without building records (the agent's hot path).
+
+    Raises CorruptRecordError on anything malformed, like decode_event.
+    """
+    try:
+        fmt, offset, _, op, _, ln, lns, lname, luid, lrv = _EVENT.unpack_from(b)
+        if fmt != RECORD_FORMAT:
+            raise CorruptRecordError(f"record format {fmt} is not {RECORD_FORMAT}")
+        i = _EVENT.size
+        node = b[i : i + ln].decode(); i += ln
+        ns = b[i : i + lns].decode(); i += lns
+        name = b[i : i + lname].decode(); i += lname + luid + lrv
+        b[i - luid - lrv : i].decode()  # the source must be text too
+        if i > len(b) or op > 1:
+            raise CorruptRecordError("truncated event record")
+    except CorruptRecordError:
+        raise
+    except (struct.error, UnicodeDecodeError) as exc:
+        raise CorruptRecordError(f"undecodable event record: {exc}") from None
+    return offset, node, _OPS[op], ns, name, (b[i:] if op == 0 else None)
+
+
 def decode_event(b: bytes | memoryview) -> Event:
     """Read a framed event; raises CorruptRecordError on anything malformed."""
     try:
@@ -173,9 +199,14 @@ def encode_journal(entry: JournalEntry) -> bytes:
     """Frame a journal line: an applied event, or the snapshot that was installed."""
     log_id = entry.log_id.encode()
     if entry.event is not None:
-        return _JOURNAL.pack(0, entry.applied_ns, len(log_id)) + log_id + encode_event(entry.event)
+        return encode_journal_event(entry.applied_ns, log_id, encode_event(entry.event))
     body = _JOURNAL_SNAPSHOT.pack(entry.snapshot_offset, entry.snapshot_digest, entry.snapshot_pods)
     return _JOURNAL.pack(1, entry.applied_ns, len(log_id)) + log_id + body
+
+
+def encode_journal_event(applied_ns: int, log_id: bytes, event: bytes) -> bytes:
+    """Frame a journal line of an applied event from its framed bytes, as received."""
+    return _JOURNAL.pack(0, applied_ns, len(log_id)) + log_id + event
 
 
 def decode_journal(seq: int, v: bytes | memoryview) -> JournalEntry:

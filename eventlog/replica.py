@@ -16,7 +16,16 @@ from collections.abc import Sequence
 import lmdb
 
 from eventlog.digest import digest_of
-from eventlog.encoding import decode_journal, encode_journal, from_u64, u64
+from eventlog.encoding import (
+    EventFields,
+    decode_event_fields,
+    decode_journal,
+    encode_event,
+    encode_journal,
+    encode_journal_event,
+    from_u64,
+    u64,
+)
 from eventlog.environment import Environment
 from eventlog.errors import DigestMismatchError, LogMismatchError, NotAStoreError
 from eventlog.records import ApplyResult, Cursor, Event, JournalEntry, NodeState, PodEntry, PodKey, Snapshot, StoreInfo
@@ -88,7 +97,18 @@ class ReplicaStore:
 
     def apply(self, events: Sequence[Event], *, log_id: str, applied_ns: int | None = None) -> ApplyResult:
         """Apply a batch in one transaction; events at or below applied_offset are skipped."""
+        items = [((e.offset, e.node, e.op, e.namespace, e.name, e.manifest), encode_event(e)) for e in events]
+        return self._apply(items, log_id=log_id, applied_ns=applied_ns)
+
+    def apply_records(self, records: Sequence[bytes], *, log_id: str, applied_ns: int | None = None) -> ApplyResult:
+        """apply() for framed events as they came off the wire: journalled as received,
+        never re-encoded. Raises CorruptRecordError (before any write) on a bad record."""
+        return self._apply([(decode_event_fields(r), r) for r in records], log_id=log_id, applied_ns=applied_ns)
+
+    def _apply(self, items: list[tuple[EventFields, bytes]], *, log_id: str, applied_ns: int | None) -> ApplyResult:
+        """The one transaction of apply(): view, journal and cursor together."""
         now = applied_ns if applied_ns is not None else time.time_ns()
+        log_id_bytes = log_id.encode()
 
         def txn_fn(txn: lmdb.Transaction) -> ApplyResult:
             current = self._env.get_meta_str(txn, b"log_id")
@@ -101,14 +121,14 @@ class ReplicaStore:
             view = ViewWriter(txn, view_db=self._view, nodes_db=self._nodes)
             journal = txn.cursor(db=self._journal)
             done = skipped = 0
-            for e in events:
-                if e.offset <= applied or e.node != self.node:
+            for (offset, node, op, namespace, name, manifest), raw in items:
+                if offset <= applied or node != self.node:
                     skipped += 1
                     continue
-                view.apply(e.node, e.op, e.namespace, e.name, e.manifest, e.offset, skip_same=False)
-                applied = e.offset
+                view.apply(node, op, namespace, name, manifest, offset, skip_same=False)
+                applied = offset
                 seq += 1
-                journal.put(u64(seq), encode_journal(JournalEntry(seq, now, log_id, event=e)), append=True)
+                journal.put(u64(seq), encode_journal_event(now, log_id_bytes, raw), append=True)
                 done += 1
             node = view.node(self.node)
             if done:

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from eventlog import DigestMismatchError, LogMismatchError, LogStore, ReplicaStore
+from eventlog import CorruptRecordError, DigestMismatchError, LogMismatchError, LogStore, ReplicaStore
 from eventlog.verify import verify_replica, verify_replica_against
 
 from storehelpers import delete, put
@@ -83,3 +83,20 @@ def test_verify_against_the_log_finds_a_diverged_replica(tmp_path, log):
         assert verify_replica(rep) == []  # self-consistent
         problems = verify_replica_against(rep, log)
         assert problems and "hashes to" in problems[0]
+
+
+def test_applying_wire_records_equals_applying_events(tmp_path, log):
+    log.append([put("edge01", "p1", 2), delete("edge01", "p0"), put("edge01", "p7")])
+    with ReplicaStore(tmp_path / "a", node="edge01") as a, ReplicaStore(tmp_path / "b", node="edge01") as b:
+        for rep in (a, b):
+            rep.install_snapshot(log.snapshot("edge01"), applied_ns=1)
+        log.append([put("edge01", "p1", 3), delete("edge01", "p2")])
+        raws = log.read_node_raw("edge01", after=4)
+        ra = a.apply(log.read_node("edge01", after=4), log_id=log.log_id, applied_ns=2)
+        rb = b.apply_records(raws, log_id=log.log_id, applied_ns=2)
+        assert ra == rb and a.pods() == b.pods() == log.pods("edge01")
+        assert a.journal() == b.journal()  # the received bytes are journalled as they came
+        assert b.apply_records(raws, log_id=log.log_id).applied == 0  # a replay is skipped
+        with pytest.raises(CorruptRecordError):
+            b.apply_records([raws[0][:20]], log_id=log.log_id)
+        assert verify_replica_against(b, log) == []
