@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import json
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from loguru import logger  # noqa: E402
 
 from agent.reconciling import ManifestReconciler  # noqa: E402
 from agent.sync_client import Report, SyncClient, channel_options  # noqa: E402
-from bench.benchlib import raise_nofile  # noqa: E402
+from bench.benchlib import raise_nofile, stdin_lines  # noqa: E402
 from eventlog import RECORD_FORMAT, ReplicaStore  # noqa: E402
 from proto import sync_pb2 as pb  # noqa: E402
 from proto import sync_pb2_grpc as pb_grpc  # noqa: E402
@@ -156,14 +155,7 @@ async def amain(args: argparse.Namespace) -> None:
     raise_nofile()
     load = Load(args)
     loop = asyncio.get_running_loop()
-    lines: asyncio.Queue[str | None] = asyncio.Queue()
-
-    def read_stdin() -> None:
-        for line in sys.stdin:
-            loop.call_soon_threadsafe(lines.put_nowait, line)
-        loop.call_soon_threadsafe(lines.put_nowait, None)
-
-    threading.Thread(target=read_stdin, daemon=True).start()
+    lines = stdin_lines(loop)
     print(json.dumps({"ready": True, "nodes": len(load.nodes)}), flush=True)
     while (line := await lines.get()) is not None:
         if not line.strip():

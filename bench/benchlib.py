@@ -6,6 +6,7 @@ manager or agent (the child processes do that).
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import json
 import os
@@ -14,6 +15,7 @@ import resource
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -70,6 +72,19 @@ def pod_manifest(node: str, ns: str, name: str, version: int) -> bytes:
 
 
 # -- /proc readings ------------------------------------------------------------------
+
+def stdin_lines(loop: "asyncio.AbstractEventLoop") -> "asyncio.Queue[str | None]":
+    """Lines of stdin as an asyncio queue (None at EOF): how the helper processes take commands."""
+    lines: asyncio.Queue[str | None] = asyncio.Queue()
+
+    def read_stdin() -> None:
+        for line in sys.stdin:
+            loop.call_soon_threadsafe(lines.put_nowait, line)
+        loop.call_soon_threadsafe(lines.put_nowait, None)
+
+    threading.Thread(target=read_stdin, daemon=True).start()
+    return lines
+
 
 def proc_status(pid: int) -> dict[str, int]:
     """VmRSS, VmHWM, RssAnon, RssFile of a process, in KiB."""

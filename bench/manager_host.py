@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import json
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import grpc  # noqa: E402
 from loguru import logger  # noqa: E402
 
-from bench.benchlib import pod_manifest, proc_cpu_seconds, proc_status, raise_nofile  # noqa: E402
+from bench.benchlib import pod_manifest, proc_cpu_seconds, proc_status, raise_nofile, stdin_lines  # noqa: E402
 from eventlog import Change, LogStore  # noqa: E402
 from manager.sync_service import LogNotifier, SyncSettings, create_server  # noqa: E402
 from proto import sync_pb2 as pb  # noqa: E402
@@ -275,14 +274,7 @@ async def amain(args: argparse.Namespace) -> None:
 
     print(json.dumps({"port": host.port, "log_id": store.log_id, "pid": os.getpid()}), flush=True)
     loop = asyncio.get_running_loop()
-    lines: asyncio.Queue[str | None] = asyncio.Queue()
-
-    def read_stdin() -> None:
-        for line in sys.stdin:
-            loop.call_soon_threadsafe(lines.put_nowait, line)
-        loop.call_soon_threadsafe(lines.put_nowait, None)
-
-    threading.Thread(target=read_stdin, daemon=True).start()
+    lines = stdin_lines(loop)
     while (line := await lines.get()) is not None:
         if not line.strip():
             continue

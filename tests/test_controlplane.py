@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.controlplane import ControlPlane, pid_alive
+from tools.controlplane import pid_alive
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(os.environ.get("K8S_EDGE_USE_EXISTING_CLUSTER") == "1",

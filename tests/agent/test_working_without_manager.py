@@ -7,7 +7,7 @@ import threading
 
 from tests.agent.agentproc import expected_files, foreign_files, journal_kinds, managed_files
 from tests.agent.syncserver import delete, put
-from tests.e2e.processes import free_port, wait_for
+from tests.e2e.processes import free_port
 
 
 def test_restart_while_manager_down_restores_then_catches_up(logserver, agents):

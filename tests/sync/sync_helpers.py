@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
-import pytest
 
 from eventlog import RECORD_FORMAT, Change, LogStore, decode_entry, decode_event
 from manager.sync_service import LogNotifier, ServerTls, SyncSettings, create_server
