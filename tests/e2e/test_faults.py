@@ -183,7 +183,9 @@ def test_watch_410_after_etcd_compaction_relists(edge_system, nocache_control_pl
     """etcd compacted past the manager's watch position: the next watch gets 410 Gone and the manager relists."""
     cp = nocache_control_plane
     # no periodic lastSeen writes: a status write would move the watch's resourceVersion past the compaction
-    system: EdgeSystem = edge_system(seed=seed, control_plane=cp, manager_args=["--status-refresh-interval", "1h"])
+    # --watch-timeout 10s: the apiserver ends each watch after 10 s, so the re-watch (and its 410) comes soon
+    system: EdgeSystem = edge_system(seed=seed, control_plane=cp,
+                                     manager_args=["--status-refresh-interval", "1h", "--watch-timeout", "10s"])
     w = Workload(cp.kubectl, ["e2e-a", "e2e-b"], list(system.agents), random.Random(seed))
     w.apply([{"apiVersion": "edge.k8s.io/v1alpha1", "kind": "EdgeNode", "metadata": {"namespace": "e2e-a", "name": n},
               "spec": {"pods": [pod("web", "nginx:1.27")]}} for n in system.agents])
@@ -191,16 +193,16 @@ def test_watch_410_after_etcd_compaction_relists(edge_system, nocache_control_pl
     before = system.snapshot_counts()
     changes(w)  # recorded live by the open watch
     system.wait_converged(context="before the compaction")  # statuses written: no EdgeNode write follows
-    # The apiserver ends each watch after the manager's server timeout (60 s) and the re-watch from the
-    # old resourceVersion gets 410. A status write between compaction and re-watch moves that
+    # The apiserver ends each watch after --watch-timeout and the re-watch from the old
+    # resourceVersion gets 410. A status write between compaction and re-watch moves that
     # resourceVersion past the compaction (the mirror-pod watch's own 410 relist can cause one), so
-    # compact again every 15 s until the EdgeNode watch has expired once.
+    # compact again every 5 s until the EdgeNode watch has expired once.
     def expired() -> bool:
         if "watch of EdgeNodes expired" in system.manager_log():
             return True
         system.compact_etcd_past_watch()
         return False
-    wait_for(expired, timeout=200, interval=15, what="the manager's EdgeNode watch to get 410 Gone",
+    wait_for(expired, timeout=120, interval=5, what="the manager's EdgeNode watch to get 410 Gone",
              on_timeout=system.manager.log_tail)
     w.put("e2e-b", "edge02", [pod("late", "busybox:1.37")])  # after the relist, the new watch works
     obs = system.wait_converged(context="after 410 Gone and relist")
