@@ -243,7 +243,7 @@ class SyncClient:
         self.applied_offset = cursor.applied_offset
         hello = pb.Hello(
             node=self.node, log_id=cursor.log_id, applied_offset=cursor.applied_offset, digest=state.digest,
-            record_format=RECORD_FORMAT, agent_version=AGENT_VERSION,
+            record_format=RECORD_FORMAT, agent_version=AGENT_VERSION, answers_heartbeats=True,
         )
         try:  # an unreachable or black-holed manager: no answer within connect_timeout
             await asyncio.wait_for(self._write(call, pb.AgentMessage(hello=hello)), self.connect_timeout)
@@ -305,6 +305,8 @@ class SyncClient:
             elif kind == "heartbeat":
                 self.head_offset = message.heartbeat.head_offset
                 self.heartbeats_received += 1
+                # proof of life for the manager, which drops an agent silent for 3 heartbeats
+                await self._write(call, pb.AgentMessage(pong=pb.Pong(head_offset=self.head_offset)))
             else:
                 raise StreamDead(f"unknown message {kind}")
 

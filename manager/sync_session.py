@@ -25,6 +25,7 @@ from manager.notify import LogNotifier
 from proto import sync_pb2 as pb
 
 _MAX_MESSAGE_BYTES = 1 << 20  # a batch or chunk stops growing past ~1 MiB (always at least one record)
+SILENT_HEARTBEATS = 3  # an agent that answers heartbeats and is silent this many is considered gone
 HELLO_TIMEOUT_SECONDS = 30.0  # a connection that never says Hello does not hold a stream forever
 
 
@@ -126,6 +127,8 @@ class AgentSession:
         self._snapshot_outstanding = 0  # S of a snapshot sent but not yet acknowledged (0: none)
         self._stale_acks_at_s = 0  # acks of S still due for events sent before that snapshot
         self._last_sent = time.monotonic()
+        self._last_received = time.monotonic()
+        self._answers_heartbeats = False  # from the Hello: the agent pongs, so its silence means it is gone
 
     # -- the stream --------------------------------------------------------
 
@@ -140,6 +143,8 @@ class AgentSession:
             await context.abort(exc.code, exc.details)
             return
         self.node = hello.node
+        self._answers_heartbeats = hello.answers_heartbeats
+        self._last_received = time.monotonic()
         self.notifier.subscribe(self.node, self._wake)
         reader = asyncio.create_task(self._read(requests), name=f"sync-read-{self.node}")
         self._call("connected", peer=context.peer())
@@ -244,6 +249,13 @@ class AgentSession:
                     continue
                 if self._snapshot_reason is not None:  # compacted under us: the snapshot goes now
                     continue
+            silent = time.monotonic() - self._last_received
+            if self._answers_heartbeats and silent > SILENT_HEARTBEATS * self.settings.heartbeat_seconds:
+                # a black-holed agent: gRPC keepalive pings are throttled while nothing is received
+                self._error = StreamError(
+                    grpc.StatusCode.UNAVAILABLE, f"nothing from the agent for {silent:.0f}s: considered gone"
+                )
+                return
             wait = self._last_sent + self.settings.heartbeat_seconds - time.monotonic()
             if wait > 0:
                 try:
@@ -329,7 +341,10 @@ class AgentSession:
         """Handle one agent message after the Hello."""
         if not isinstance(message, pb.AgentMessage):
             raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, "undecodable message")
+        self._last_received = time.monotonic()
         kind = message.WhichOneof("kind")
+        if kind == "pong":
+            return  # liveness only
         if kind == "ack":
             self._ack(message.ack.applied_offset, message.ack.digest)
         elif kind == "report":

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10proto/sync.proto\x12\x0fk8sedge.sync.v1\"\x94\x01\n\x0c\x41gentMessage\x12\'\n\x05hello\x18\x01 \x01(\x0b\x32\x16.k8sedge.sync.v1.HelloH\x00\x12#\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x14.k8sedge.sync.v1.AckH\x00\x12.\n\x06report\x18\x03 \x01(\x0b\x32\x1c.k8sedge.sync.v1.AgentReportH\x00\x42\x06\n\x04kind\"\xd8\x01\n\x0eManagerMessage\x12+\n\x07welcome\x18\x01 \x01(\x0b\x32\x18.k8sedge.sync.v1.WelcomeH\x00\x12,\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x1b.k8sedge.sync.v1.EventBatchH\x00\x12\x32\n\x08snapshot\x18\x03 \x01(\x0b\x32\x1e.k8sedge.sync.v1.SnapshotChunkH\x00\x12/\n\theartbeat\x18\x04 \x01(\x0b\x32\x1a.k8sedge.sync.v1.HeartbeatH\x00\x42\x06\n\x04kind\"{\n\x05Hello\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0e\n\x06log_id\x18\x02 \x01(\t\x12\x16\n\x0e\x61pplied_offset\x18\x03 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x04 \x01(\x06\x12\x15\n\rrecord_format\x18\x05 \x01(\r\x12\x15\n\ragent_version\x18\x06 \x01(\t\"\xfe\x01\n\x07Welcome\x12\x0e\n\x06log_id\x18\x01 \x01(\t\x12+\n\x04mode\x18\x02 \x01(\x0e\x32\x1d.k8sedge.sync.v1.Welcome.Mode\x12\x13\n\x0bhead_offset\x18\x03 \x01(\x04\x12\x17\n\x0fsnapshot_offset\x18\x04 \x01(\x04\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x15\n\rrecord_format\x18\x06 \x01(\r\x12\x0e\n\x06window\x18\x07 \x01(\r\x12\x19\n\x11heartbeat_seconds\x18\x08 \x01(\r\"6\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\n\n\x06RESUME\x10\x01\x12\x0c\n\x08SNAPSHOT\x10\x02\"a\n\rSnapshotChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0f\n\x07\x65ntries\x18\x02 \x03(\x0c\x12\x0c\n\x04last\x18\x03 \x01(\x08\x12\x0e\n\x06\x64igest\x18\x04 \x01(\x06\x12\x11\n\tpod_count\x18\x05 \x01(\r\"1\n\nEventBatch\x12\x0e\n\x06\x65vents\x18\x01 \x03(\x0c\x12\x13\n\x0bhead_offset\x18\x02 \x01(\x04\"6\n\tHeartbeat\x12\x13\n\x0bhead_offset\x18\x01 \x01(\x04\x12\x14\n\x0ctime_unix_ms\x18\x02 \x01(\x03\"-\n\x03\x41\x63k\x12\x16\n\x0e\x61pplied_offset\x18\x01 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x06\"O\n\x0b\x41gentReport\x12\x14\n\x0cmanifests_ok\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x19\n\x11managed_manifests\x18\x03 \x01(\r2T\n\x04Sync\x12L\n\x06Stream\x12\x1d.k8sedge.sync.v1.AgentMessage\x1a\x1f.k8sedge.sync.v1.ManagerMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10proto/sync.proto\x12\x0fk8sedge.sync.v1\"\xbb\x01\n\x0c\x41gentMessage\x12\'\n\x05hello\x18\x01 \x01(\x0b\x32\x16.k8sedge.sync.v1.HelloH\x00\x12#\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x14.k8sedge.sync.v1.AckH\x00\x12.\n\x06report\x18\x03 \x01(\x0b\x32\x1c.k8sedge.sync.v1.AgentReportH\x00\x12%\n\x04pong\x18\x04 \x01(\x0b\x32\x15.k8sedge.sync.v1.PongH\x00\x42\x06\n\x04kind\"\xd8\x01\n\x0eManagerMessage\x12+\n\x07welcome\x18\x01 \x01(\x0b\x32\x18.k8sedge.sync.v1.WelcomeH\x00\x12,\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x1b.k8sedge.sync.v1.EventBatchH\x00\x12\x32\n\x08snapshot\x18\x03 \x01(\x0b\x32\x1e.k8sedge.sync.v1.SnapshotChunkH\x00\x12/\n\theartbeat\x18\x04 \x01(\x0b\x32\x1a.k8sedge.sync.v1.HeartbeatH\x00\x42\x06\n\x04kind\"\x97\x01\n\x05Hello\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0e\n\x06log_id\x18\x02 \x01(\t\x12\x16\n\x0e\x61pplied_offset\x18\x03 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x04 \x01(\x06\x12\x15\n\rrecord_format\x18\x05 \x01(\r\x12\x15\n\ragent_version\x18\x06 \x01(\t\x12\x1a\n\x12\x61nswers_heartbeats\x18\x07 \x01(\x08\"\xfe\x01\n\x07Welcome\x12\x0e\n\x06log_id\x18\x01 \x01(\t\x12+\n\x04mode\x18\x02 \x01(\x0e\x32\x1d.k8sedge.sync.v1.Welcome.Mode\x12\x13\n\x0bhead_offset\x18\x03 \x01(\x04\x12\x17\n\x0fsnapshot_offset\x18\x04 \x01(\x04\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x15\n\rrecord_format\x18\x06 \x01(\r\x12\x0e\n\x06window\x18\x07 \x01(\r\x12\x19\n\x11heartbeat_seconds\x18\x08 \x01(\r\"6\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\n\n\x06RESUME\x10\x01\x12\x0c\n\x08SNAPSHOT\x10\x02\"a\n\rSnapshotChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0f\n\x07\x65ntries\x18\x02 \x03(\x0c\x12\x0c\n\x04last\x18\x03 \x01(\x08\x12\x0e\n\x06\x64igest\x18\x04 \x01(\x06\x12\x11\n\tpod_count\x18\x05 \x01(\r\"1\n\nEventBatch\x12\x0e\n\x06\x65vents\x18\x01 \x03(\x0c\x12\x13\n\x0bhead_offset\x18\x02 \x01(\x04\"6\n\tHeartbeat\x12\x13\n\x0bhead_offset\x18\x01 \x01(\x04\x12\x14\n\x0ctime_unix_ms\x18\x02 \x01(\x03\"-\n\x03\x41\x63k\x12\x16\n\x0e\x61pplied_offset\x18\x01 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x06\"\x1b\n\x04Pong\x12\x13\n\x0bhead_offset\x18\x01 \x01(\x04\"O\n\x0b\x41gentReport\x12\x14\n\x0cmanifests_ok\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x19\n\x11managed_manifests\x18\x03 \x01(\r2T\n\x04Sync\x12L\n\x06Stream\x12\x1d.k8sedge.sync.v1.AgentMessage\x1a\x1f.k8sedge.sync.v1.ManagerMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,25 +32,27 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'proto.sync_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_AGENTMESSAGE']._serialized_start=38
-  _globals['_AGENTMESSAGE']._serialized_end=186
-  _globals['_MANAGERMESSAGE']._serialized_start=189
-  _globals['_MANAGERMESSAGE']._serialized_end=405
-  _globals['_HELLO']._serialized_start=407
-  _globals['_HELLO']._serialized_end=530
-  _globals['_WELCOME']._serialized_start=533
-  _globals['_WELCOME']._serialized_end=787
-  _globals['_WELCOME_MODE']._serialized_start=733
-  _globals['_WELCOME_MODE']._serialized_end=787
-  _globals['_SNAPSHOTCHUNK']._serialized_start=789
-  _globals['_SNAPSHOTCHUNK']._serialized_end=886
-  _globals['_EVENTBATCH']._serialized_start=888
-  _globals['_EVENTBATCH']._serialized_end=937
-  _globals['_HEARTBEAT']._serialized_start=939
-  _globals['_HEARTBEAT']._serialized_end=993
-  _globals['_ACK']._serialized_start=995
-  _globals['_ACK']._serialized_end=1040
-  _globals['_AGENTREPORT']._serialized_start=1042
-  _globals['_AGENTREPORT']._serialized_end=1121
-  _globals['_SYNC']._serialized_start=1123
-  _globals['_SYNC']._serialized_end=1207
+  _globals['_AGENTMESSAGE']._serialized_end=225
+  _globals['_MANAGERMESSAGE']._serialized_start=228
+  _globals['_MANAGERMESSAGE']._serialized_end=444
+  _globals['_HELLO']._serialized_start=447
+  _globals['_HELLO']._serialized_end=598
+  _globals['_WELCOME']._serialized_start=601
+  _globals['_WELCOME']._serialized_end=855
+  _globals['_WELCOME_MODE']._serialized_start=801
+  _globals['_WELCOME_MODE']._serialized_end=855
+  _globals['_SNAPSHOTCHUNK']._serialized_start=857
+  _globals['_SNAPSHOTCHUNK']._serialized_end=954
+  _globals['_EVENTBATCH']._serialized_start=956
+  _globals['_EVENTBATCH']._serialized_end=1005
+  _globals['_HEARTBEAT']._serialized_start=1007
+  _globals['_HEARTBEAT']._serialized_end=1061
+  _globals['_ACK']._serialized_start=1063
+  _globals['_ACK']._serialized_end=1108
+  _globals['_PONG']._serialized_start=1110
+  _globals['_PONG']._serialized_end=1137
+  _globals['_AGENTREPORT']._serialized_start=1139
+  _globals['_AGENTREPORT']._serialized_end=1218
+  _globals['_SYNC']._serialized_start=1220
+  _globals['_SYNC']._serialized_end=1304
 # @@protoc_insertion_point(module_scope)

@@ -8,14 +8,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AgentMessage(_message.Message):
-    __slots__ = ("hello", "ack", "report")
+    __slots__ = ("hello", "ack", "report", "pong")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
     REPORT_FIELD_NUMBER: _ClassVar[int]
+    PONG_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     ack: Ack
     report: AgentReport
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., report: _Optional[_Union[AgentReport, _Mapping]] = ...) -> None: ...
+    pong: Pong
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., report: _Optional[_Union[AgentReport, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ...) -> None: ...
 
 class ManagerMessage(_message.Message):
     __slots__ = ("welcome", "batch", "snapshot", "heartbeat")
@@ -30,20 +32,22 @@ class ManagerMessage(_message.Message):
     def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., batch: _Optional[_Union[EventBatch, _Mapping]] = ..., snapshot: _Optional[_Union[SnapshotChunk, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("node", "log_id", "applied_offset", "digest", "record_format", "agent_version")
+    __slots__ = ("node", "log_id", "applied_offset", "digest", "record_format", "agent_version", "answers_heartbeats")
     NODE_FIELD_NUMBER: _ClassVar[int]
     LOG_ID_FIELD_NUMBER: _ClassVar[int]
     APPLIED_OFFSET_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     RECORD_FORMAT_FIELD_NUMBER: _ClassVar[int]
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ANSWERS_HEARTBEATS_FIELD_NUMBER: _ClassVar[int]
     node: str
     log_id: str
     applied_offset: int
     digest: int
     record_format: int
     agent_version: str
-    def __init__(self, node: _Optional[str] = ..., log_id: _Optional[str] = ..., applied_offset: _Optional[int] = ..., digest: _Optional[int] = ..., record_format: _Optional[int] = ..., agent_version: _Optional[str] = ...) -> None: ...
+    answers_heartbeats: bool
+    def __init__(self, node: _Optional[str] = ..., log_id: _Optional[str] = ..., applied_offset: _Optional[int] = ..., digest: _Optional[int] = ..., record_format: _Optional[int] = ..., agent_version: _Optional[str] = ..., answers_heartbeats: _Optional[bool] = ...) -> None: ...
 
 class Welcome(_message.Message):
     __slots__ = ("log_id", "mode", "head_offset", "snapshot_offset", "reason", "record_format", "window", "heartbeat_seconds")
@@ -110,6 +114,12 @@ class Ack(_message.Message):
     applied_offset: int
     digest: int
     def __init__(self, applied_offset: _Optional[int] = ..., digest: _Optional[int] = ...) -> None: ...
+
+class Pong(_message.Message):
+    __slots__ = ("head_offset",)
+    HEAD_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    head_offset: int
+    def __init__(self, head_offset: _Optional[int] = ...) -> None: ...
 
 class AgentReport(_message.Message):
     __slots__ = ("manifests_ok", "message", "managed_manifests")
