@@ -20,7 +20,8 @@ import lmdb
 from eventlog.encoding import from_u64, u64
 from eventlog.errors import FormatError, NotAStoreError, RoleError
 
-STORE_FORMAT = 1
+# 2: the manager's view keeps (offset, hash) and pod hashes are XXH3-64 (1 kept manifests, blake2b).
+STORE_FORMAT = 2
 DEFAULT_MAP_SIZE = 1 << 30  # virtual space only; grown by doubling on MapFullError
 MAX_READERS = 1024  # one slot per concurrent read transaction (gRPC streams read in threads)
 
@@ -107,6 +108,12 @@ class Environment:
         if fmt > STORE_FORMAT:
             raise FormatError(
                 f"{self.path}: store format {fmt} is newer than this version reads ({STORE_FORMAT}); upgrade k8s-edge"
+            )
+        if fmt < STORE_FORMAT:
+            # only development builds wrote format 1; nothing converts it, and both daemons rebuild cheaply
+            raise FormatError(
+                f"{self.path}: store format {fmt} is older than this version reads ({STORE_FORMAT}); move the "
+                "data dir aside: the manager rebuilds its log from the API, an agent takes a snapshot"
             )
         if stored_role != role:
             raise RoleError(f"{self.path}: this is an {stored_role or 'unknown'} store, not an {role} store")

@@ -158,6 +158,15 @@ def test_newer_format(tmp_path):
     _fails("dump", tmp_path / "log", expect="newer than this version reads")
 
 
+def test_older_format(tmp_path):
+    LogStore(tmp_path / "log").close()
+    env = raw_env(tmp_path / "log")
+    with env.begin(write=True) as txn:
+        txn.put(b"format", u64(1), db=env.open_db(b"meta", txn=txn))
+    env.close()
+    _fails("stats", tmp_path / "log", expect="older than this version reads")
+
+
 def test_offsets_out_of_range_and_compacted(stores):
     log = stores / "manager"
     _fails("state", log, "--node", "edge01", "--at", 43, expect="beyond the head")
