@@ -48,7 +48,7 @@ def configure_logging(*, level: str, fmt: str) -> None:
     else:
         logger.add(
             sys.stderr, level=level, backtrace=False, diagnose=False,
-            format="{time:YYYY-MM-DDTHH:mm:ss.SSSZ} {level:<7} {message}",
+            format="{time:YYYY-MM-DDTHH:mm:ss.SSSZZ} {level: <7} {message}",
         )
 
 
