@@ -149,22 +149,17 @@ def test_foreign_and_empty_lmdb(tmp_path):
     _fails("verify", tmp_path / "junk", expect="junk")
 
 
-def test_newer_format(tmp_path):
+@pytest.mark.parametrize(("fmt", "command", "expect"), [
+    (99, "dump", "newer than this version reads"),
+    (1, "stats", "older than this version reads"),
+])
+def test_other_store_formats(tmp_path, fmt, command, expect):
     LogStore(tmp_path / "log").close()
     env = raw_env(tmp_path / "log")
     with env.begin(write=True) as txn:
-        txn.put(b"format", u64(99), db=env.open_db(b"meta", txn=txn))
+        txn.put(b"format", u64(fmt), db=env.open_db(b"meta", txn=txn))
     env.close()
-    _fails("dump", tmp_path / "log", expect="newer than this version reads")
-
-
-def test_older_format(tmp_path):
-    LogStore(tmp_path / "log").close()
-    env = raw_env(tmp_path / "log")
-    with env.begin(write=True) as txn:
-        txn.put(b"format", u64(1), db=env.open_db(b"meta", txn=txn))
-    env.close()
-    _fails("stats", tmp_path / "log", expect="older than this version reads")
+    _fails(command, tmp_path / "log", expect=expect)
 
 
 def test_offsets_out_of_range_and_compacted(stores):
