@@ -27,6 +27,7 @@ from eventlog.errors import (
 from eventlog.log import LogStore
 from eventlog.opening import open_store
 from eventlog.records import (
+    Appended,
     ApplyResult,
     Change,
     CompactionResult,

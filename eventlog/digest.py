@@ -24,6 +24,11 @@ def pod_hash(namespace: str, name: str, manifest: bytes) -> int:
     return xxh3_64_intdigest(b"".join((namespace.encode(), b"\0", name.encode(), b"\0", manifest)))
 
 
+def pod_hash_bytes(namespace: bytes, name: bytes, manifest: bytes) -> int:
+    """pod_hash for fields already encoded (the append and apply loops have them as bytes)."""
+    return xxh3_64_intdigest(b"".join((namespace, b"\0", name, b"\0", manifest)))
+
+
 def digest_of(pods: Iterable[PodEntry]) -> int:
     """Digest of a set of pods, from scratch (for checks and snapshots)."""
     d = 0

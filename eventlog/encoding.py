@@ -20,7 +20,8 @@ from eventlog.records import Event, JournalEntry, PodEntry, Source
 
 RECORD_FORMAT = 1
 _OPS = ("put", "delete")
-_OP_CODE = {"put": 0, "delete": 1}
+OP_PUT, OP_DELETE = 0, 1
+_OP_CODE = {"put": OP_PUT, "delete": OP_DELETE}
 
 # format, offset, time_ns, op, generation, then lengths of node, namespace, name, uid, resourceVersion
 _EVENT = struct.Struct(">BQqBqHHHHH")
@@ -40,9 +41,9 @@ def canonical_manifest(obj: Any) -> bytes:
     return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
 
 
-def u64(n: int) -> bytes:
-    """Big-endian key bytes, so LMDB's byte order is numeric order."""
-    return _U64.pack(n)
+# u64(n): big-endian key bytes, so LMDB's byte order is numeric order. The bound
+# method itself rather than a wrapper: it runs several times per appended event.
+u64 = _U64.pack
 
 
 def from_u64(b: bytes) -> int:
@@ -52,13 +53,23 @@ def from_u64(b: bytes) -> int:
 
 def encode_event(e: Event) -> bytes:
     """Frame an event for the log, the journal and the wire."""
-    node, ns, name = e.node.encode(), e.namespace.encode(), e.name.encode()
-    uid, rv = e.source.uid.encode(), e.source.resource_version.encode()
-    head = _EVENT.pack(
-        RECORD_FORMAT, e.offset, e.time_ns, _OP_CODE[e.op], e.source.generation,
-        len(node), len(ns), len(name), len(uid), len(rv),
+    return frame_event(
+        e.offset, e.time_ns, _OP_CODE[e.op], e.node.encode(), e.namespace.encode(), e.name.encode(), e.source,
+        e.manifest,
     )
-    return b"".join((head, node, ns, name, uid, rv, e.manifest or b""))
+
+
+def frame_event(
+    offset: int, time_ns: int, op: int, node: bytes, namespace: bytes, name: bytes, source: Source,
+    manifest: bytes | None,
+) -> bytes:
+    """encode_event from fields the caller already encoded (the append loop); op is OP_PUT or OP_DELETE."""
+    uid, rv = source.uid.encode(), source.resource_version.encode()
+    head = _EVENT.pack(
+        RECORD_FORMAT, offset, time_ns, op, source.generation,
+        len(node), len(namespace), len(name), len(uid), len(rv),
+    )
+    return b"".join((head, node, namespace, name, uid, rv, manifest or b""))
 
 
 EventFields = tuple[int, str, str, str, str, "bytes | None"]  # offset, node, op, namespace, name, manifest
@@ -164,6 +175,10 @@ def split_view_key(k: bytes) -> tuple[str, str, str]:
     """Inverse of view_key for a full key: (node, namespace, name)."""
     node, ns, name = bytes(k).decode().split("\0")
     return node, ns, name
+
+
+# encode_view_value(offset, pod_hash) without a manifest: the whole value in the manager's view
+view_value_head = _VIEW.pack
 
 
 def encode_view_value(offset: int, pod_hash: int, manifest: bytes = b"") -> bytes:

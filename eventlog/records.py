@@ -5,8 +5,9 @@ Frozen and slotted: records are values, compared and hashed, never mutated.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, overload
 
 Op = Literal["put", "delete"]
 PodKey = tuple[str, str]  # (namespace, name): a pod's identity on its node
@@ -53,6 +54,55 @@ class Event:
     def key(self) -> PodKey:
         """The pod this event is about."""
         return (self.namespace, self.name)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Appended(Sequence[Event]):
+    """What one append wrote: `changes` at consecutive offsets from `first_offset`.
+
+    A sequence of Events built on access, so the append loop makes no record per
+    event and a caller that needs only counts, nodes or offsets pays for none.
+    """
+
+    first_offset: int  # offset of the first event (the head + 1 when nothing was appended)
+    time_ns: int
+    changes: tuple[Change, ...]
+
+    @property
+    def head_offset(self) -> int:
+        """Offset of the last event appended (first_offset - 1 when none)."""
+        return self.first_offset + len(self.changes) - 1
+
+    @property
+    def nodes(self) -> frozenset[str]:
+        """The nodes these events are for."""
+        return frozenset(c.node for c in self.changes)
+
+    def _event(self, i: int) -> Event:
+        c = self.changes[i]
+        return Event(self.first_offset + i, self.time_ns, c.node, c.op, c.namespace, c.name, c.manifest, c.source)
+
+    def __len__(self) -> int:
+        return len(self.changes)
+
+    @overload
+    def __getitem__(self, i: int) -> Event: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Event]: ...
+    def __getitem__(self, i: int | slice) -> Event | list[Event]:
+        if isinstance(i, slice):
+            return [self._event(j) for j in range(len(self.changes))[i]]
+        return self._event(range(len(self.changes))[i])
+
+    def __iter__(self) -> Iterator[Event]:
+        return (self._event(i) for i in range(len(self.changes)))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, (str, bytes)):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # equal to lists, so not hashable like them
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 from loguru import logger
 
-from eventlog import Event, LogStore
+from eventlog import Appended, LogStore
 from manager.metrics import Metrics, serve
 from manager.recording import MANAGED_BY_LABEL, MANAGED_BY_VALUE, DesiredNode, Recorder
 from manager.status import Conflict, NotFound, StatusSettings, StatusWriter
@@ -224,10 +224,13 @@ class Daemon:
     def _on_listed(self, desired: list[DesiredNode]) -> None:
         self._to_loop(self.status.edgenode_listed, desired)
 
-    def _on_appended(self, events: list[Event]) -> None:
-        for e in events:
-            self.metrics.events_appended.labels(op=e.op).inc()
-        self._to_loop(self.status.appended, {e.node for e in events})
+    def _on_appended(self, appended: Appended) -> None:
+        puts = sum(c.manifest is not None for c in appended.changes)
+        if puts:
+            self.metrics.events_appended.labels(op="put").inc(puts)
+        if len(appended) - puts:
+            self.metrics.events_appended.labels(op="delete").inc(len(appended) - puts)
+        self._to_loop(self.status.appended, set(appended.nodes))
 
     async def _announce_listed(self) -> None:
         while not self._listed.is_set():

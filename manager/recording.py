@@ -21,13 +21,13 @@ Decisions:
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from loguru import logger
 
-from eventlog import Change, Event, LogStore, PodEntry, PodKey, Source, canonical_manifest
+from eventlog import Appended, Change, Event, LogStore, PodEntry, PodKey, Source, canonical_manifest
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY_VALUE = "k8s-edge"
@@ -193,7 +193,7 @@ def diff_listed(listed: Iterable[DesiredNode], view: View, *, namespace: str | N
 class Recorded:
     """What one recorder step did: new events and the nodes they touched."""
 
-    events: tuple[Event, ...]
+    events: Sequence[Event]  # an eventlog.Appended: Events are built only if someone reads them
     nodes: frozenset[str]
 
 
@@ -212,7 +212,7 @@ class Recorder:
         on_desired: Callable[[DesiredNode], None] | None = None,
         on_deleted: Callable[[EdgeNodeKey], None] | None = None,
         on_listed: Callable[[list[DesiredNode]], None] | None = None,
-        on_appended: Callable[[list[Event]], None] | None = None,
+        on_appended: Callable[[Appended], None] | None = None,
     ) -> None:
         self._store = store
         self._notify = notify
@@ -272,18 +272,18 @@ class Recorder:
     def _append(self, changes: list[Change]) -> Recorded:
         if not changes:
             return Recorded(events=(), nodes=frozenset())
-        events = self._store.append(changes)
-        nodes = frozenset(e.node for e in events)
-        for e in events:
-            logger.debug("recorded {} {} {}/{} at offset {}", e.node, e.op, e.namespace, e.name, e.offset)
-        if events:
+        appended = self._store.append(changes)
+        nodes = appended.nodes
+        for offset, c in enumerate(appended.changes, appended.first_offset):
+            logger.debug("recorded {} {} {}/{} at offset {}", c.node, c.op, c.namespace, c.name, offset)
+        if appended:
             names = sorted(nodes)
             shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
-            logger.info("recorded {} event(s) for node(s) {} (head offset {})", len(events), shown, events[-1].offset)
+            logger.info("recorded {} event(s) for node(s) {} (head offset {})", len(appended), shown, appended.head_offset)
             if self._on_appended:
-                self._on_appended(events)
+                self._on_appended(appended)
             self._notify(nodes)
-        return Recorded(events=tuple(events), nodes=nodes)
+        return Recorded(events=appended, nodes=nodes)
 
     def _log_rejections(self, d: DesiredNode) -> None:
         """Warn about rejected pods when they change, not on every event of the EdgeNode."""

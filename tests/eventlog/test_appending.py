@@ -15,7 +15,7 @@ def test_offsets_start_at_one_and_are_gap_free(tmp_path):
         assert store.head_offset == 0 and store.first_offset == 1
         a = store.append([put("edge01", f"p{i}") for i in range(3)])
         b = store.append([put("edge02", "p0"), delete("edge01", "p1")])
-        assert [e.offset for e in a + b] == [1, 2, 3, 4, 5]
+        assert [e.offset for e in [*a, *b]] == [1, 2, 3, 4, 5]
         assert store.head_offset == 5
         assert [e.offset for e in store.read()] == [1, 2, 3, 4, 5]
         assert verify_log(store) == []
