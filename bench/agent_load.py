@@ -54,6 +54,7 @@ class Load:
         self.nodes = node_names(args.nodes)
         self.clients: list[SyncClient] = []
         self.replicas: list[ReplicaStore] = []
+        self.reconcilers: list[ManifestReconciler] = []
         self.tasks: list[asyncio.Task[None]] = []
         self.raw_welcomes = 0
         self.raw_heartbeats = 0
@@ -65,7 +66,8 @@ class Load:
             if args.files:
                 folder = Path(args.files) / node
                 folder.mkdir(parents=True, exist_ok=True)
-                after_apply = self._reconciling(ManifestReconciler(folder, desired=replica.pods))
+                self.reconcilers.append(ManifestReconciler(folder, desired=replica.pods))
+                after_apply = self._reconciling(self.reconcilers[-1])
             client = SyncClient(node=node, addresses=[args.addr], replica=replica, after_apply=after_apply,
                                 backoff_initial=args.backoff_initial)
             client.channel_options = [*client.channel_options, OWN_CONNECTION]
@@ -133,6 +135,9 @@ class Load:
             "reconnects": sum(x.reconnects for x in c),
             "heartbeats": sum(x.heartbeats_received for x in c) + self.raw_heartbeats,
             "applied": {x.node: x.applied_offset for x in c} if self.args.report_offsets else {},
+            # the newest reconcile pass of any node: (seconds, files written)
+            "last_reconcile": max(((r.stats.last.seconds, r.stats.last.written) for r in self.reconcilers
+                                   if r.stats.last is not None), default=None),
         }
 
     async def raw_count(self, expect: int) -> dict[str, Any]:

@@ -177,10 +177,6 @@ def split_view_key(k: bytes) -> tuple[str, str, str]:
     return node, ns, name
 
 
-# encode_view_value(offset, pod_hash) without a manifest: the whole value in the manager's view
-view_value_head = _VIEW.pack
-
-
 def encode_view_value(offset: int, pod_hash: int, manifest: bytes = b"") -> bytes:
     """Value of a pod in a view: the offset that set it, its hash (kept so a
     delete needs no rehash and a no-op put is seen without a compare), then its
@@ -221,7 +217,12 @@ def encode_journal(entry: JournalEntry) -> bytes:
 
 def encode_journal_event(applied_ns: int, log_id: bytes, event: bytes) -> bytes:
     """Frame a journal line of an applied event from its framed bytes, as received."""
-    return _JOURNAL.pack(0, applied_ns, len(log_id)) + log_id + event
+    return journal_event_prefix(applied_ns, log_id) + event
+
+
+def journal_event_prefix(applied_ns: int, log_id: bytes) -> bytes:
+    """What precedes the event bytes in a journal line; the same for a whole applied batch."""
+    return _JOURNAL.pack(0, applied_ns, len(log_id)) + log_id
 
 
 def decode_journal(seq: int, v: bytes | memoryview) -> JournalEntry:

@@ -29,7 +29,6 @@ from eventlog.encoding import (
     split_view_key,
     u64,
     view_key,
-    view_value_head,
 )
 from eventlog.environment import DEFAULT_MAP_SIZE, Environment
 from eventlog.errors import CompactedError, CorruptRecordError, OffsetOutOfRangeError
@@ -112,12 +111,11 @@ class LogStore:
                 key = b"".join((prefix, ns, b"\0", name))
                 offset = head + 1
                 if manifest is not None:
-                    h = pod_hash_bytes(ns, name, manifest)
-                    if not change(counter, key, h, view_value_head(offset, h), offset, skip_same=True):
+                    if not change(counter, key, offset, pod_hash_bytes(ns, name, manifest), skip_same=True):
                         continue
                     op = OP_PUT
                 else:
-                    if not change(counter, key, None, b"", offset, skip_same=True):
+                    if not change(counter, key, offset, None, skip_same=True):
                         continue
                     op = OP_DELETE
                 head = offset

@@ -17,6 +17,7 @@ from eventlog.encoding import decode_node, decode_view_value, encode_node, encod
 from eventlog.records import NodeState, Op, PodEntry, PodKey
 
 _HASH = struct.Struct(">Q")  # the pod hash stored after the offset in a view value
+_DELETED = (0, 0, b"")  # a pending delete (offsets start at 1)
 
 
 @dataclass(slots=True)
@@ -55,7 +56,7 @@ class ViewWriter:
         self.keep_manifests = keep_manifests
         self.nodes: dict[str, NodeCounter] = {}
         self.tracked: dict[str, Tracked] = {}  # hot loops read this dict directly before calling track()
-        self._pending: dict[bytes, bytes] = {}  # view key -> new value; b"" marks a delete
+        self._pending: dict[bytes, tuple[int, int, bytes]] = {}  # view key -> (offset, hash, manifest); _DELETED
 
     def node(self, node: str) -> NodeCounter:
         """The node's summary, read once per transaction."""
@@ -74,24 +75,30 @@ class ViewWriter:
             t = self.tracked[node] = (self.node(node), name, name + b"\0")
         return t
 
-    def change(self, counter: NodeCounter, key: bytes, new_hash: int | None, value: bytes, offset: int, *, skip_same: bool) -> bool:
-        """Put the pod at `key` (new_hash set, `value` its view value) or delete it (new_hash None).
+    def change(self, counter: NodeCounter, key: bytes, offset: int, new_hash: int | None, manifest: bytes = b"",
+               *, skip_same: bool) -> bool:
+        """Put the pod at `key` (new_hash set) or delete it (new_hash None) as of `offset`.
 
         False when it changes nothing and skip_same is set: a put of the same
         manifest (equal 64-bit hash) or a delete of a pod the view does not hold.
+        The value is encoded by flush(), once per pod however often a batch changes it.
         """
-        old = self._pending.get(key)
-        if old is None:
+        pending = self._pending.get(key)
+        if pending is not None:
+            old_hash = pending[1]  # 0 with offset 0: deleted earlier in this batch
+            present = pending[0] != 0
+        else:
             old = self.txn.get(key, db=self.view_db)
-        old_hash = _HASH.unpack_from(old, 8)[0] if old else 0  # b"": deleted earlier in this batch
+            present = old is not None
+            old_hash = _HASH.unpack_from(old, 8)[0] if present else 0
         if new_hash is not None:
-            if skip_same and old and old_hash == new_hash:
+            if skip_same and present and old_hash == new_hash:
                 return False
-            self._pending[key] = value
+            self._pending[key] = (offset, new_hash, manifest if self.keep_manifests else b"")
             counter.digest ^= old_hash ^ new_hash
-            counter.pod_count += not old
-        elif old:
-            self._pending[key] = b""
+            counter.pod_count += not present
+        elif present:
+            self._pending[key] = _DELETED
             counter.digest ^= old_hash
             counter.pod_count -= 1
         elif skip_same:
@@ -109,10 +116,8 @@ class ViewWriter:
         key = b"".join((prefix, ns, b"\0", nm))
         if op == "put":
             assert manifest is not None
-            h = pod_hash_bytes(ns, nm, manifest)
-            return self.change(counter, key, h, encode_view_value(offset, h, manifest if self.keep_manifests else b""),
-                               offset, skip_same=skip_same)
-        return self.change(counter, key, None, b"", offset, skip_same=skip_same)
+            return self.change(counter, key, offset, pod_hash_bytes(ns, nm, manifest), manifest, skip_same=skip_same)
+        return self.change(counter, key, offset, None, skip_same=skip_same)
 
     def replace_node(self, node: str, pods: tuple[PodEntry, ...], offset: int) -> None:
         """Make the node's view exactly these pods (a snapshot install)."""
@@ -140,13 +145,15 @@ class ViewWriter:
         pending = self._pending
         if not pending:
             return
-        puts = sorted((k, v) for k, v in pending.items() if v)
+        puts = sorted(
+            (key, encode_view_value(offset, h, manifest)) for key, (offset, h, manifest) in pending.items() if offset
+        )
         if puts:
             self.txn.cursor(db=self.view_db).putmulti(puts)
         if len(puts) < len(pending):
-            for k, v in pending.items():
-                if not v:
-                    self.txn.delete(k, db=self.view_db)
+            for key, (offset, _, _) in pending.items():
+                if not offset:
+                    self.txn.delete(key, db=self.view_db)
         pending.clear()
 
     def flush(self) -> None:

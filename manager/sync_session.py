@@ -35,8 +35,9 @@ class SyncSettings:
 
     batch_size: int = 256
     """Events per EventBatch: large enough to amortise per-message cost in Python gRPC."""
-    window: int = 4096
-    """Events sent but not acknowledged per stream: a slow agent only slows itself."""
+    window: int = 16384
+    """Events sent but not acknowledged per stream: a slow agent only slows itself; a catching-up
+    agent applies half a window per replica transaction (docs/sync-protocol.md)."""
     heartbeat_seconds: float = 10.0
     """Idle time before a Heartbeat; agents drop a stream silent for 3x this."""
     snapshot_chunk_entries: int = 256

@@ -265,7 +265,8 @@ def test_catching_up_coalesces_batches_and_the_head_ack_follows_a_reconcile(stor
         return None
 
     async def scenario() -> None:
-        async with serving(store) as s:
+        # a window well below the 5,000 events, so they come as several coalesced transactions
+        async with serving(store, settings=SyncSettings(window=1024)) as s:
             client = _client(s.address, replica, slow_reconcile)
             task = asyncio.create_task(client.run())
             try:
