@@ -6,8 +6,10 @@ System (bench/cluster.py): etcd + kube-apiserver, the EdgeNode CRD, 100 EdgeNode
 pods, a real `edge-manager`, 10 real `edge-agent` processes and 90 simulated agents in
 one load process (real SyncClient + ReplicaStore + ManifestReconciler writing files, as
 edge-agent does; 100 Python agent processes would not fit 2 cores). Each change is a
-`kubectl apply -f -` of one EdgeNode with a new label value on pod p0 and, in the same run, a `kubectl patch --type=json` of that label (one PATCH, no GET; the
-original's users would have used either); changes alternate
+`kubectl apply -f -` of one EdgeNode with a new label value on pod p0 and, in the same run,
+the same with `--server-side` (one PATCH; kubectl skips the OpenAPI v2 download and parse a
+client-side apply does on every run) and a `kubectl patch --type=json` of that label (one
+PATCH, no GET); changes alternate
 between nodes of real and simulated agents, one at a time. The clock starts just before
 kubectl is spawned and stops when this process, polling that one file every ~1 ms, reads
 the new content (the reconciler renames files into place, so a read sees old or new).
@@ -32,13 +34,15 @@ from bench.benchlib import Report, percentile  # noqa: E402
 from bench.cluster import NAMESPACE, REV_LABEL, EdgeCluster, edgenode, manifest_path  # noqa: E402
 
 PODS = 3
+VERBS = ("apply", "apply-ssa", "patch")  # how users change an EdgeNode with kubectl
 POLL_SECONDS = 0.001
 
 
 def one_change(cluster: EdgeCluster, node: str, rev: int, *, verb: str) -> tuple[float, float]:
     """(seconds until the file has the new content, seconds the kubectl command took)."""
-    if verb == "apply":
-        args, body = ["apply", "-f", "-"], json.dumps(edgenode(node, pods=PODS, rev=rev)).encode()
+    if verb in ("apply", "apply-ssa"):
+        body = json.dumps(edgenode(node, pods=PODS, rev=rev)).encode()
+        args = ["apply", "-f", "-"] if verb == "apply" else ["apply", "--server-side", "-f", "-"]
     else:  # a JSON patch of the one label: kubectl sends a single PATCH, no GET first
         patch = [{"op": "replace", "path": f"/spec/pods/0/metadata/labels/{REV_LABEL}", "value": f"r{rev}"}]
         args, body = ["patch", "edgenode", node, "-n", NAMESPACE, "--type=json", "-p", json.dumps(patch)], b""
@@ -102,6 +106,7 @@ def run(*, nodes: int, real_agents: int, changes: int, verbs: list[str], quick: 
 def report_verb(r: Report, verb: str, lat_real: list[float], lat_sim: list[float], kubectl: list[float],
                 lead: list[float], *, quick: bool) -> None:
     lat = lat_real + lat_sim
+    verb = {"apply-ssa": "apply --server-side"}.get(verb, verb)
     p50, p99 = percentile(lat, 50), percentile(lat, 99)
     k50, k99 = percentile(kubectl, 50), percentile(kubectl, 99)
     r.add(f"kubectl {verb} -> manifest file, p50 / p99 ({len(lat)} changes)", f"{p50:.0f} / {p99:.0f} ms",
@@ -126,15 +131,15 @@ def main() -> None:
     p.add_argument("--nodes", type=int, default=None)
     p.add_argument("--real-agents", type=int, default=None)
     p.add_argument("--changes", type=int, default=None)
-    p.add_argument("--verb", choices=["apply", "patch", "both"], default="both",
-                   help="kubectl apply -f - of the whole EdgeNode, kubectl patch --type=json of one label, or both "
-                        "(default: --changes of each, same cluster)")
+    p.add_argument("--verb", choices=[*VERBS, "all"], default="all",
+                   help="kubectl apply -f - of the whole EdgeNode (client-side), the same with --server-side, "
+                        "kubectl patch --type=json of one label, or all (default: --changes of each, same cluster)")
     a = p.parse_args()
     nodes = a.nodes or (20 if a.quick else 100)
     real = a.real_agents if a.real_agents is not None else (2 if a.quick else 10)
     changes = a.changes or (10 if a.quick else 200)
     with tempfile.TemporaryDirectory(prefix="bench-latency-", dir="/var/tmp") as tmp:
-        run(nodes=nodes, real_agents=real, changes=changes, verbs=["apply", "patch"] if a.verb == "both" else [a.verb], quick=a.quick, workdir=Path(tmp)).print()
+        run(nodes=nodes, real_agents=real, changes=changes, verbs=list(VERBS) if a.verb == "all" else [a.verb], quick=a.quick, workdir=Path(tmp)).print()
 
 
 if __name__ == "__main__":
