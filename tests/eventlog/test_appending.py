@@ -38,6 +38,35 @@ def test_unchanged_state_appends_nothing(tmp_path):
         assert e.offset == 3 and e.manifest == put("edge01", "web", 2).manifest
 
 
+def test_the_result_is_the_appended_events_built_on_demand(tmp_path):
+    with LogStore(tmp_path / "log") as store:
+        store.append([put("edge01", "a")])
+        got = store.append([put("edge01", "b"), put("edge02", "a"), delete("edge01", "a")], time_ns=7)
+        assert (got.first_offset, got.head_offset, len(got)) == (2, 4, 3)
+        assert got.nodes == frozenset({"edge01", "edge02"})
+        assert got == store.read(after=1) and list(got) == store.read(after=1)
+        assert got[-1].offset == 4 and got[-1].op == "delete" and got[0].time_ns == 7
+        assert [e.offset for e in got[1:]] == [3, 4]
+        with pytest.raises(IndexError):
+            got[3]
+        nothing = store.append([put("edge01", "b")])
+        assert not nothing and nothing == [] and (nothing.first_offset, nothing.head_offset) == (5, 4)
+
+
+def test_a_pod_changed_several_times_in_one_batch_ends_as_its_last_change(tmp_path):
+    with LogStore(tmp_path / "log") as store:
+        got = store.append([put("edge01", "a", 1), put("edge01", "a", 2), delete("edge01", "a"),
+                            put("edge01", "b", 1), delete("edge01", "b"), put("edge01", "b", 2),
+                            delete("edge01", "a")])  # already gone: appends nothing
+        assert [(e.op, e.name) for e in got] == [("put", "a"), ("put", "a"), ("delete", "a"),
+                                                 ("put", "b"), ("delete", "b"), ("put", "b")]
+        pods = store.pods("edge01")
+        assert set(pods) == {("default", "b")} and pods[("default", "b")].offset == 6
+        assert pods[("default", "b")].manifest == put("edge01", "b", 2).manifest
+        assert store.node_state("edge01").pod_count == 1
+        assert verify_log(store) == []
+
+
 def test_view_and_digest_follow_every_change(tmp_path):
     with LogStore(tmp_path / "log") as store:
         store.append([put("edge01", "a"), put("edge01", "b"), put("edge02", "a")])

@@ -33,6 +33,20 @@ def test_snapshot_then_events_equals_the_log(tmp_path, log):
         assert verify_replica(rep) == [] and verify_replica_against(rep, log) == []
 
 
+def test_a_batch_changing_a_pod_several_times_ends_as_the_log_does(tmp_path, log):
+    with ReplicaStore(tmp_path / "rep", node="edge01") as rep:
+        rep.install_snapshot(log.snapshot("edge01"))
+        log.append([put("edge01", "p1", 2), delete("edge01", "p1"), put("edge01", "p1", 3), delete("edge01", "p2"),
+                    put("edge01", "p2", 4), put("edge01", "new", 1), delete("edge01", "new")])
+        records = log.read_node_raw("edge01", after=4)
+        res = rep.apply_records(records, log_id=log.log_id)  # one transaction, as a catching-up agent does
+        assert (res.applied, res.applied_offset) == (7, 12)
+        assert rep.pods() == log.pods("edge01") and rep.state().pod_count == 4
+        assert res.digest == log.node_state("edge01").digest
+        assert [j.event.offset for j in rep.journal() if j.event] == list(range(6, 13))
+        assert verify_replica(rep) == [] and verify_replica_against(rep, log) == []
+
+
 def test_a_replayed_batch_changes_nothing(tmp_path, log):
     with ReplicaStore(tmp_path / "rep", node="edge01") as rep:
         rep.install_snapshot(log.snapshot("edge01"))
