@@ -113,10 +113,7 @@ def edge_system(e2e_control_plane, toxiproxy, tmp_path, request):
     for s in systems:
         s.close()
         for proxy in [s.api_proxy, *(a.proxy for a in s.agents.values())]:
-            try:
-                toxiproxy.request("DELETE", f"/proxies/{proxy.name}")
-            except Exception:  # noqa: BLE001 - the server may be gone already
-                pass
+            toxiproxy.delete_proxy(proxy.name)
         print(f"[e2e] logs of {request.node.name}: {s.logs}")
     if e2e_control_plane.apiserver is None or e2e_control_plane.apiserver.poll() is not None:
         e2e_control_plane.start_apiserver()  # a test that failed while the API was down

@@ -162,3 +162,4 @@ def test_snapshots_need_a_reason(world):
     moved = replace(extra, journal=(*agent.journal, replace(again, log_id="new")))
     assert any("into a new log with no wipe" in p for p in unexplained_snapshots(moved))
     assert unexplained_snapshots(moved, wipe_times_ns=[last.applied_ns + 1]) == []
+
