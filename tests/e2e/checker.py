@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -234,27 +234,35 @@ def journal_snapshots(journal: Iterable[JournalEntry]) -> list[JournalEntry]:
 
 
 def unexplained_snapshots(
-    a: AgentObs, *, wipe_times_ns: Sequence[int] = (), compaction_times_ns: Sequence[int] = ()
+    a: AgentObs, *, wiped_logs: Collection[str] = (), compactions: Sequence[tuple[str, int]] = ()
 ) -> list[str]:
     """Invariant 5: every snapshot an agent installed has a reason the schedule caused.
 
-    The first one of a fresh replica is explained; one into a new log needs a wipe of the
-    manager's data dir, and one within the same log a compaction, after the agent's previous
-    journal entry and before the snapshot. Anything else is a partition or restart that did
-    not resume.
+    The first one of a fresh replica is explained; one into a new log needs the log the agent
+    followed to have been wiped (`wiped_logs`: log_ids of the manager data dirs removed), and
+    one within the same log a compaction of that log past the agent's position
+    (`compactions`: (log_id, first retained offset)). Identities, not times: an agent may
+    still apply events of a log after its manager was killed (they were already on the
+    wire, e.g. queued in a bandwidth-limited proxy), so "a wipe since its previous entry"
+    would blame it wrongly. Anything else is a partition or restart that did not resume.
     """
     problems = []
     prev: JournalEntry | None = None
     for j in a.journal:
         if j.event is None and not (prev is None and j.seq == 1):
-            since = prev.applied_ns if prev is not None else 0
             new_log = prev is None or j.log_id != prev.log_id
-            times = wipe_times_ns if new_log else compaction_times_ns
-            if not any(since <= t <= j.applied_ns for t in times):
+            if new_log:
+                ok = prev is None or prev.log_id in wiped_logs
+            else:
+                assert prev is not None
+                position = prev.event.offset if prev.event is not None else prev.snapshot_offset
+                ok = any(log_id == j.log_id and position < first - 1 for log_id, first in compactions)
+            if not ok:
                 problems.append(f"agent {a.node} journal #{j.seq}: snapshot at {j.snapshot_offset} "
                                 f"{'into a new log' if new_log else 'within the same log'} with no "
-                                f"{'wipe' if new_log else 'compaction'} since its previous entry: a partition or "
-                                "restart that should have resumed, or a digest mismatch the manager healed")
+                                f"{'wipe of the log it followed' if new_log else 'compaction past its position'}: "
+                                "a partition or restart that should have resumed, or a digest mismatch the "
+                                "manager healed")
         prev = j
     return problems
 

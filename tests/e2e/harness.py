@@ -76,8 +76,8 @@ class Faults:
     log_replacements: int = 0  # manager data dir wiped
     compactions: int = 0  # log compacted (offline) past some agent's position
     applied: list[str] = field(default_factory=list)
-    wipe_times_ns: list[int] = field(default_factory=list)
-    compaction_times_ns: list[int] = field(default_factory=list)
+    wiped_logs: list[str] = field(default_factory=list)  # log_ids of the data dirs removed
+    compactions_done: list[tuple[str, int]] = field(default_factory=list)  # (log_id, first retained offset)
 
 
 class EdgeSystem:
@@ -194,9 +194,11 @@ class EdgeSystem:
         """kill -9 the manager, remove its data dir (a new log_id), start it again."""
         self._note("wipe manager data dir")
         self.manager.kill()
+        if self.manager_store.exists():
+            with LogStore(self.manager_store, readonly=True) as log:
+                self.faults.wiped_logs.append(log.log_id)
         shutil.rmtree(self.manager_data, ignore_errors=True)
         self.faults.log_replacements += 1
-        self.faults.wipe_times_ns.append(time.time_ns())
         self.start_manager()
 
     def compact_manager_log(self, *, keep_last: int = 0) -> int:
@@ -205,8 +207,8 @@ class EdgeSystem:
         self.manager.kill()
         with LogStore(self.manager_store) as log:
             result = log.compact(keep_last=keep_last)
+            self.faults.compactions_done.append((log.log_id, result.first_offset))
         self.faults.compactions += 1
-        self.faults.compaction_times_ns.append(time.time_ns())
         self.start_manager()
         return result.first_offset
 

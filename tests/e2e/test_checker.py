@@ -156,10 +156,13 @@ def test_snapshots_need_a_reason(world):
     last = agent.journal[-1]
     again = replace(last, seq=last.seq + 1, applied_ns=last.applied_ns + 10, event=None, snapshot_offset=5)
     extra = replace(agent, journal=(*agent.journal, again))
+    position = last.event.offset if last.event is not None else last.snapshot_offset
     assert any("within the same log with no compaction" in p for p in unexplained_snapshots(extra))
-    assert unexplained_snapshots(extra, compaction_times_ns=[last.applied_ns + 5]) == []
-    assert unexplained_snapshots(extra, compaction_times_ns=[last.applied_ns - 5]) != []
+    assert unexplained_snapshots(extra, compactions=[(last.log_id, position + 2)]) == []  # dropped past it
+    assert unexplained_snapshots(extra, compactions=[(last.log_id, position + 1)]) != []  # it could resume
+    assert unexplained_snapshots(extra, compactions=[("other", position + 9)]) != []  # another log's
     moved = replace(extra, journal=(*agent.journal, replace(again, log_id="new")))
     assert any("into a new log with no wipe" in p for p in unexplained_snapshots(moved))
-    assert unexplained_snapshots(moved, wipe_times_ns=[last.applied_ns + 1]) == []
+    assert unexplained_snapshots(moved, wiped_logs=[last.log_id]) == []
+    assert unexplained_snapshots(moved, wiped_logs=["new"]) != []  # the log it left was not the one wiped
 

@@ -57,7 +57,7 @@ def _manager_down(system: EdgeSystem, rng: random.Random) -> tuple[str, Callable
 def assert_snapshots_explained(system: EdgeSystem, obs: checker.Observation, seed: int) -> None:
     """Every snapshot in every journal was caused by a wipe or a compaction (invariant 5)."""
     unexplained = [p for a in obs.agents.values() for p in checker.unexplained_snapshots(
-        a, wipe_times_ns=system.faults.wipe_times_ns, compaction_times_ns=system.faults.compaction_times_ns)]
+        a, wiped_logs=system.faults.wiped_logs, compactions=system.faults.compactions_done)]
     assert not unexplained, checker.format_failure(unexplained, seed=seed, context="snapshots")
 
 
