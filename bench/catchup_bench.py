@@ -17,11 +17,9 @@ only counts events.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from statistics import median
 
@@ -32,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.benchlib import Profiles, Report, pod_manifest, python_child  # noqa: E402
 from eventlog import Change, LogStore, ReplicaStore  # noqa: E402
 from eventlog.encoding import event_offset  # noqa: E402
-from agent.reconciling import manifest_file_name  # noqa: E402
+from agent.reconciling import ManifestReconciler, manifest_file_name  # noqa: E402
 
 NODE = "catchup00000"
 
@@ -119,7 +117,7 @@ def run(*, events: int, pods: int, quick: bool, workdir: Path, files: bool = Tru
                "a replica journals every event it applies")
     if files:
         r.add("floor: the final state's files written as the reconciler does", f"{floor['files_s']:.2f} s",
-              note=f"{pods:,} files: dot-file, write, fsync, rename, from 8 threads")
+              note=f"{pods:,} files by a ManifestReconciler alone (dot-file, fsync, rename; writer threads)")
     r.add("snapshots during catch-up", str(sum(int(x["snapshots"]) for x in measured)), note="1 initial snapshot not counted")
     r.add("append rate (manager, churn fill)", f"{events / m['churn_s']:,.0f} events/s", note="setup, not a target")
     return r
@@ -133,7 +131,7 @@ def durable_floor(store_dir: Path, workdir: Path, *, events: int, pods: int, fil
 
     The last `events` records of the node, written with a bare py-lmdb put loop (no view,
     no Python per event beyond the put) and, with files, the final state's `pods` manifests
-    written the reconciler's way from 8 threads.
+    written into an empty folder by a ManifestReconciler with nothing else running.
     """
     with LogStore(store_dir, readonly=True) as store:
         head = store.node_state(NODE).head_offset
@@ -161,23 +159,11 @@ def durable_floor(store_dir: Path, workdir: Path, *, events: int, pods: int, fil
     if files:
         folder = workdir / "files"
         folder.mkdir()
-
-        def write(item: tuple[str, bytes]) -> None:
-            target = folder / item[0]
-            tmp = target.with_name("." + item[0] + ".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.write(fd, item[1])
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, target)
-
-        items = [(manifest_file_name(ns, name), e.manifest) for (ns, name), e in final.items()]
+        reconciler = ManifestReconciler(folder, desired=lambda: final)  # the agent's own writer, alone
         t0 = time.perf_counter()
-        with ThreadPoolExecutor(8) as pool:
-            list(pool.map(write, items))
+        outcome = reconciler.reconcile_changes()
         files_s = time.perf_counter() - t0
+        assert outcome.ok and outcome.written == len(final), outcome
     return {"lmdb_s": lmdb_s, "files_s": files_s}
 
 

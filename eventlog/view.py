@@ -14,7 +14,7 @@ import lmdb
 
 from eventlog.digest import pod_hash_bytes
 from eventlog.encoding import decode_node, decode_view_value, encode_node, encode_view_value, split_view_key, view_key
-from eventlog.records import NodeState, Op, PodEntry, PodKey
+from eventlog.records import NodeState, PodEntry, PodKey
 
 _HASH = struct.Struct(">Q")  # the pod hash stored after the offset in a view value
 _DELETED = (0, 0, b"")  # a pending delete (offsets start at 1)
@@ -28,10 +28,6 @@ class NodeCounter:
     digest: int = 0
     pod_count: int = 0
     compacted_through: int = 0
-
-    def frozen(self, node: str) -> NodeState:
-        """The record form."""
-        return NodeState(node, self.head_offset, self.digest, self.pod_count, self.compacted_through)
 
 
 Tracked = tuple[NodeCounter, bytes, bytes]  # a node's counter, its name as bytes, and its view key prefix
@@ -106,18 +102,6 @@ class ViewWriter:
         if offset > counter.head_offset:
             counter.head_offset = offset
         return True
-
-    def apply(
-        self, node: str, op: Op, namespace: str, name: str, manifest: bytes | None, offset: int, *, skip_same: bool
-    ) -> bool:
-        """Apply one change given as fields; False when it changes nothing (and skip_same is set)."""
-        counter, _, prefix = self.track(node)
-        ns, nm = namespace.encode(), name.encode()
-        key = b"".join((prefix, ns, b"\0", nm))
-        if op == "put":
-            assert manifest is not None
-            return self.change(counter, key, offset, pod_hash_bytes(ns, nm, manifest), manifest, skip_same=skip_same)
-        return self.change(counter, key, offset, None, skip_same=skip_same)
 
     def replace_node(self, node: str, pods: tuple[PodEntry, ...], offset: int) -> None:
         """Make the node's view exactly these pods (a snapshot install)."""

@@ -6,7 +6,6 @@ test's namespace so tests sharing the apiserver never see each other's EdgeNodes
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -58,19 +57,3 @@ class ManagerProc(SpawnedDaemon):
     def node_events(self, node: str, *, after: int) -> list[int]:
         with self.store() as s:
             return [e.offset for e in s.read_node(node, after=after, limit=1_000_000)]
-
-
-def edgenode(name: str, namespace: str, pods: dict[str, str]) -> str:
-    """An EdgeNode manifest (JSON is YAML) with pods name -> image."""
-    return json.dumps({
-        "apiVersion": "edge.k8s.io/v1alpha1", "kind": "EdgeNode",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"pods": [{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": p},
-                           "spec": {"containers": [{"name": "main", "image": image}]}}
-                          for p, image in pods.items()]},
-    })
-
-
-def apply(cp, name: str, namespace: str, pods: dict[str, str]) -> None:
-    """kubectl apply an EdgeNode."""
-    cp.kubectl("apply", "-f", "-", input=edgenode(name, namespace, pods))

@@ -9,8 +9,8 @@ import subprocess
 import pytest
 
 from tests.agent.agentproc import expected_files, foreign_files, journal_kinds, managed_files
-from tests.agent.managerproc import apply
 from tests.e2e.processes import wait_for
+from tests.manager.manager_helpers import apply
 
 
 def converge(a, mgr, node: str) -> None:
