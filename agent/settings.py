@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgecommon.files import PrivacyError, check_private_key_mode
+
 DEFAULT_SYNC_SERVER = "localhost:50051"  # the original agent's default
 DEFAULT_POD_MANIFEST_PATH = "/etc/kubernetes/manifests"
 DEFAULT_DATA_DIR = "/var/lib/k8s-edge/agent"
@@ -170,6 +172,11 @@ def parse_args(argv: Sequence[str] | None = None) -> AgentSettings:
             raise SettingsError(f"{flag} {path}: {exc.strerror or 'not a readable file'}") from None
         if marker not in pem:  # gRPC would only say so in C-core log spam on every reconnect
             raise SettingsError(f"{flag} {path}: no PEM {marker.decode().strip('-').lower()} in it")
+        if flag == "--key-file":
+            try:
+                check_private_key_mode(path)
+            except PrivacyError as exc:
+                raise SettingsError(f"{flag} {exc}") from None
     if a.retain_journal < 0:
         raise SettingsError("--retain-journal must be 0 (keep all) or positive")
     return AgentSettings(
