@@ -35,7 +35,7 @@ from proto import sync_pb2_grpc as pb_grpc
 AGENT_VERSION = "k8s-edge-agent/0.1.0"
 SILENT_HEARTBEATS = 3  # heartbeats missed before a stream counts as dead
 RECONCILE_DEFERRAL_SECONDS = 5.0  # while catching up, the manifest files lag the replica at most this long
-STABLE_STREAM_SECONDS = 30.0  # a stream up this long (heartbeats answered) counts as progress, even with nothing to apply
+STABLE_STREAM_SECONDS = 30.0  # a stream up this long counts as progress, even with nothing to apply
 MAX_RECEIVE_BYTES = 64 << 20  # one event may carry a ~1.5 MiB EdgeNode's pod; batches stay near 1 MiB
 
 
@@ -206,7 +206,8 @@ class SyncClient:
             except (StreamDead, StoreError, TimeoutError, OSError) as exc:
                 self.last_error = str(exc) or type(exc).__name__
             except lmdb.Error as exc:  # e.g. a full or failing disk: nothing was committed, the replica is intact
-                self.last_error = f"the replica could not commit: {' '.join(str(exc).split())} (a full or failing disk?)"
+                why = " ".join(str(exc).split())
+                self.last_error = f"the replica could not commit: {why} (a full or failing disk?)"
                 level = "ERROR"
             except Exception as exc:  # noqa: BLE001 (run() must outlive any one stream)
                 self.last_error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
