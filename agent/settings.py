@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="kubelet's static-pod folder (staticPodPath); never created by the agent "
                         f"(default {DEFAULT_POD_MANIFEST_PATH})")
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
-                   help=f"the agent's state; the replica is <data-dir>/replica (default {DEFAULT_DATA_DIR})")
+                   help=f"the agent's state, made 0700; the replica is <data-dir>/replica (default {DEFAULT_DATA_DIR})")
     p.add_argument("--resync-interval", "--sync-interval", dest="resync_interval", default=DEFAULT_RESYNC_INTERVAL,
                    help="how often the manifest folder is fully re-checked and repaired "
                         f"(default {DEFAULT_RESYNC_INTERVAL}; --sync-interval is the original's name)")
@@ -122,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cert-file", type=Path,
                    help="this agent's client certificate (mTLS): its CN, a DNS SAN, or CN system:node:<node> "
                         "names this node")
-    p.add_argument("--key-file", type=Path, help="the client certificate's private key")
+    p.add_argument("--key-file", type=Path,
+                   help="the client certificate's private key; refused if its group or others may read it")
     p.add_argument("--insecure", action="store_true", help="allow plaintext gRPC (no TLS); refused without it")
     p.add_argument("--metrics-addr", default="",
                    help="serve Prometheus /metrics, /healthz and /readyz on host:port (default: off)")

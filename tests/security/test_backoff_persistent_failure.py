@@ -88,3 +88,14 @@ def test_full_disk_backs_off_with_one_log_line_and_loses_nothing(agents, logserv
     line = next(l for l in log.splitlines() if "works again after" in l)
     assert "mdb_txn_commit" in line
     a.kill()
+
+
+def test_a_repeating_error_is_news_once_and_summed_up_when_it_changes_or_clears():
+    from agent.backoff import ErrorStreak
+
+    s = ErrorStreak()
+    assert [s.failed("disk full") for _ in range(3)] == [(True, 0), (False, 0), (False, 0)]
+    assert s.failed("connection refused") == (True, 2)  # new error: the old one repeated twice more
+    assert s.failed("connection refused") == (False, 0)
+    assert s.cleared() == (5, "connection refused", 1)  # progress: 5 failed tries, the last error twice
+    assert s.cleared() == (0, "", 0) and s.failed("disk full") == (True, 0)
