@@ -3,7 +3,8 @@
 Owns start-up order, signals and wiring of the replica (eventlog), the manifest
 reconciler, the sync client and the metrics server. Must not import manager.
 
-Start-up: parse flags (one line and exit 2 on a mistake); open
+Start-up: parse flags (one line and exit 2 on a mistake, a private key others
+may read included); make `--data-dir` 0700 (edgecommon.files); open
 `<data-dir>/replica` (a corrupt or foreign LMDB, a manager's store or another
 node's replica: one line and exit 1, nothing overwritten); reconcile the
 manifest folder from the replica BEFORE connecting, so an agent restarted while
