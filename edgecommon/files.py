@@ -49,8 +49,10 @@ def check_private_key_mode(path: str | os.PathLike[str]) -> None:
 def ensure_private_dir(path: str | os.PathLike[str]) -> Path:
     """Create a directory 0700, or tighten an existing one to 0700 (one warning line), as kubelet does its root dir.
 
-    A world-writable directory (/tmp) is refused instead: it is shared by nature, and taking
-    it over would break its other users.
+    A shared directory (sticky bit: /tmp, /var/tmp) is refused instead: taking it over would
+    break its other users. One the daemon may not chmod (a volume's mount point owned by root,
+    handed to the daemon through fsGroup) is kept as it is with a warning: the store inside it
+    is the daemon's own directory, 0700 whatever its parent.
     """
     p = Path(path)
     try:
@@ -61,15 +63,20 @@ def ensure_private_dir(path: str | os.PathLike[str]) -> Path:
     if not stat.S_ISDIR(st.st_mode):
         raise PrivacyError(f"{p}: not a directory")
     mode = stat.S_IMODE(st.st_mode)
-    if mode & 0o002:
-        raise PrivacyError(f"{p}: world-writable directory (mode {_mode(st)}) cannot be a private data dir; "
+    if mode & stat.S_ISVTX:
+        raise PrivacyError(f"{p}: a shared directory (mode {_mode(st)}, sticky bit) cannot be a private data dir; "
                            "give a directory of its own")
     if mode & 0o077:
+        tight = mode & ~0o077 & ~stat.S_ISGID
         try:
-            os.chmod(p, mode & ~0o077)
+            os.chmod(p, tight)
+        except PermissionError:
+            logger.warning("{}: mode {} lets others in and may not be changed by this user (owner uid {}); "
+                           "the store inside it is private (0700)", p, _mode(st), st.st_uid)
+            return p
         except OSError as exc:
-            raise PrivacyError(f"{p}: mode {_mode(st)} lets others read it and cannot be tightened: "
+            raise PrivacyError(f"{p}: mode {_mode(st)} lets others in and cannot be tightened: "
                                f"{exc.strerror or exc}") from None
         logger.warning("{}: tightened from mode {} to {:04o}: it holds every manifest of the node(s)",
-                       p, _mode(st), mode & ~0o077)
+                       p, _mode(st), tight)
     return p

@@ -11,10 +11,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from loguru import logger
 
 from agent.settings import parse_args
 from edgecommon import files
-from edgecommon.files import PrivacyError, check_private_key_mode
+from edgecommon.files import PrivacyError, check_private_key_mode, ensure_private_dir
 from eventlog import LogStore, ReplicaStore
 from manager.sync_service import ServerTls
 from tests.agent.agentproc import REPO, expected_files, make_replica, managed_files, pod_manifest, run_agent
@@ -60,7 +61,7 @@ def test_agent_tightens_a_looser_data_dir_and_replica_and_keeps_the_pods(agents)
         assert {k: p.manifest for k, p in r.pods().items()} == PODS
 
 
-def test_agent_refuses_a_world_writable_data_dir_and_changes_nothing(tmp_path):
+def test_agent_refuses_a_shared_data_dir_and_changes_nothing(tmp_path):
     shared = tmp_path / "shared"
     shared.mkdir()
     os.chmod(shared, 0o1777)  # like /tmp: taking it over would break its other users
@@ -68,8 +69,36 @@ def test_agent_refuses_a_world_writable_data_dir_and_changes_nothing(tmp_path):
                     "--data-dir", str(shared), "--pod-manifest-path", str(tmp_path))
     assert res.returncode == 1, res.stderr
     line = one_error_line(res.stderr)
-    assert str(shared) in line and "1777" in line and "world-writable" in line
+    assert str(shared) in line and "1777" in line and "shared directory" in line
     assert mode(shared) == 0o1777 and list(shared.iterdir()) == []
+
+
+def test_a_world_writable_data_dir_of_ours_is_tightened(tmp_path):
+    d = tmp_path / "data"
+    d.mkdir()
+    os.chmod(d, 0o2777)  # what a local-path volume with fsGroup looks like
+    ensure_private_dir(d)
+    assert mode(d) == 0o700
+
+
+def test_a_data_dir_this_user_may_not_chmod_is_kept_with_a_warning(tmp_path, monkeypatch):
+    """A volume's mount point owned by root, handed to a non-root daemon through fsGroup (the test runs as root)."""
+    d = tmp_path / "data"
+    d.mkdir()
+    os.chmod(d, 0o2775)
+
+    def not_permitted(path, m):
+        raise PermissionError(1, "Operation not permitted")
+
+    lines: list[str] = []
+    monkeypatch.setattr(files.os, "chmod", not_permitted)
+    sink = logger.add(lambda m: lines.append(str(m)), level="WARNING")
+    try:
+        ensure_private_dir(d)
+    finally:
+        logger.remove(sink)
+    assert mode(d) == 0o2775
+    assert len(lines) == 1 and str(d) in lines[0] and "2775" in lines[0] and "private (0700)" in lines[0]
 
 
 def test_manager_creates_its_data_dir_0700_and_log_files_0600(manager):
