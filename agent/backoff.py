@@ -1,6 +1,9 @@
 """Reconnect delays: exponential growth with full jitter, so agents that lost the manager together do not return together.
 
-Pure logic; imports nothing from grpc, kubernetes or the manager.
+The delays grow until the agent makes progress (an apply that committed), not merely until
+a stream opens: a failure that repeats after every Welcome (a full disk) must not reconnect
+in a tight loop, fetching a full snapshot each time (issue 12). Pure logic; imports nothing
+from grpc, kubernetes or the manager.
 """
 
 from __future__ import annotations
@@ -31,5 +34,33 @@ class Backoff:
         return delay
 
     def reset(self) -> None:
-        """Start again from the initial ceiling (after a stream that worked)."""
+        """Start again from the initial ceiling (after progress: an apply committed, or a long healthy stream)."""
         self.attempt = 0
+
+
+class ErrorStreak:
+    """Failures in a row, so a repeating error is logged once, not once per try.
+
+    `failed` says whether the error is new (log it) and how often the one before it repeated;
+    `cleared` ends the streak when the agent made progress.
+    """
+
+    def __init__(self) -> None:
+        self.error = ""
+        self.repeats = 0  # tries after the first that failed with `error`
+        self.failures = 0  # tries that failed since the last progress
+
+    def failed(self, error: str) -> tuple[bool, int]:
+        """(whether `error` differs from the previous one, how often the previous one repeated)."""
+        self.failures += 1
+        if error == self.error:
+            self.repeats += 1
+            return False, 0
+        previous_repeats, self.error, self.repeats = self.repeats, error, 0
+        return True, previous_repeats
+
+    def cleared(self) -> tuple[int, str, int]:
+        """(failures in the streak, its last error, how often that error repeated); the streak starts over."""
+        out = (self.failures, self.error, self.repeats)
+        self.error, self.repeats, self.failures = "", 0, 0
+        return out

@@ -3,7 +3,8 @@
 Owns start-up order, signals and wiring of the replica (eventlog), the manifest
 reconciler, the sync client and the metrics server. Must not import manager.
 
-Start-up: parse flags (one line and exit 2 on a mistake); open
+Start-up: parse flags (one line and exit 2 on a mistake, a private key others
+may read included); make `--data-dir` 0700 (edgecommon.files); open
 `<data-dir>/replica` (a corrupt or foreign LMDB, a manager's store or another
 node's replica: one line and exit 1, nothing overwritten); reconcile the
 manifest folder from the replica BEFORE connecting, so an agent restarted while
@@ -33,6 +34,7 @@ from agent.faults import FaultInjector
 from agent.reconciling import ManifestReconciler, Outcome
 from agent.serving import AgentCollector, HealthServer, Readiness
 from agent.settings import AgentSettings, SettingsError, parse_args
+from edgecommon.files import PrivacyError, ensure_private_dir
 from eventlog import ReplicaStore, StoreError, format_digest
 from eventlog.opening import AGENT_SUBDIR, store_path
 
@@ -65,8 +67,11 @@ JOURNAL_TRIM_SECONDS = 60.0
 
 
 def lock_data_dir(data_dir: Path) -> int:
-    """Hold an exclusive lock on <data-dir>/agent.lock for the life of the process: one agent per data dir."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    """Hold an exclusive lock on <data-dir>/agent.lock for the life of the process: one agent per data dir.
+
+    The data dir is made 0700 first (created so, or tightened with a warning): the replica holds every manifest.
+    """
+    ensure_private_dir(data_dir)
     fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -107,6 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         lock_data_dir(settings.data_dir)
         replica = open_replica(settings)
+    except PrivacyError as exc:
+        logger.error("--data-dir {}", exc)
+        return EXIT_FAILURE
     except StoreError as exc:
         logger.error("cannot open the replica: {}", exc)
         return EXIT_FAILURE

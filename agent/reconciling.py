@@ -17,7 +17,10 @@ touched (read, rewritten or removed).
 Writing: the manifest bytes of the replica (canonical JSON; kubelet decodes
 JSON) go to the dot-file `.k8s-edge_<namespace>_<name>.json.tmp` in the same
 folder (kubelet ignores dot-files), are fsynced, renamed over the target, and
-the folder is fsynced once per reconcile. Mode 0600, as kubeadm writes static
+the folder is fsynced once per reconcile. The temp file is unlinked first and
+opened O_CREAT|O_EXCL|O_NOFOLLOW, so a hard link or symlink planted at its name
+is never written through; the full scan opens O_NOFOLLOW|O_NONBLOCK and reads
+regular files only (a symlink is not followed, a FIFO does not block). Mode 0600, as kubeadm writes static
 pods: manifests may carry environment values. Such temp files left by a crash
 are removed by the next full reconcile.
 
@@ -239,13 +242,7 @@ class ManifestReconciler:
                 continue
             if parse_manifest_file_name(fname) is None:
                 continue  # not ours: never touched
-            try:
-                with open(self.folder / fname, "rb") as f:
-                    have[fname] = _content_hash(f.read())
-            except IsADirectoryError:
-                have[fname] = b""  # a directory in our name: writing over it fails and is reported
-            except OSError:
-                have[fname] = b""  # unreadable: rewrite it
+            have[fname] = _hash_regular_file(self.folder / fname)
         return have
 
     def _write_all(self, changed: list[tuple[str, bytes, bytes]]) -> list[str | None]:
@@ -271,8 +268,9 @@ class ManifestReconciler:
     def _write(self, fname: str, data: bytes) -> None:
         """Dot-file, write, fsync, rename over the target (the folder is fsynced by the caller)."""
         tmp = self.folder / _temp_name(fname)
+        _unlink_quietly(tmp)  # a stale temp file, or a hard link or symlink planted at its name: never written through
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, FILE_MODE)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, FILE_MODE)
         except (FileNotFoundError, NotADirectoryError):
             self._check_folder()  # name the folder, not the file, when the folder is the problem
             raise
@@ -341,6 +339,30 @@ def _why(exc: OSError) -> str:
     if exc.errno is not None:
         return f"{os.strerror(exc.errno)} ({errno.errorcode.get(exc.errno, exc.errno)})"
     return str(exc)
+
+
+def _hash_regular_file(path: Path) -> bytes:
+    """Hash of a managed file's content; b"" (rewrite it) for anything that is not a regular file we can read.
+
+    Opened O_NOFOLLOW|O_NONBLOCK and checked with fstat: a symlink in our name is not followed
+    (what it points to is never read), and a FIFO neither blocks the scan, which holds the
+    reconciler's lock, nor is read. Either is then replaced by the rename of a regular file.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:  # ELOOP (a symlink), EACCES, ...: rewrite it
+        return b""
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return b""  # a FIFO, device, socket or directory: writing over it is tried and reported
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return _content_hash(b"".join(chunks))
+    except OSError:
+        return b""
+    finally:
+        os.close(fd)
 
 
 def _unlink_quietly(path: Path) -> None:

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgecommon.files import PrivacyError, check_private_key_mode
+
 DEFAULT_SYNC_SERVER = "localhost:50051"  # the original agent's default
 DEFAULT_POD_MANIFEST_PATH = "/etc/kubernetes/manifests"
 DEFAULT_DATA_DIR = "/var/lib/k8s-edge/agent"
@@ -110,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="kubelet's static-pod folder (staticPodPath); never created by the agent "
                         f"(default {DEFAULT_POD_MANIFEST_PATH})")
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
-                   help=f"the agent's state; the replica is <data-dir>/replica (default {DEFAULT_DATA_DIR})")
+                   help=f"the agent's state, made 0700; the replica is <data-dir>/replica (default {DEFAULT_DATA_DIR})")
     p.add_argument("--resync-interval", "--sync-interval", dest="resync_interval", default=DEFAULT_RESYNC_INTERVAL,
                    help="how often the manifest folder is fully re-checked and repaired "
                         f"(default {DEFAULT_RESYNC_INTERVAL}; --sync-interval is the original's name)")
@@ -120,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cert-file", type=Path,
                    help="this agent's client certificate (mTLS): its CN, a DNS SAN, or CN system:node:<node> "
                         "names this node")
-    p.add_argument("--key-file", type=Path, help="the client certificate's private key")
+    p.add_argument("--key-file", type=Path,
+                   help="the client certificate's private key; refused if its group or others may read it")
     p.add_argument("--insecure", action="store_true", help="allow plaintext gRPC (no TLS); refused without it")
     p.add_argument("--metrics-addr", default="",
                    help="serve Prometheus /metrics, /healthz and /readyz on host:port (default: off)")
@@ -170,6 +173,11 @@ def parse_args(argv: Sequence[str] | None = None) -> AgentSettings:
             raise SettingsError(f"{flag} {path}: {exc.strerror or 'not a readable file'}") from None
         if marker not in pem:  # gRPC would only say so in C-core log spam on every reconnect
             raise SettingsError(f"{flag} {path}: no PEM {marker.decode().strip('-').lower()} in it")
+        if flag == "--key-file":
+            try:
+                check_private_key_mode(path)
+            except PrivacyError as exc:
+                raise SettingsError(f"{flag} {exc}") from None
     if a.retain_journal < 0:
         raise SettingsError("--retain-journal must be 0 (keep all) or positive")
     return AgentSettings(

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import lmdb
 from loguru import logger
 
-from agent.backoff import Backoff
+from agent.backoff import Backoff, ErrorStreak
 from eventlog import (
     RECORD_FORMAT,
     ApplyResult,
@@ -34,6 +35,7 @@ from proto import sync_pb2_grpc as pb_grpc
 AGENT_VERSION = "k8s-edge-agent/0.1.0"
 SILENT_HEARTBEATS = 3  # heartbeats missed before a stream counts as dead
 RECONCILE_DEFERRAL_SECONDS = 5.0  # while catching up, the manifest files lag the replica at most this long
+STABLE_STREAM_SECONDS = 30.0  # a stream up this long counts as progress, even with nothing to apply
 MAX_RECEIVE_BYTES = 64 << 20  # one event may carry a ~1.5 MiB EdgeNode's pod; batches stay near 1 MiB
 
 
@@ -155,6 +157,8 @@ class SyncClient:
         self.tls = tls
         self.connect_timeout = connect_timeout
         self.backoff = Backoff(initial=backoff_initial, maximum=backoff_max)
+        self.streak = ErrorStreak()  # failed tries since the last progress: one log line per distinct error
+        self._welcomed_at: float | None = None  # when the current stream's Welcome arrived
         self.channel_options = channel_options()
         # counters for metrics and tests
         self.connected = False
@@ -191,6 +195,7 @@ class SyncClient:
         while True:
             address = self.addresses[attempt % len(self.addresses)]
             attempt += 1
+            level = "WARNING"
             try:
                 await self._session(address)
                 self.last_error = "stream ended by the manager"
@@ -200,16 +205,44 @@ class SyncClient:
                 self.last_error = f"{exc.code().name}: {exc.details()}"
             except (StreamDead, StoreError, TimeoutError, OSError) as exc:
                 self.last_error = str(exc) or type(exc).__name__
+            except lmdb.Error as exc:  # e.g. a full or failing disk: nothing was committed, the replica is intact
+                why = " ".join(str(exc).split())
+                self.last_error = f"the replica could not commit: {why} (a full or failing disk?)"
+                level = "ERROR"
             except Exception as exc:  # noqa: BLE001 (run() must outlive any one stream)
                 self.last_error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
-                logger.error("sync stream failed unexpectedly: {}", self.last_error)
+                self.last_error = f"sync stream failed unexpectedly: {self.last_error}"
+                level = "ERROR"
             finally:
                 self.connected = False
+                if self._welcomed_at is not None and time.monotonic() - self._welcomed_at >= STABLE_STREAM_SECONDS:
+                    self._progressed()  # a long healthy stream: the failure that ended it is news, not a repeat
+                self._welcomed_at = None
             await self._reconcile_deferred()
             self.reconnects += 1
             delay = self.backoff.next()
-            logger.warning("sync with {} ended: {}; retrying in {:.1f}s", address, self.last_error, delay)
+            self._log_failure(address, delay, level=level)
             await asyncio.sleep(delay)
+
+    def _log_failure(self, address: str, delay: float, *, level: str) -> None:
+        """One warning per distinct error; its repeats go to debug and are counted in the next line."""
+        new, previous_repeats = self.streak.failed(self.last_error)
+        if previous_repeats:
+            logger.warning("sync: the previous error repeated {} more time(s)", previous_repeats)
+        if new:
+            logger.log(level, "sync with {} ended: {}; retrying in {:.1f}s (backing off up to {:g}s until an apply "
+                       "commits; repeats of this error are not logged)", address, self.last_error, delay,
+                       self.backoff.maximum)
+        else:
+            logger.debug("sync with {} ended again: {}; retrying in {:.1f}s", address, self.last_error, delay)
+
+    def _progressed(self) -> None:
+        """An apply committed (or a stream stayed healthy): reconnect quickly next time, and say a failure cleared."""
+        self.backoff.reset()
+        failures, error, repeats = self.streak.cleared()
+        if failures:
+            logger.info("sync with {} works again after {} failed attempt(s); the last error, {} time(s): {}",
+                        self.address, failures, repeats + 1, error)
 
     def _channel(self, address: str) -> grpc.aio.Channel:
         if self._credentials is None:
@@ -282,13 +315,13 @@ class SyncClient:
                 silence = max(1, w.heartbeat_seconds) * SILENT_HEARTBEATS
                 self.head_offset = w.head_offset
                 self.connected = True
-                self.backoff.reset()
+                self._welcomed_at = time.monotonic()
+                # no backoff reset here: only progress resets it (_progressed); while failing, Welcomes are not news
+                log = logger.debug if self.streak.failures else logger.info
                 if w.mode == pb.Welcome.SNAPSHOT:
-                    logger.info("synced with {}: snapshot at {} ({})", self.address, w.snapshot_offset, w.reason)
+                    log("synced with {}: snapshot at {} ({})", self.address, w.snapshot_offset, w.reason)
                 else:
-                    logger.info(
-                        "synced with {}: resuming after {} (head {})", self.address, self.applied_offset, w.head_offset
-                    )
+                    log("synced with {}: resuming after {} (head {})", self.address, self.applied_offset, w.head_offset)
                 await self._flush_report(call)
                 continue
             if not log_id:
@@ -313,6 +346,7 @@ class SyncClient:
     async def _apply_batch(self, call: grpc.aio.StreamStreamCall, batch: pb.EventBatch, log_id: str) -> None:
         """Apply one batch in one replica transaction, reconcile, then acknowledge."""
         result = await asyncio.to_thread(self._decode_and_apply, list(batch.events), log_id)
+        self._progressed()
         self.batches_applied += 1
         self.events_applied += result.applied
         await self._acknowledge(call, result.applied_offset, result.digest)
@@ -330,6 +364,7 @@ class SyncClient:
             raise StreamDead(f"snapshot at {last.offset} announced {last.pod_count} pods, carried {len(pods)}")
         snapshot = Snapshot(log_id=log_id, node=self.node, offset=last.offset, digest=last.digest, pods=pods)
         result = await asyncio.to_thread(self.replica.install_snapshot, snapshot)
+        self._progressed()
         self.snapshots_installed += 1
         logger.info("installed snapshot at {}: {} pods, digest {}", last.offset, len(pods), format_digest(last.digest))
         await self._acknowledge(call, result.applied_offset, result.digest)

@@ -22,6 +22,8 @@ from eventlog.errors import FormatError, NotAStoreError, RoleError
 
 # 2: the manager's view keeps (offset, hash) and pod hashes are XXH3-64 (1 kept manifests, blake2b).
 STORE_FORMAT = 2
+STORE_DIR_MODE = 0o700  # the store holds every manifest, env values included: its owner's only
+STORE_FILE_MODE = 0o600
 DEFAULT_MAP_SIZE = 1 << 30  # virtual space only; grown by doubling on MapFullError
 MAX_READERS = 1024  # one slot per concurrent read transaction (gRPC streams read in threads)
 
@@ -54,7 +56,7 @@ class Environment:
             why = "does not exist" if not self.path.exists() else "holds no store (no data.mdb)"
             raise NotAStoreError(f"{self.path}: {why}")
         if not readonly:
-            self.path.mkdir(parents=True, exist_ok=True)
+            self.path.mkdir(mode=STORE_DIR_MODE, parents=True, exist_ok=True)
         try:
             self.env = lmdb.open(
                 str(self.path),
@@ -64,9 +66,12 @@ class Environment:
                 readonly=readonly,
                 subdir=True,
                 readahead=False,  # random reads of a large log; readahead only evicts
+                mode=STORE_FILE_MODE,  # new files; existing ones are tightened below
             )
         except lmdb.Error as exc:
             raise NotAStoreError(f"{self.path}: not an LMDB store ({_one_line(exc)})") from None
+        if not readonly:
+            _make_private(self.path)
         try:
             self.env.reader_check()  # clear slots of readers that died without closing
             self._open_databases(role=role, databases=databases, initial_meta=initial_meta or {})
@@ -164,6 +169,17 @@ class Environment:
     def close(self) -> None:
         """Close the environment; safe to call twice."""
         self.env.close()
+
+
+def _make_private(path: Path) -> None:
+    """Take group and world access from the store and its files (a store written by an older version was 0755/0644)."""
+    for p, mode in ((path, STORE_DIR_MODE), (path / "data.mdb", STORE_FILE_MODE), (path / "lock.mdb", STORE_FILE_MODE)):
+        try:
+            current = os.stat(p).st_mode & 0o7777
+            if current & 0o077:
+                os.chmod(p, current & mode)
+        except (FileNotFoundError, PermissionError):
+            pass  # gone, or another user's store opened by a tool: the owning daemon tightens it
 
 
 def _one_line(exc: BaseException) -> str:

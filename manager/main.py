@@ -145,6 +145,7 @@ def setup_logging(*, level: str, fmt: str) -> None:
 
 def check_flags(a: argparse.Namespace) -> tuple[Any, Retention, dict[str, float]]:
     """Validate flags; return (ServerTls or None, Retention, intervals). Raises UsageError."""
+    from edgecommon.files import PrivacyError, check_private_key_mode
     from manager.sync_service import ServerTls
 
     tls_given = [f for f, v in (("--tls-cert-file", a.tls_cert_file), ("--tls-private-key-file",
@@ -159,6 +160,10 @@ def check_flags(a: argparse.Namespace) -> tuple[Any, Retention, dict[str, float]
                            ("--client-ca-file", a.client_ca_file)):
             if path is not None and not path.is_file():
                 raise UsageError(f"{flag}: no such file: {path}")
+        try:
+            check_private_key_mode(a.tls_private_key_file)  # issue 12: a group/world-readable key is refused
+        except PrivacyError as exc:
+            raise UsageError(f"--tls-private-key-file {exc}") from None
         tls = ServerTls(cert_file=a.tls_cert_file, key_file=a.tls_private_key_file, client_ca_file=a.client_ca_file)
     elif not a.insecure:
         raise UsageError("refusing to serve agents without TLS: pass --tls-cert-file and --tls-private-key-file "
@@ -252,9 +257,13 @@ def lock_data_dir(data_dir: Path) -> Any:
     """Take <data-dir>/manager.lock exclusively; a second manager on the same directory must not start."""
     import fcntl
 
+    from edgecommon.files import PrivacyError, ensure_private_dir
+
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        ensure_private_dir(data_dir)  # 0700, created so or tightened with a warning: the log holds every manifest
         f = open(data_dir / "manager.lock", "a+")  # noqa: SIM115 (held for the life of the process)
+    except PrivacyError as exc:
+        raise StartupError(f"--data-dir {exc}") from None
     except OSError as exc:
         raise StartupError(f"--data-dir {data_dir}: {' '.join(str(exc).split())}") from None
     try:

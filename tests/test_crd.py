@@ -182,7 +182,9 @@ class TestManagerRBAC:
         ("watch", "edgenodes.edge.k8s.io", True),
         ("list", "edgenodes.edge.k8s.io", True),
         ("patch", "edgenodes.edge.k8s.io/status", True),
-        ("update", "edgenodes.edge.k8s.io/status", True),
+        ("update", "edgenodes.edge.k8s.io/status", False),  # the status is patched, never replaced (issue 12)
+        ("get", "edgenodes.edge.k8s.io/status", False),
+        ("get", "pods", False),
         ("list", "pods", True),
         ("update", "edgenodes.edge.k8s.io", False),
         ("delete", "edgenodes.edge.k8s.io", False),
