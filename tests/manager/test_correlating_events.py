@@ -1,0 +1,157 @@
+"""The Event correlator follows client-go's tools/record: aggregate similar, dedup identical, rate-limit per object.
+
+Pure logic with a hand-driven clock; the API server's side is in test_describing_edgenodes.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from loguru import logger
+
+from manager.events import (
+    AGGREGATE_PREFIX,
+    Correlator,
+    EdgeNodeRef,
+    EventNotFound,
+    EventRecorder,
+    EventType,
+    Occurrence,
+    Reason,
+)
+
+REF = EdgeNodeRef("ns", "edge01", "uid-1")
+OTHER = EdgeNodeRef("ns", "edge02", "uid-2")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def occ(note: str, *, ref: EdgeNodeRef = REF, reason: Reason = Reason.AGENT_CONNECTED,
+        type_: EventType = EventType.NORMAL) -> Occurrence:
+    return Occurrence(ref=ref, type=type_, reason=reason, note=note)
+
+
+def correlator(clock: Clock) -> Correlator:
+    return Correlator(reporting_instance="edge-manager-test", clock=clock)
+
+
+def test_the_first_occurrence_creates_an_event_regarding_the_edgenode():
+    w = correlator(Clock()).correlate(occ("agent connected from 10.0.0.1:1"))
+    assert w is not None and w.patch is None and w.namespace == "ns" and w.name.startswith("edge01.")
+    b = w.body
+    assert b["regarding"] == {"apiVersion": "edge.k8s.io/v1alpha1", "kind": "EdgeNode", "namespace": "ns",
+                              "name": "edge01", "uid": "uid-1"}
+    assert (b["type"], b["reason"], b["action"], b["note"]) == ("Normal", "AgentConnected", "Connect",
+                                                               "agent connected from 10.0.0.1:1")
+    assert b["reportingController"] == "edge.k8s.io/edge-manager" and b["reportingInstance"] == "edge-manager-test"
+    assert b["eventTime"].endswith("Z") and "series" not in b
+
+
+def test_identical_occurrences_patch_the_series_of_one_event():
+    clock = Clock()
+    c = correlator(clock)
+    first = c.correlate(occ("same"))
+    clock.t += 7
+    second = c.correlate(occ("same"))
+    clock.t += 1
+    third = c.correlate(occ("same"))
+    assert second.name == third.name == first.name
+    assert second.patch == {"series": {"count": 2, "lastObservedTime": second.body["series"]["lastObservedTime"]}}
+    assert third.patch["series"]["count"] == 3
+    assert third.body["eventTime"] == first.body["eventTime"]  # a 404 on the patch re-creates the same Event
+
+
+def test_similar_occurrences_are_combined_from_the_tenth_distinct_note():
+    clock = Clock()
+    c = correlator(clock)
+    writes = []
+    for i in range(15):
+        clock.t += 1
+        writes.append(c.correlate(occ(f"agent connected from 10.0.0.1:{i}")))
+    assert [w.patch is None for w in writes[:9]] == [True] * 9  # nine Events of their own
+    combined = writes[9:]
+    assert len({w.name for w in combined}) == 1 and combined[0].patch is None
+    assert combined[0].body["note"] == AGGREGATE_PREFIX + "agent connected from 10.0.0.1:9"
+    assert [w.patch["series"]["count"] for w in combined[1:]] == [2, 3, 4, 5, 6]
+
+
+def test_similar_occurrences_ten_minutes_apart_are_not_combined():
+    clock = Clock()
+    c = correlator(clock)
+    for i in range(20):
+        clock.t += 601
+        w = c.correlate(occ(f"note {i}"))
+        assert w.patch is None and not w.body["note"].startswith(AGGREGATE_PREFIX)
+
+
+def test_each_object_and_type_has_a_bucket_of_25_refilled_one_per_5_minutes():
+    clock = Clock()
+    c = correlator(clock)
+    assert all(c.correlate(occ("same")) is not None for _ in range(25))
+    assert c.correlate(occ("same")) is None  # 26th within the burst: dropped
+    assert c.correlate(occ("w", type_=EventType.WARNING, reason=Reason.AGENT_DISCONNECTED)) is not None
+    assert c.correlate(occ("same", ref=OTHER)) is not None  # another EdgeNode has its own bucket
+    clock.t += 299
+    assert c.correlate(occ("same")) is None
+    clock.t += 2
+    w = c.correlate(occ("same"))
+    assert w is not None and w.patch["series"]["count"] == 28  # dropped ones still counted, as client-go does
+    assert c.correlate(occ("same")) is None
+
+
+def test_a_long_note_is_cut_to_what_the_api_server_accepts():
+    w = correlator(Clock()).correlate(occ("é" * 2000))
+    assert len(w.body["note"].encode()) <= 1024 and w.body["note"].endswith("...")
+
+
+class Sink:
+    def __init__(self, *, fail: bool = False, missing: bool = False) -> None:
+        self.calls: list[tuple[str, str, Any]] = []
+        self.fail, self.missing = fail, missing
+
+    def create(self, namespace: str, body: dict[str, Any]) -> None:
+        if self.fail:
+            raise OSError("connection refused")
+        self.calls.append(("create", namespace, body))
+
+    def patch(self, namespace: str, name: str, body: dict[str, Any]) -> None:
+        if self.missing:
+            raise EventNotFound(name)
+        self.calls.append(("patch", name, body))
+
+
+def test_the_recorder_writes_on_its_own_thread_and_recreates_an_expired_event():
+    sink = Sink(missing=True)
+    rec = EventRecorder(sink, reporting_instance="i")
+    rec.record(occ("same"))
+    rec.record(occ("same"))
+    assert rec.wait_idle()
+    assert [(k, b.get("series", {}).get("count")) for k, _, b in sink.calls] == [("create", None), ("create", 2)]
+    rec.close()
+    rec.record(occ("after close"))
+    assert rec.stats.written == 2 and len(sink.calls) == 2
+
+
+@pytest.fixture
+def warnings():
+    seen: list[str] = []
+    handler = logger.add(lambda m: seen.append(str(m)), level="WARNING")
+    yield seen
+    logger.remove(handler)
+
+
+def test_a_failing_api_is_logged_once_and_its_events_dropped(warnings):
+    rec = EventRecorder(Sink(fail=True), reporting_instance="i")
+    for i in range(5):
+        rec.record(occ(f"n{i}"))
+    assert rec.wait_idle()
+    rec.close()
+    assert rec.stats.dropped_failed == 5
+    assert sum("writing Event" in m for m in warnings) == 1
