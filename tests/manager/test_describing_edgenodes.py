@@ -101,7 +101,8 @@ def test_a_flapping_agent_gets_combined_and_rate_limited_events_not_one_per_flap
 
     connected = by_reason(evs, "AgentConnected")
     combined = [e for e in connected if e["note"].startswith(AGGREGATE_PREFIX + "agent connected from ")]
-    assert len(connected) == 10 and len(combined) == 1, [(e["note"], count(e)) for e in connected]  # 9 notes of their own
+    # nine notes of their own, then one combined Event
+    assert len(connected) == 10 and len(combined) == 1, [(e["note"], count(e)) for e in connected]
     assert len(evs) < flaps, [(e["reason"], e["note"]) for e in evs]
     normal_written = sum(count(e) for e in evs if e["type"] == "Normal")
     assert normal_written <= 25  # the Normal bucket: connects and snapshots together, burst 25
