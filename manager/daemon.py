@@ -192,14 +192,14 @@ class Daemon:
         self._stop_tasks.set()
         # an in-flight append commits first; no append happens after this returns
         await asyncio.to_thread(self.recorder.close)
+        if self.event_recorder is not None:  # before the streams end: our own stop is no AgentDisconnected
+            await asyncio.to_thread(self.event_recorder.close)
         if self._server is not None:
             await self._server.stop(STOP_GRACE_SECONDS)
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.to_thread(self._compacting.acquire)  # a compaction thread outlives its cancelled task
-        if self.event_recorder is not None:
-            await asyncio.to_thread(self.event_recorder.close)
         if self._http is not None:
             self._http.shutdown()
             self._http.server_close()

@@ -301,8 +301,8 @@ class EventRecorder:
                 self._thread = threading.Thread(target=self._work, name="event-writer", daemon=True)
                 self._thread.start()
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Write what is queued (up to `timeout` seconds), then stop the worker."""
+    def close(self, timeout: float = 2.0) -> None:
+        """Take no more; write what is queued (up to `timeout` seconds: an unreachable API must not hold a stop)."""
         with self._lock:
             self._closed = True
             thread, self._thread = self._thread, None
