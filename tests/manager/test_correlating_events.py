@@ -14,9 +14,11 @@ from typing import Any
 import pytest
 from loguru import logger
 
+from eventlog import Source
 from manager.events import (
     AGGREGATE_PREFIX,
     Correlator,
+    EdgeNodeEvents,
     EdgeNodeRef,
     EventNotFound,
     EventRecorder,
@@ -24,6 +26,7 @@ from manager.events import (
     Occurrence,
     Reason,
 )
+from manager.recording import DesiredNode, Rejection
 
 REF = EdgeNodeRef("ns", "edge01", "uid-1")
 OTHER = EdgeNodeRef("ns", "edge02", "uid-2")
@@ -222,3 +225,62 @@ def test_decisions_match_client_go_event_correlator(clientgo_correlator):
             o, t = o.split(AGGREGATE_PREFIX)[0], t.split(AGGREGATE_PREFIX)[0]
         assert o == t, f"step {i} {steps[i]}: ours {o!r}, client-go {t!r}"
     assert {line.split()[0] for line in ours} == {"create", "patch", "skip"}
+
+
+# -- what becomes an Event (EdgeNodeEvents, with a recording sink) -----------------------
+
+def _desired(namespace: str, node: str, uid: str, rejected: tuple = ()) -> DesiredNode:
+    return DesiredNode(namespace=namespace, node=node, source=Source(uid=uid, resource_version="1", generation=1),
+                       rejected=rejected)
+
+
+def _notes(sink: Sink) -> list[tuple[str, str, str, str]]:
+    """(namespace, reason, type, note) of each write; a patch names the Event it counts up."""
+    created = {b["metadata"]["name"]: b for k, _, b in sink.calls if k == "create"}
+    bodies = [b if k == "create" else created[name] for k, name, b in sink.calls]
+    return [(b["regarding"]["namespace"], b["reason"], b["type"], b["note"]) for b in bodies]
+
+
+def test_node_events_go_to_each_edgenode_of_the_node_and_wait_for_the_first_list():
+    sink = Sink()
+    rec = EventRecorder(sink, reporting_instance="i")
+    ev = EdgeNodeEvents(rec)
+    ev.connected("edge01", peer="ipv4:10.0.0.1:5")  # an agent reconnecting before the manager listed
+    assert rec.wait_idle() and sink.calls == []
+    ev.edgenode_listed([_desired("a", "edge01", "u1"), _desired("b", "edge01", "u2"), _desired("a", "edge02", "u3")])
+    ev.disconnected("edge01", offline=True)
+    ev.snapshot_sent("edge02", reason="empty replica")
+    ev.edgenode_deleted(("b", "edge01"))
+    ev.disconnected("edge01", offline=False)
+    assert rec.wait_idle()
+    assert _notes(sink) == [
+        ("a", "AgentConnected", "Normal", "agent connected from ipv4:10.0.0.1:5"),
+        ("b", "AgentConnected", "Normal", "agent connected from ipv4:10.0.0.1:5"),
+        ("a", "AgentDisconnected", "Warning", "agent disconnected; no agent of this node is connected (Offline)"),
+        ("b", "AgentDisconnected", "Warning", "agent disconnected; no agent of this node is connected (Offline)"),
+        ("a", "SnapshotSent", "Normal", "snapshot sent: empty replica"),
+        ("a", "AgentDisconnected", "Normal", "agent disconnected; another agent of this node is still connected"),
+    ]
+    rec.close()
+
+
+def test_manifest_failures_and_rejections_are_events_when_they_change():
+    sink = Sink()
+    rec = EventRecorder(sink, reporting_instance="i")
+    ev = EdgeNodeEvents(rec)
+    ev.edgenode_listed([_desired("a", "edge01", "u1")])
+    for _ in range(3):  # the agent reports the same outcome again: no new Event
+        ev.reported("edge01", manifests_ok=False, message="disk full")
+    ev.reported("edge01", manifests_ok=True, message="")
+    ev.reported("edge01", manifests_ok=False, message="disk full")
+    ev.rejected(_desired("a", "edge01", "u1", rejected=(Rejection(name="db", reason="a Secret volume"),
+                                                         Rejection(name="", reason="pod has no metadata.name"))))
+    assert rec.wait_idle()
+    assert [(r, n) for _, r, _, n in _notes(sink)] == [
+        ("ManifestsFailing", "the agent cannot write its manifests: disk full"),
+        ("ManifestsFailing", "the agent cannot write its manifests: disk full"),  # a repeat: its series
+        ("PodRejected", "pod 'db' rejected: a Secret volume"),
+        ("PodRejected", "pod '(unnamed)' rejected: pod has no metadata.name"),
+    ]
+    assert [k for k, _, _ in sink.calls] == ["create", "patch", "create", "create"]
+    rec.close()
