@@ -133,6 +133,8 @@ def micro_time(t: float) -> str:
 
 
 class _Lru(OrderedDict[Any, Any]):
+    """A bounded cache, as client-go's: the least recently used entry goes first."""
+
     def __init__(self, size: int) -> None:
         super().__init__()
         self._size = size

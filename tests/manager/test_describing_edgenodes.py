@@ -77,6 +77,8 @@ def test_describe_shows_connect_snapshot_rejection_failure_and_disconnect(contro
     assert {("Normal", "AgentConnected"), ("Normal", "SnapshotSent"), ("Warning", "PodRejected"),
             ("Warning", "ManifestsFailing"), ("Warning", "AgentDisconnected")} <= shown, rows
     assert all("edge.k8s.io/edge-manager" in r for r in rows), rows
+    listed = cp.kubectl("events", "--for", "edgenode/edge01", "-n", ns).stdout
+    assert all(reason in listed for reason in ("AgentConnected", "PodRejected", "AgentDisconnected")), listed
     assert mgr.stop() == 0
 
 
