@@ -1,4 +1,4 @@
-"""The running manager: wires store, recorder, watches, sync server, status writer, metrics, compaction.
+"""The running manager: wires store, recorder, watches, sync server, status writer, Events, metrics, compaction.
 
 Owns start and stop order and the hand-over between the watch threads and the event
 loop. Given ready-made kubernetes API objects by main; builds no clients itself.
