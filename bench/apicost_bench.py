@@ -7,7 +7,8 @@ at RequestReceived, metadata only), N EdgeNodes, a real `edge-manager` and N con
 agents (simulated in one load process; agents never talk to the API server). After every
 node's manifests are written, the run waits --settle seconds (status writes of the
 connect settle), then counts the audit events whose user agent is edge-manager's over
---window seconds. Baseline: the original proof of concept's 12 requests per EdgeNode per
+--window seconds: watches, status writes and Kubernetes Events (create/patch events), all
+in the one budget. Baseline: the original proof of concept's 12 requests per EdgeNode per
 minute (a read and a status write per 10 s poll, from its code, see
 /work/shared/seed-poc.md), and the requests of the same run's start-up (list, watches,
 first status writes) for scale.
@@ -83,6 +84,12 @@ def run(*, nodes: int, window: float, settle: float, quick: bool, workdir: Path)
     fixed = total - status  # watch renewals and lists: per manager, not per EdgeNode
     r.add("  of which status writes per EdgeNode per minute", f"{status / nodes / (window / 60):.2f}",
           note=f"the rest, {fixed / (window / 60):.1f} per minute, is per manager (1 + that/N per EdgeNode)")
+    ev_steady = sum(v for k, v in steady.items() if k.endswith(" events"))
+    before = manager_requests(audit_log, t_start, w0)  # start-up and settle: when the agents connected
+    ev_startup = sum(v for k, v in before.items() if k.endswith(" events"))
+    r.add("  of which Events (events.k8s.io) per EdgeNode per minute", f"{ev_steady / nodes / (window / 60):.2f}",
+          target="0: nothing periodic emits Events", met=None if quick else ev_steady == 0,
+          note=f"{ev_startup} Event writes before the window (each agent's AgentConnected and SnapshotSent)")
     r.add("ratio to the original", f"{per / 12:.1%}", baseline="12 per EdgeNode per minute")
     r.add("start-up requests (until every node synced)", str(sum(startup.values())),
           note=", ".join(f"{v} {k}" for k, v in startup.most_common(4)))

@@ -1,4 +1,4 @@
-"""The running manager: wires store, recorder, watches, sync server, status writer, metrics, compaction.
+"""The running manager: wires store, recorder, watches, sync server, status writer, Events, metrics, compaction.
 
 Owns start and stop order and the hand-over between the watch threads and the event
 loop. Given ready-made kubernetes API objects by main; builds no clients itself.
@@ -16,6 +16,7 @@ from typing import Any
 from loguru import logger
 
 from eventlog import Appended, LogStore
+from manager.events import EdgeNodeEvents, EventNotFound, EventRecorder
 from manager.metrics import Metrics, serve
 from manager.recording import MANAGED_BY_LABEL, MANAGED_BY_VALUE, DesiredNode, Recorder
 from manager.status import Conflict, NotFound, StatusSettings, StatusWriter
@@ -29,30 +30,63 @@ STOP_GRACE_SECONDS = 5.0  # streams get this long to finish before the server ca
 class _Observer:
     """The sync service's observer: status plus metrics, on the loop thread."""
 
-    def __init__(self, status: StatusWriter, metrics: Metrics) -> None:
+    def __init__(self, status: StatusWriter, metrics: Metrics, events: EdgeNodeEvents | None = None) -> None:
         self._status = status
         self._metrics = metrics
+        self._events = events
         self.connected_agents = 0
 
     def connected(self, node: str, *, peer: str) -> None:
         self.connected_agents += 1
         logger.info("agent of node {} connected from {}", node, peer)
         self._status.connected(node, peer=peer)
+        if self._events:
+            self._events.connected(node, peer=peer)
 
     def acknowledged(self, node: str, *, applied_offset: int, digest: int) -> None:
         self._status.acknowledged(node, applied_offset=applied_offset, digest=digest)
 
     def reported(self, node: str, *, manifests_ok: bool, message: str, managed_manifests: int) -> None:
         self._status.reported(node, manifests_ok=manifests_ok, message=message, managed_manifests=managed_manifests)
+        if self._events:
+            self._events.reported(node, manifests_ok=manifests_ok, message=message)
 
     def disconnected(self, node: str) -> None:
         self.connected_agents = max(0, self.connected_agents - 1)
         logger.info("agent of node {} disconnected", node)
         self._status.disconnected(node)
+        if self._events:
+            agent = self._status.agents.get(node)
+            self._events.disconnected(node, offline=agent is None or agent.connected == 0)
 
     def snapshot_sent(self, node: str, *, reason: str) -> None:
         self._metrics.snapshots_sent.labels(reason=_reason_label(reason)).inc()
         self._status.snapshot_sent(node, reason=reason)
+        if self._events:
+            self._events.snapshot_sent(node, reason=reason)
+
+
+class _EventSink:
+    """events.k8s.io/v1 writes through the kubernetes client (on the event recorder's worker thread)."""
+
+    def __init__(self, api: Any) -> None:
+        self._api = api  # an EventsV1Api
+
+    def create(self, namespace: str, body: dict[str, Any]) -> None:
+        """Create an Event."""
+        self._api.create_namespaced_event(namespace, body, _preload_content=False, _request_timeout=(5, 15))
+
+    def patch(self, namespace: str, name: str, body: dict[str, Any]) -> None:
+        """Merge-patch an Event (its series)."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self._api.patch_namespaced_event(name, namespace, body, _preload_content=False,
+                                             _content_type="application/merge-patch+json", _request_timeout=(5, 15))
+        except ApiException as exc:
+            if exc.status == 404:
+                raise EventNotFound(f"{namespace}/{name}") from None
+            raise
 
 
 def _reason_label(reason: str) -> str:
@@ -79,6 +113,8 @@ class Daemon:
         status_refresh_seconds: float,
         sync_settings: SyncSettings,
         watch_settings: WatchSettings = WatchSettings(),
+        events: Any = None,
+        reporting_instance: str = "edge-manager",
     ) -> None:
         self.store = store
         self._api = api
@@ -96,7 +132,10 @@ class Daemon:
             settings=StatusSettings(refresh_seconds=status_refresh_seconds),
             on_write=self.metrics.status_writes.inc,
         )
-        self.observer = _Observer(self.status, self.metrics)
+        self.event_recorder = (EventRecorder(_EventSink(events), reporting_instance=reporting_instance)
+                               if events is not None else None)
+        self.events = EdgeNodeEvents(self.event_recorder) if self.event_recorder else None
+        self.observer = _Observer(self.status, self.metrics, self.events)
         self.edgenode_stats = WatchStats()
         self.pod_stats = WatchStats()
         self._stop_threads = threading.Event()
@@ -110,10 +149,11 @@ class Daemon:
         self._compacting = threading.Lock()  # held while compaction writes, so stop() can wait for it
         self.recorder = Recorder(
             store, notify=self.notifier.notify_threadsafe, namespace=namespace,
-            on_desired=lambda d: self._to_loop(self.status.edgenode_changed, d),
-            on_deleted=lambda k: self._to_loop(self.status.edgenode_deleted, k),
+            on_desired=lambda d: self._to_loop(self._edgenode_changed, d),
+            on_deleted=lambda k: self._to_loop(self._edgenode_deleted, k),
             on_listed=self._on_listed,
             on_appended=self._on_appended,
+            on_rejected=self.events.rejected if self.events else None,
         )
 
     # -- start and stop -------------------------------------------------------------
@@ -152,6 +192,8 @@ class Daemon:
         self._stop_tasks.set()
         # an in-flight append commits first; no append happens after this returns
         await asyncio.to_thread(self.recorder.close)
+        if self.event_recorder is not None:  # before the streams end: our own stop is no AgentDisconnected
+            await asyncio.to_thread(self.event_recorder.close)
         if self._server is not None:
             await self._server.stop(STOP_GRACE_SECONDS)
         for t in self._tasks:
@@ -223,6 +265,18 @@ class Daemon:
 
     def _on_listed(self, desired: list[DesiredNode]) -> None:
         self._to_loop(self.status.edgenode_listed, desired)
+        if self.events:
+            self._to_loop(self.events.edgenode_listed, desired)
+
+    def _edgenode_changed(self, d: DesiredNode) -> None:
+        self.status.edgenode_changed(d)
+        if self.events:
+            self.events.edgenode_changed(d)
+
+    def _edgenode_deleted(self, key: tuple[str, str]) -> None:
+        self.status.edgenode_deleted(key)
+        if self.events:
+            self.events.edgenode_deleted(key)
 
     def _on_appended(self, appended: Appended) -> None:
         puts = sum(c.manifest is not None for c in appended.changes)

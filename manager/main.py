@@ -18,6 +18,7 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -322,6 +323,7 @@ async def run(a: argparse.Namespace, *, tls: Any, retention: Retention, interval
         daemon = Daemon(
             store=store, api=api, custom=client.CustomObjectsApi(api), core=client.CoreV1Api(api),
             namespace=a.namespace, retention=retention,
+            events=client.EventsV1Api(api), reporting_instance=f"edge-manager-{socket.gethostname()}",
             compaction_interval=intervals["compaction_interval"],
             status_refresh_seconds=intervals["status_refresh_interval"],
             sync_settings=SyncSettings(heartbeat_seconds=intervals["heartbeat_interval"]),

@@ -213,6 +213,7 @@ class Recorder:
         on_deleted: Callable[[EdgeNodeKey], None] | None = None,
         on_listed: Callable[[list[DesiredNode]], None] | None = None,
         on_appended: Callable[[Appended], None] | None = None,
+        on_rejected: Callable[[DesiredNode], None] | None = None,
     ) -> None:
         self._store = store
         self._notify = notify
@@ -221,6 +222,7 @@ class Recorder:
         self._on_deleted = on_deleted
         self._on_listed = on_listed
         self._on_appended = on_appended
+        self._on_rejected = on_rejected
         self._lock = threading.Lock()
         self._closed = False
         self._rejections: dict[EdgeNodeKey, tuple[Rejection, ...]] = {}  # last logged, to warn once per change
@@ -292,3 +294,5 @@ class Recorder:
         self._rejections[d.key] = d.rejected
         for r in d.rejected:
             logger.warning("EdgeNode {}/{}: pod {!r} rejected: {}", d.namespace, d.node, r.name, r.reason)
+        if d.rejected and self._on_rejected:
+            self._on_rejected(d)

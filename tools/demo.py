@@ -132,6 +132,11 @@ def main(argv: list[str] | None = None) -> int:
             show(["ls", "-l", str(manifests)], env=env)
             show(["edge-eventlog", "dump", "--format", "table", str(demo / "manager")], env=env)
 
+            say("What happened to the EdgeNode, as Kubernetes Events from the manager")
+            wait_for("the manager's Events", lambda: "AgentConnected" in cp.kubectl(
+                "get", "events", "--field-selector", f"involvedObject.name={NODE}", check=False).stdout)
+            show([kubectl, "describe", "edgenode", NODE], env=env)
+
             say("Partition: the manager goes away (SIGKILL); the edge keeps its pods")
             manager.stop(signal.SIGKILL)
             show(["ls", str(manifests)], env=env)

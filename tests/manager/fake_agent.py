@@ -29,7 +29,8 @@ class FakeAgent:
         self.error: grpc.RpcError | None = None
         self._q: queue.Queue[pb.AgentMessage | None] = queue.Queue()
         self._q.put(pb.AgentMessage(hello=pb.Hello(node=node, record_format=RECORD_FORMAT, agent_version="test")))
-        self._channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        # its own connection, as a separate agent process has (grpc shares them between channels by default)
+        self._channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
         self._responses = pb_grpc.SyncStub(self._channel).Stream(iter(self._q.get, None))
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()

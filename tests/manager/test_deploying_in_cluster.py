@@ -1,7 +1,8 @@
 """deploy/manager.yaml is accepted by the apiserver, and crd/rbac.yaml grants the manager all it needs.
 
 The RBAC test runs edge-manager with a token of the edge-manager ServiceAccount (no other
-rights): it must list and watch EdgeNodes and mirror pods and write EdgeNode status.
+rights): it must list and watch EdgeNodes and mirror pods, write EdgeNode status, and create
+and patch Events.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 
 from tests.conftest import REPO
+from tests.manager.fake_agent import FakeAgent
 from tests.manager.manager_helpers import apply, events, wait_for
 
 
@@ -39,5 +41,16 @@ def test_the_service_account_of_crd_rbac_is_enough(control_plane, edgenode_crd, 
     wait_for(lambda: len(events(data)) == 1, 60, "the event")
     wait_for(lambda: (json.loads(cp.kubectl("get", "edgenode", "edge01", "-n", namespace, "-o", "json").stdout)
                       .get("status") or {}).get("phase") == "Offline", 60, "the status written as the SA")
+    for flap in range(2):  # the second disconnect patches the first one's Event (its series)
+        agent = FakeAgent(mgr.sync_port, "edge01", data)
+        wait_for(lambda: agent.acked >= 1, 60, "the agent in sync")
+        agent.close()
+        wait_for(lambda: mgr.log().count("agent of node edge01 disconnected") == flap + 1, 60, "the disconnect")
+
+    def disconnects() -> list[dict]:
+        out = cp.kubectl("get", "events.v1.events.k8s.io", "-n", namespace, "-o", "json").stdout
+        return [e for e in json.loads(out)["items"] if e["reason"] == "AgentDisconnected"]
+    wait_for(lambda: [(e.get("series") or {}).get("count") for e in disconnects()] == [2], 60,
+             "an AgentDisconnected Event created and patched as the SA")
     assert "HTTP 403" not in mgr.log() and "forbidden" not in mgr.log().lower()
     assert mgr.stop() == 0

@@ -35,6 +35,8 @@ USED = {
     ("edge.k8s.io", "edgenodes/status", "patch"),  # the status writer (merge patch, never update)
     ("", "pods", "list"),  # mirror pods (<pod>-<node>) decide the Running phase
     ("", "pods", "watch"),
+    ("events.k8s.io", "events", "create"),  # Events on EdgeNodes (manager/events.py)
+    ("events.k8s.io", "events", "patch"),  # a repeated Event counts up its series
 }
 
 POLICY = """apiVersion: audit.k8s.io/v1
@@ -103,9 +105,12 @@ def test_the_cluster_role_grants_exactly_what_the_manager_calls(control_plane_fa
     try:
         wait_for(lambda: json.loads(cp.kubectl("get", "edgenode", "edge01", "-n", ns, "-o", "json").stdout)
                  .get("status", {}).get("phase") == "Running", 60, "the status written as the ServiceAccount")
-        time.sleep(2)  # the audit log is written asynchronously
     finally:
         agent.close()
+    # the same disconnect twice: the second AgentDisconnected Event patches the first's series
+    FakeAgent(mgr.sync_port, "edge01", data).close()
+    wait_for(lambda: '"count": 2' in json.dumps(_disconnected(cp, ns)), 60, "a repeated Event patched")
+    time.sleep(2)  # the audit log is written asynchronously
     assert mgr.stop() == 0
     used, refused = audited(audit_log, SERVICE_ACCOUNT)
     assert refused == [], [(e["verb"], e.get("objectRef"), e["responseStatus"]) for e in refused]
@@ -113,6 +118,12 @@ def test_the_cluster_role_grants_exactly_what_the_manager_calls(control_plane_fa
     rules = granted(RBAC_FILE.read_text())
     assert rules == USED, f"crd/rbac.yaml grants unused {sorted(rules - USED)}, lacks {sorted(USED - rules)}"
     assert "forbidden" not in mgr.log().lower()
+
+
+def _disconnected(cp, ns: str) -> list[dict]:
+    out = cp.kubectl("get", "events.events.k8s.io", "-n", ns, "-o", "json").stdout
+    return [{"count": (e.get("series") or {}).get("count", 1)} for e in json.loads(out)["items"]
+            if e.get("reason") == "AgentDisconnected"]
 
 
 def test_the_tls_secret_is_mounted_0400(control_plane, edgenode_crd):
