@@ -108,8 +108,11 @@ def test_the_cluster_role_grants_exactly_what_the_manager_calls(control_plane_fa
     finally:
         agent.close()
     # the same disconnect twice: the second AgentDisconnected Event patches the first's series
-    FakeAgent(mgr.sync_port, "edge01", data).close()
-    wait_for(lambda: '"count": 2' in json.dumps(_disconnected(cp, ns)), 60, "a repeated Event patched")
+    wait_for(lambda: _disconnected(cp, ns) == [1], 60, "the first AgentDisconnected Event")
+    again = FakeAgent(mgr.sync_port, "edge01", data)
+    wait_for(lambda: again.acked > 0, 60, "the agent back")
+    again.close()
+    wait_for(lambda: _disconnected(cp, ns) == [2], 60, "a repeated Event patched")
     time.sleep(2)  # the audit log is written asynchronously
     assert mgr.stop() == 0
     used, refused = audited(audit_log, SERVICE_ACCOUNT)
@@ -122,7 +125,7 @@ def test_the_cluster_role_grants_exactly_what_the_manager_calls(control_plane_fa
 
 def _disconnected(cp, ns: str) -> list[dict]:
     out = cp.kubectl("get", "events.events.k8s.io", "-n", ns, "-o", "json").stdout
-    return [{"count": (e.get("series") or {}).get("count", 1)} for e in json.loads(out)["items"]
+    return [(e.get("series") or {}).get("count", 1) for e in json.loads(out)["items"]
             if e.get("reason") == "AgentDisconnected"]
 
 
