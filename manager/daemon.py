@@ -16,6 +16,7 @@ from typing import Any
 from loguru import logger
 
 from eventlog import Appended, LogStore
+from manager.admitting import NamespaceAdmission
 from manager.metrics import Metrics, serve
 from manager.recording import MANAGED_BY_LABEL, MANAGED_BY_VALUE, DesiredNode, Recorder
 from manager.status import Conflict, NotFound, StatusSettings, StatusWriter
@@ -79,6 +80,7 @@ class Daemon:
         status_refresh_seconds: float,
         sync_settings: SyncSettings,
         watch_settings: WatchSettings = WatchSettings(),
+        admission: NamespaceAdmission | None = None,
     ) -> None:
         self.store = store
         self._api = api
@@ -99,6 +101,9 @@ class Daemon:
         self.observer = _Observer(self.status, self.metrics)
         self.edgenode_stats = WatchStats()
         self.pod_stats = WatchStats()
+        self.namespace_stats = WatchStats()
+        self.admission = admission if admission is not None else NamespaceAdmission()
+        self._namespaces_listed = threading.Event()
         self._stop_threads = threading.Event()
         self._stop_tasks = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -114,6 +119,7 @@ class Daemon:
             on_deleted=lambda k: self._to_loop(self.status.edgenode_deleted, k),
             on_listed=self._on_listed,
             on_appended=self._on_appended,
+            pod_check=self.admission,
         )
 
     # -- start and stop -------------------------------------------------------------
@@ -138,6 +144,7 @@ class Daemon:
         if metrics_address is not None:
             self._http = serve(metrics_address, metrics=self.metrics, ready=self.ready)
         logger.info("Starting edge controller")
+        self._start_thread("namespace-watch", self._watch_namespaces)
         self._start_thread("edgenode-watch", self._watch_edgenodes)
         self._start_thread("mirror-pod-watch", self._watch_mirror_pods)
         logger.info("Waiting for the informer cache to sync")
@@ -173,7 +180,33 @@ class Daemon:
         t.start()
         self._threads.append(t)
 
+    def _watch_namespaces(self) -> None:
+        kwargs = {"field_selector": f"metadata.name={self._namespace}"} if self._namespace else {}
+        watch_forever(self._core.list_namespace, handle=self._handle_namespace, settings=self._watch_settings,
+                      stats=self.namespace_stats, stop=self._stop_threads, what="namespaces", **kwargs)
+
+    def _handle_namespace(self, item: Listed | Changed) -> None:
+        if isinstance(item, Listed):
+            moved = self.admission.listed(item.objects)
+        elif item.type == "DELETED":
+            self.admission.deleted(item.object)
+            moved = set()
+        else:
+            name = (item.object.get("metadata") or {}).get("name") or ""
+            moved = {name} if self.admission.changed(item.object) else set()
+        for ns in sorted(moved):
+            rules = self.admission.rules(ns)
+            rec = self.recorder.reevaluate(ns)
+            logger.info("namespace {}: Pod Security {}, edge nodes {}; EdgeNodes re-evaluated, {} event(s) appended",
+                        ns, rules.policy, "any" if rules.allowed_nodes is None else sorted(rules.allowed_nodes),
+                        len(rec.events))
+        self._namespaces_listed.set()
+
     def _watch_edgenodes(self) -> None:
+        # pods are judged by their namespace's labels: know them before the first EdgeNode list
+        while not self._namespaces_listed.wait(0.5):
+            if self._stop_threads.is_set():
+                return
         if self._namespace:
             list_fn, kwargs = self._custom.list_namespaced_custom_object, {"namespace": self._namespace}
         else:
@@ -267,6 +300,7 @@ class Daemon:
     def _restarts(self) -> dict[tuple[str, str], int]:
         out = {("edgenodes", r): n for r, n in list(self.edgenode_stats.restarts.items())}
         out.update({("pods", r): n for r, n in list(self.pod_stats.restarts.items())})
+        out.update({("namespaces", r): n for r, n in list(self.namespace_stats.restarts.items())})
         return out
 
     async def _compact_forever(self) -> None:
