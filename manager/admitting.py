@@ -46,6 +46,11 @@ def node_allowed(allowed: frozenset[str] | None, node: str) -> bool:
     return allowed is None or node in allowed or "*" in allowed
 
 
+def tenancy_refusal(namespace: str, node: str) -> str:
+    """The refusal of a pod on a node its namespace may not use (the admission policy's message too)."""
+    return f'namespace "{namespace}" may not place pods on edge node "{node}": not in its {ALLOWED_NODES_ANNOTATION} annotation'
+
+
 def rules_of(namespace: Mapping[str, Any], *, default: Policy) -> NamespaceRules:
     """The rules a Namespace object's labels and annotations set."""
     meta = namespace.get("metadata") or {}
@@ -72,9 +77,7 @@ class NamespaceAdmission:
         """Why this pod of an EdgeNode in `namespace` for `node` must not run (None: it may)."""
         rules = self.rules(namespace)
         if not node_allowed(rules.allowed_nodes, node):
-            allowed = ", ".join(sorted(rules.allowed_nodes or ())) or "none"
-            return (f"namespace {namespace!r} may not place pods on edge node {node!r} "
-                    f"(annotation {ALLOWED_NODES_ANNOTATION} allows: {allowed})")
+            return tenancy_refusal(namespace, node)
         return refusal(pod, rules.policy)
 
     def listed(self, namespaces: Iterable[Mapping[str, Any]]) -> set[str]:

@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="heartbeat to idle agents (default 10s)")
     p.add_argument("--metrics-addr", default=DEFAULT_METRICS_ADDR,
                    help=f"listen address of /metrics, /healthz, /readyz (default {DEFAULT_METRICS_ADDR}; '' disables)")
-    p.add_argument("--default-pod-security-level", default="baseline", choices=["baseline", "restricted"],
+    p.add_argument("--default-pod-security-level", default="baseline", metavar="LEVEL",
                    help="Pod Security level of pods of EdgeNodes in a namespace without the "
                         "pod-security.kubernetes.io/enforce label (default baseline; stricter than the API "
                         "server's privileged because static pods run on the edge host with no other check; "
@@ -189,6 +189,11 @@ def check_flags(a: argparse.Namespace) -> tuple[Any, Retention, dict[str, float]
     split_address(a.sync_server, flag="--sync-server")
     if a.metrics_addr:
         split_address(a.metrics_addr, flag="--metrics-addr")
+    if a.default_pod_security_level == "privileged":
+        raise UsageError("--default-pod-security-level: privileged is refused (static pods bypass every API check); "
+                         "label the namespaces that need it pod-security.kubernetes.io/enforce=privileged")
+    if a.default_pod_security_level not in ("baseline", "restricted"):
+        raise UsageError(f"--default-pod-security-level: not baseline or restricted: {a.default_pod_security_level!r}")
     if a.default_pod_security_version != "latest" and not re.fullmatch(r"v1\.(0|[1-9][0-9]*)",
                                                                        a.default_pod_security_version):
         raise UsageError(f"--default-pod-security-version: not 'latest' or v1.N: {a.default_pod_security_version!r}")
