@@ -20,9 +20,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+import xxhash
+
 from manager.podsecurity import Level, Policy, policy_of, refusal
 
 ALLOWED_NODES_ANNOTATION = "edge.k8s.io/allowed-nodes"
+VERDICT_CACHE_SIZE = 16384
+"""Pod Security verdicts remembered by (policy, pod digest): a relist or an EdgeNode change re-judges
+mostly unchanged pods, and a verdict costs ~60 us a pod against ~5 us to digest it (~200 bytes an entry)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +73,7 @@ class NamespaceAdmission:
         self.default_policy = default_policy
         self._rules: dict[str, NamespaceRules] = {}
         self._lock = threading.Lock()
+        self._verdicts: dict[tuple[Policy, bytes], str | None] = {}  # insertion order: oldest evicted first
 
     def rules(self, namespace: str) -> NamespaceRules:
         """The rules of a namespace (the defaults for one not seen yet)."""
@@ -78,7 +85,19 @@ class NamespaceAdmission:
         rules = self.rules(namespace)
         if not node_allowed(rules.allowed_nodes, node):
             return tenancy_refusal(namespace, node)
-        return refusal(pod, rules.policy)
+        try:
+            key = (rules.policy, xxhash.xxh3_128_digest(orjson.dumps(pod, option=orjson.OPT_SORT_KEYS)))
+        except TypeError:  # not JSON (non-str keys, huge ints): judge without the cache
+            return refusal(pod, rules.policy)
+        with self._lock:
+            if key in self._verdicts:
+                return self._verdicts[key]
+        verdict = refusal(pod, rules.policy)
+        with self._lock:
+            if len(self._verdicts) >= VERDICT_CACHE_SIZE:
+                del self._verdicts[next(iter(self._verdicts))]
+            self._verdicts[key] = verdict
+        return verdict
 
     def listed(self, namespaces: Iterable[Mapping[str, Any]]) -> set[str]:
         """A full list of namespaces: returns the names whose rules changed (gone ones included)."""

@@ -19,6 +19,7 @@ Must not import grpc or the kubernetes client.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -84,8 +85,8 @@ class Check:
 
 # -- reading dicts like Go reads typed structs (wrong type = unset) ---------------------------
 
-def _map(v: Any) -> Mapping[str, Any]:
-    return v if isinstance(v, Mapping) else {}
+def _map(v: Any) -> Mapping[str, Any]:  # dict, not Mapping: the ABC check is 3x slower
+    return v if isinstance(v, dict) else {}
 
 
 def _list(v: Any) -> list[Any]:
@@ -182,13 +183,13 @@ def app_armor_profile(meta: Mapping[str, Any], spec: Mapping[str, Any]) -> Check
     bad_values: set[str] = set()
     pod_profile = _sc(spec).get("appArmorProfile")
     pod_bad = False
-    if isinstance(pod_profile, Mapping) and _str(pod_profile.get("type")) not in allowed_types:
+    if isinstance(pod_profile, dict) and _str(pod_profile.get("type")) not in allowed_types:
         pod_bad = True
         bad_values.add(_str(pod_profile.get("type")))
     bad: list[str] = []
     for c in _containers(spec):
         prof = _sc(c).get("appArmorProfile")
-        if isinstance(prof, Mapping) and _str(prof.get("type")) not in allowed_types:
+        if isinstance(prof, dict) and _str(prof.get("type")) not in allowed_types:
             bad.append(_name(c))
             bad_values.add(_str(prof.get("type")))
     setters = _setters(pod_bad, bad)
@@ -326,9 +327,9 @@ def _se_linux_options(allowed_types: frozenset[str]) -> CheckFn:
             return ok
 
         pod_opts = _sc(spec).get("seLinuxOptions")
-        pod_bad = isinstance(pod_opts, Mapping) and not valid(pod_opts)
+        pod_bad = isinstance(pod_opts, dict) and not valid(pod_opts)
         bad = [_name(c) for c in _containers(spec)
-               if isinstance(o := _sc(c).get("seLinuxOptions"), Mapping) and not valid(o)]
+               if isinstance(o := _sc(c).get("seLinuxOptions"), dict) and not valid(o)]
         setters = _setters(pod_bad, bad)
         if setters:
             data = [f"{_plural('type', 'types', len(bad_types))} {_join_quote(sorted(bad_types))}"] if bad_types else []
@@ -370,7 +371,7 @@ def _seccomp_setters(spec: Mapping[str, Any]) -> tuple[list[str], set[str], bool
     bad_values: set[str] = set()
     pod_prof = _sc(spec).get("seccompProfile")
     pod_bad = pod_set = False
-    if isinstance(pod_prof, Mapping):
+    if isinstance(pod_prof, dict):
         if _str(pod_prof.get("type")) in _VALID_SECCOMP:
             pod_set = True
         else:
@@ -380,7 +381,7 @@ def _seccomp_setters(spec: Mapping[str, Any]) -> tuple[list[str], set[str], bool
     unset: list[str] = []
     for c in _containers(spec):
         prof = _sc(c).get("seccompProfile")
-        if isinstance(prof, Mapping):
+        if isinstance(prof, dict):
             if _str(prof.get("type")) not in _VALID_SECCOMP:
                 explicit.append(_name(c))
                 bad_values.add(_str(prof.get("type")))
@@ -445,7 +446,7 @@ def capabilities_restricted(meta: Mapping[str, Any], spec: Mapping[str, Any]) ->
     forbidden: set[str] = set()
     for c in _containers(spec):
         caps = _sc(c).get("capabilities")
-        if not isinstance(caps, Mapping):
+        if not isinstance(caps, dict):
             missing_drop.append(_name(c))
             continue
         if "ALL" not in [_str(x) for x in _list(caps.get("drop"))]:
@@ -583,17 +584,18 @@ def _in_force(check: Check, minor: int) -> VersionedCheck | None:
     return found
 
 
-def checks_for(policy: Policy) -> list[tuple[str, CheckFn]]:
+@functools.cache
+def checks_for(policy: Policy) -> tuple[tuple[str, CheckFn], ...]:
     """The checks of a level at a version, in PodSecurity's order (baseline IDs sorted, then restricted)."""
     if policy.level is Level.PRIVILEGED:
-        return []
+        return ()
     minor = MAX_MINOR if policy.minor is None else min(policy.minor, MAX_MINOR)
     active = {c.id: (c, v) for c in CHECKS if (v := _in_force(c, minor)) is not None
               and (c.level is Level.BASELINE or policy.level is Level.RESTRICTED)}
     overridden = {o for c, v in active.values() if c.level is Level.RESTRICTED for o in v.overrides}
     order = sorted(i for i, (c, _) in active.items() if c.level is Level.BASELINE) + \
         sorted(i for i, (c, _) in active.items() if c.level is Level.RESTRICTED)
-    return [(i, active[i][1].check) for i in order if i not in overridden]
+    return tuple((i, active[i][1].check) for i in order if i not in overridden)
 
 
 def as_admitted(pod: Pod) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
@@ -609,7 +611,7 @@ def as_admitted(pod: Pod) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
     annotations = _map(meta.get("annotations"))
     pod_profile = _sc(spec).get("appArmorProfile")
     if isinstance(spec.get("volumes"), list):
-        spec["volumes"] = [{**v, "emptyDir": {}} if isinstance(v, Mapping)
+        spec["volumes"] = [{**v, "emptyDir": {}} if isinstance(v, dict)
                            and all(val is None for k, val in v.items() if k != "name") else v
                            for v in spec["volumes"]]
     for key in ("initContainers", "containers", "ephemeralContainers"):
@@ -617,10 +619,10 @@ def as_admitted(pod: Pod) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
             continue
         out = []
         for c in spec[key]:
-            if isinstance(c, Mapping):
+            if isinstance(c, dict):
                 c = dict(c)
                 if spec.get("hostNetwork") is True and isinstance(c.get("ports"), list):
-                    c["ports"] = [{**p, "hostPort": p.get("containerPort")} if isinstance(p, Mapping)
+                    c["ports"] = [{**p, "hostPort": p.get("containerPort")} if isinstance(p, dict)
                                   and not _int(p.get("hostPort")) else p for p in c["ports"]]
                 sc = _sc(c)
                 if (not windows and annotations.get(_APPARMOR_ANNOTATION_PREFIX + _name(c)) == "unconfined"

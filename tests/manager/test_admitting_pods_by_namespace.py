@@ -70,7 +70,7 @@ def test_check_sets_follow_versions_and_overrides():
     old = [i for i, _ in checks_for(Policy(Level.RESTRICTED, 18))]
     assert "seccompProfile_baseline" in old and "runAsUser" not in old and "procMount" in old
     assert checks_for(Policy(Level.BASELINE, 99)) == checks_for(Policy(Level.BASELINE))  # newer: as the newest
-    assert checks_for(Policy(Level.PRIVILEGED)) == []
+    assert checks_for(Policy(Level.PRIVILEGED)) == ()
 
 
 @pytest.mark.parametrize(("labels", "expected"), [
