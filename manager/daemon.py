@@ -197,9 +197,11 @@ class Daemon:
         for ns in sorted(moved):
             rules = self.admission.rules(ns)
             rec = self.recorder.reevaluate(ns)
-            logger.info("namespace {}: Pod Security {}, edge nodes {}; EdgeNodes re-evaluated, {} event(s) appended",
-                        ns, rules.policy, "any" if rules.allowed_nodes is None else sorted(rules.allowed_nodes),
-                        len(rec.events))
+            # at INFO only when the edge changes: a first list sees every labelled namespace "change"
+            logger.log("INFO" if rec.events else "DEBUG",
+                       "namespace {}: Pod Security {}, edge nodes {}; EdgeNodes re-evaluated, {} event(s) appended",
+                       ns, rules.policy, "any" if rules.allowed_nodes is None else ",".join(sorted(rules.allowed_nodes)),
+                       len(rec.events))
         self._namespaces_listed.set()
 
     def _watch_edgenodes(self) -> None:

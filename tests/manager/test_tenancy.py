@@ -40,8 +40,8 @@ def example(names: dict[str, str], kind: str) -> str:
     docs = [d for d in yaml.safe_load_all((REPO / "example" / "tenancy.yaml").read_text()) if d["kind"] == kind]
     for d in docs:
         meta = d["metadata"]
-        for key in ("name", "namespace") if kind == "Namespace" else ("namespace",):
-            meta[key] = names.get(meta[key], meta[key])
+        key = "name" if kind == "Namespace" else "namespace"
+        meta[key] = names.get(meta[key], meta[key])
     return json.dumps({"apiVersion": "v1", "kind": "List", "items": docs})
 
 
