@@ -54,7 +54,8 @@ def node_allowed(allowed: frozenset[str] | None, node: str) -> bool:
 
 def tenancy_refusal(namespace: str, node: str) -> str:
     """The refusal of a pod on a node its namespace may not use (the admission policy's message too)."""
-    return f'namespace "{namespace}" may not place pods on edge node "{node}": not in its {ALLOWED_NODES_ANNOTATION} annotation'
+    return (f'namespace "{namespace}" may not place pods on edge node "{node}": '
+            f"not in its {ALLOWED_NODES_ANNOTATION} annotation")
 
 
 def rules_of(namespace: Mapping[str, Any], *, default: Policy) -> NamespaceRules:

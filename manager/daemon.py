@@ -200,7 +200,8 @@ class Daemon:
             # at INFO only when the edge changes: a first list sees every labelled namespace "change"
             logger.log("INFO" if rec.events else "DEBUG",
                        "namespace {}: Pod Security {}, edge nodes {}; EdgeNodes re-evaluated, {} event(s) appended",
-                       ns, rules.policy, "any" if rules.allowed_nodes is None else ",".join(sorted(rules.allowed_nodes)),
+                       ns, rules.policy,
+                       "any" if rules.allowed_nodes is None else ",".join(sorted(rules.allowed_nodes)),
                        len(rec.events))
         self._namespaces_listed.set()
 

@@ -394,15 +394,16 @@ def seccomp_profile_baseline_1_19(meta: Mapping[str, Any], spec: Mapping[str, An
     """seccompProfile_baseline: a profile, if set, is RuntimeDefault or Localhost."""
     setters, values, _, _ = _seccomp_setters(spec)
     if setters:
-        return CheckResult(False, "seccompProfile", f"{' and '.join(setters)} must not set "
-                                                    f"securityContext.seccompProfile.type to {_join_quote(sorted(values))}")
+        return CheckResult(False, "seccompProfile", f"{' and '.join(setters)} must not set securityContext."
+                                                    f"seccompProfile.type to {_join_quote(sorted(values))}")
     return ALLOWED
 
 
 def _sysctls(allowed: frozenset[str]) -> CheckFn:
     def sysctls(meta: Mapping[str, Any], spec: Mapping[str, Any]) -> CheckResult:
         """sysctls: only the namespaced, isolated ("safe") ones."""
-        bad = [_str(s.get("name")) for s in map(_map, _list(_sc(spec).get("sysctls"))) if _str(s.get("name")) not in allowed]
+        names = [_str(s.get("name")) for s in map(_map, _list(_sc(spec).get("sysctls")))]
+        bad = [n for n in names if n not in allowed]
         return CheckResult(False, "forbidden sysctls", ", ".join(bad)) if bad else ALLOWED
     return sysctls
 
@@ -531,8 +532,8 @@ def seccomp_profile_restricted(meta: Mapping[str, Any], spec: Mapping[str, Any])
     """seccompProfile_restricted: the pod or every container sets RuntimeDefault or Localhost."""
     setters, values, pod_set, unset = _seccomp_setters(spec)
     if setters:
-        return CheckResult(False, "seccompProfile", f"{' and '.join(setters)} must not set "
-                                                    f"securityContext.seccompProfile.type to {_join_quote(sorted(values))}")
+        return CheckResult(False, "seccompProfile", f"{' and '.join(setters)} must not set securityContext."
+                                                    f"seccompProfile.type to {_join_quote(sorted(values))}")
     if unset and not pod_set:
         return CheckResult(False, "seccompProfile",
                            f"pod or {_plural('container', 'containers', len(unset))} {_join_quote(unset)} must set "
@@ -551,7 +552,8 @@ CHECKS: tuple[Check, ...] = (
     Check("hostPorts", B, (VersionedCheck(0, host_ports),)),
     Check("hostProbesAndHostLifecycle", B, (VersionedCheck(34, host_probes_and_host_lifecycle),)),
     Check("privileged", B, (VersionedCheck(0, privileged),)),
-    Check("procMount", B, (VersionedCheck(0, proc_mount), VersionedCheck(35, _relaxed_for_user_namespaces(proc_mount)))),
+    Check("procMount", B, (VersionedCheck(0, proc_mount),
+                           VersionedCheck(35, _relaxed_for_user_namespaces(proc_mount)))),
     Check("seLinuxOptions", B, (VersionedCheck(0, _se_linux_options(_SELINUX_TYPES_1_0)),
                                 VersionedCheck(31, _se_linux_options(_SELINUX_TYPES_1_31)))),
     Check("seccompProfile_baseline", B, (VersionedCheck(0, seccomp_profile_baseline_1_0),
@@ -568,7 +570,8 @@ CHECKS: tuple[Check, ...] = (
     Check("restrictedVolumes", R, (VersionedCheck(0, restricted_volumes, ("hostPathVolumes",)),)),
     Check("runAsNonRoot", R, (VersionedCheck(0, run_as_non_root),
                               VersionedCheck(35, _relaxed_for_user_namespaces(run_as_non_root)))),
-    Check("runAsUser", R, (VersionedCheck(23, run_as_user), VersionedCheck(35, _relaxed_for_user_namespaces(run_as_user)))),
+    Check("runAsUser", R, (VersionedCheck(23, run_as_user),
+                           VersionedCheck(35, _relaxed_for_user_namespaces(run_as_user)))),
     Check("seccompProfile_restricted", R, (
         VersionedCheck(19, seccomp_profile_restricted, ("seccompProfile_baseline",)),
         VersionedCheck(25, _not_windows(seccomp_profile_restricted), ("seccompProfile_baseline",)))),
@@ -602,8 +605,9 @@ def as_admitted(pod: Pod) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
     """(metadata, spec) as PodSecurity admission sees a created Pod: after defaulting and version skew.
 
     Three API server steps change what the checks see: a volume without a source defaults to
-    emptyDir; with hostNetwork, a port's hostPort defaults to its containerPort; and a container without an AppArmor field gets one from its deprecated
-    `unconfined` annotation (other annotation values map to allowed types and change no verdict).
+    emptyDir; with hostNetwork, a port's hostPort defaults to its containerPort; and a container
+    without an AppArmor field gets one from its deprecated `unconfined` annotation (other
+    annotation values map to allowed types and change no verdict).
     """
     meta = _map(pod.get("metadata"))
     spec = dict(_map(pod.get("spec")))
@@ -621,7 +625,8 @@ def as_admitted(pod: Pod) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
         for c in spec[key]:
             if isinstance(c, dict):
                 c = dict(c)
-                if spec.get("hostNetwork") is True and isinstance(c.get("ports"), list):
+                host_network = spec.get("hostNetwork") is True and key != "ephemeralContainers"
+                if host_network and isinstance(c.get("ports"), list):
                     c["ports"] = [{**p, "hostPort": p.get("containerPort")} if isinstance(p, dict)
                                   and not _int(p.get("hostPort")) else p for p in c["ports"]]
                 sc = _sc(c)
