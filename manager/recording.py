@@ -255,8 +255,8 @@ class Recorder:
                 self._log_rejections(d)
             changes = diff_listed(desired, self._store.all_pods(), namespace=self._namespace)
             rec = self._append(changes)
-        if self._on_listed:
-            self._on_listed(desired)
+            if self._on_listed:  # under the lock: a reevaluate()'s status cannot be overtaken by an older one
+                self._on_listed(desired)
         return rec
 
     def changed(self, obj: Mapping[str, Any]) -> Recorded:
@@ -268,8 +268,8 @@ class Recorder:
             self._objects[d.key] = obj
             self._log_rejections(d)
             rec = self._append(diff_node(d, {d.node: self._store.pods(d.node)}))
-        if self._on_desired:
-            self._on_desired(d)
+            if self._on_desired:  # under the lock, as in listed()
+                self._on_desired(d)
         return rec
 
     def reevaluate(self, namespace: str) -> Recorded:
@@ -284,10 +284,10 @@ class Recorder:
                 d = desired_node(obj, pod_check=self._pod_check)
                 self._log_rejections(d)
                 rec = self._append(diff_node(d, {d.node: self._store.pods(d.node)}))
+                if self._on_desired:
+                    self._on_desired(d)
             events.extend(rec.events)
             nodes |= rec.nodes
-            if self._on_desired:
-                self._on_desired(d)
         return Recorded(events=events, nodes=frozenset(nodes))
 
     def deleted(self, obj: Mapping[str, Any]) -> Recorded:
