@@ -1,5 +1,6 @@
 """Pure logic of Pod Security and tenancy for static pods: check wording (PodSecurity's own test tables),
-label parsing, and the recorder re-evaluating an EdgeNode when its namespace's rules change.
+label parsing, the recorder re-evaluating an EdgeNode when its namespace's rules change, and no
+exception on arbitrary JSON (a field of the wrong type reads as unset).
 
 That the verdicts equal the API server's is shown against the real one in
 test_pod_security_matches_the_apiserver.py.
@@ -8,6 +9,8 @@ test_pod_security_matches_the_apiserver.py.
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from eventlog import LogStore
 from manager.admitting import ALLOWED_NODES_ANNOTATION, NamespaceAdmission, allowed_nodes_of, node_allowed
@@ -17,6 +20,7 @@ from manager.podsecurity import (
     Level,
     Policy,
     checks_for,
+    evaluate,
     host_ports,
     policy_of,
     refusal,
@@ -144,3 +148,26 @@ def test_relabelling_a_namespace_sends_newly_allowed_and_deletes_newly_refused_p
     assert seen[-1].rejected[0].reason == ('namespace "team" may not place pods on edge node "edge01": '
                                            "not in its edge.k8s.io/allowed-nodes annotation")
     assert rec.reevaluate("other").events == []
+
+
+_KEYS = st.sampled_from(["spec", "metadata", "containers", "initContainers", "securityContext", "volumes", "ports",
+                         "hostPort", "containerPort", "hostPath", "capabilities", "add", "drop", "annotations", "name",
+                         "seccompProfile", "type", "appArmorProfile", "seLinuxOptions", "sysctls", "windowsOptions",
+                         "hostProcess", "livenessProbe", "httpGet", "host", "lifecycle", "postStart", "os",
+                         "hostNetwork", "hostUsers", "runAsUser", "runAsNonRoot", "procMount", "privileged",
+                         "allowPrivilegeEscalation"]) | st.text(max_size=3)
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_KEYS, inner, max_size=4),
+                     max_leaves=40)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.fixed_dictionaries({"metadata": _JSON, "spec": _JSON}))
+def test_checks_never_raise_on_arbitrary_json(pod):
+    admission = NamespaceAdmission()
+    for level in Level:
+        for minor in (None, 0, 24):
+            evaluate(pod, Policy(level, minor))
+    verdict = admission(pod, namespace="ns", node="edge01")
+    assert verdict is None or verdict.startswith('violates PodSecurity "baseline:latest": ')
+    assert admission(pod, namespace="ns", node="edge01") == verdict  # the cached verdict is the same
