@@ -68,11 +68,13 @@ CONFIGURATIONS = [
     ("baseline", {ENFORCE_LABEL: "baseline"}),
     ("restricted", {ENFORCE_LABEL: "restricted"}),
     ("restricted-latest", {ENFORCE_LABEL: "restricted", ENFORCE_VERSION_LABEL: "latest"}),
-    *((f"{level}-{v}", {ENFORCE_LABEL: level, ENFORCE_VERSION_LABEL: v})
-      # one version inside each range where some check differs (1.19 seccomp fields, 1.22 and 1.25 restricted
-      # capabilities and Windows, 1.23 runAsUser, 1.27/1.29/1.32 sysctls, 1.31 SELinux, 1.34 probe hosts)
-      for v in ("v1.0", "v1.22", "v1.24", "v1.28", "v1.30", "v1.33")
-      for level in ("baseline", "restricted")),
+    # one version inside every range where a check changes: baseline at 1.19 (seccomp fields), 1.27, 1.29 and
+    # 1.32 (sysctls), 1.31 (SELinux), 1.34 (probe hosts); restricted at those and 1.8 (allowPrivilegeEscalation),
+    # 1.22 (capabilities), 1.23 (runAsUser), 1.25 (Windows exempt); both at 1.35 (latest: user namespaces)
+    *((f"baseline-{v}", {ENFORCE_LABEL: "baseline", ENFORCE_VERSION_LABEL: v})
+      for v in ("v1.0", "v1.19", "v1.27", "v1.29", "v1.31", "v1.32", "v1.34")),
+    *((f"restricted-{v}", {ENFORCE_LABEL: "restricted", ENFORCE_VERSION_LABEL: v})
+      for v in ("v1.0", "v1.8", "v1.19", "v1.22", "v1.23", "v1.25", "v1.27", "v1.29", "v1.31", "v1.32", "v1.34")),
 ]
 
 
