@@ -17,6 +17,7 @@ from loguru import logger
 
 from eventlog import Appended, LogStore
 from manager.events import EdgeNodeEvents, EventNotFound, EventRecorder
+from manager.admitting import NamespaceAdmission
 from manager.metrics import Metrics, serve
 from manager.recording import MANAGED_BY_LABEL, MANAGED_BY_VALUE, DesiredNode, Recorder
 from manager.status import Conflict, NotFound, StatusSettings, StatusWriter
@@ -115,6 +116,7 @@ class Daemon:
         watch_settings: WatchSettings = WatchSettings(),
         events: Any = None,
         reporting_instance: str = "edge-manager",
+        admission: NamespaceAdmission | None = None,
     ) -> None:
         self.store = store
         self._api = api
@@ -138,6 +140,9 @@ class Daemon:
         self.observer = _Observer(self.status, self.metrics, self.events)
         self.edgenode_stats = WatchStats()
         self.pod_stats = WatchStats()
+        self.namespace_stats = WatchStats()
+        self.admission = admission if admission is not None else NamespaceAdmission()
+        self._namespaces_listed = threading.Event()
         self._stop_threads = threading.Event()
         self._stop_tasks = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -154,6 +159,7 @@ class Daemon:
             on_listed=self._on_listed,
             on_appended=self._on_appended,
             on_rejected=self.events.rejected if self.events else None,
+            pod_check=self.admission,
         )
 
     # -- start and stop -------------------------------------------------------------
@@ -178,6 +184,7 @@ class Daemon:
         if metrics_address is not None:
             self._http = serve(metrics_address, metrics=self.metrics, ready=self.ready)
         logger.info("Starting edge controller")
+        self._start_thread("namespace-watch", self._watch_namespaces)
         self._start_thread("edgenode-watch", self._watch_edgenodes)
         self._start_thread("mirror-pod-watch", self._watch_mirror_pods)
         logger.info("Waiting for the informer cache to sync")
@@ -215,7 +222,36 @@ class Daemon:
         t.start()
         self._threads.append(t)
 
+    def _watch_namespaces(self) -> None:
+        kwargs = {"field_selector": f"metadata.name={self._namespace}"} if self._namespace else {}
+        watch_forever(self._core.list_namespace, handle=self._handle_namespace, settings=self._watch_settings,
+                      stats=self.namespace_stats, stop=self._stop_threads, what="namespaces", **kwargs)
+
+    def _handle_namespace(self, item: Listed | Changed) -> None:
+        if isinstance(item, Listed):
+            moved = self.admission.listed(item.objects)
+        elif item.type == "DELETED":
+            self.admission.deleted(item.object)
+            moved = set()
+        else:
+            name = (item.object.get("metadata") or {}).get("name") or ""
+            moved = {name} if self.admission.changed(item.object) else set()
+        for ns in sorted(moved):
+            rules = self.admission.rules(ns)
+            rec = self.recorder.reevaluate(ns)
+            # at INFO only when the edge changes: a first list sees every labelled namespace "change"
+            logger.log("INFO" if rec.events else "DEBUG",
+                       "namespace {}: Pod Security {}, edge nodes {}; EdgeNodes re-evaluated, {} event(s) appended",
+                       ns, rules.policy,
+                       "any" if rules.allowed_nodes is None else ",".join(sorted(rules.allowed_nodes)),
+                       len(rec.events))
+        self._namespaces_listed.set()
+
     def _watch_edgenodes(self) -> None:
+        # pods are judged by their namespace's labels: know them before the first EdgeNode list
+        while not self._namespaces_listed.wait(0.5):
+            if self._stop_threads.is_set():
+                return
         if self._namespace:
             list_fn, kwargs = self._custom.list_namespaced_custom_object, {"namespace": self._namespace}
         else:
@@ -321,6 +357,7 @@ class Daemon:
     def _restarts(self) -> dict[tuple[str, str], int]:
         out = {("edgenodes", r): n for r, n in list(self.edgenode_stats.restarts.items())}
         out.update({("pods", r): n for r, n in list(self.pod_stats.restarts.items())})
+        out.update({("namespaces", r): n for r, n in list(self.namespace_stats.restarts.items())})
         return out
 
     async def _compact_forever(self) -> None:

@@ -114,6 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="heartbeat to idle agents (default 10s)")
     p.add_argument("--metrics-addr", default=DEFAULT_METRICS_ADDR,
                    help=f"listen address of /metrics, /healthz, /readyz (default {DEFAULT_METRICS_ADDR}; '' disables)")
+    p.add_argument("--default-pod-security-level", default="baseline", metavar="LEVEL",
+                   help="Pod Security level of pods of EdgeNodes in a namespace without the "
+                        "pod-security.kubernetes.io/enforce label (default baseline; stricter than the API "
+                        "server's privileged because static pods run on the edge host with no other check; "
+                        "label a namespace enforce=privileged to opt it out)")
+    p.add_argument("--default-pod-security-version", default="latest", metavar="VERSION",
+                   help="Pod Security version for namespaces without the enforce-version label: latest or v1.N "
+                        "(default latest)")
     p.add_argument("--log-level", default="INFO", type=str.upper,
                    choices=["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"])
     p.add_argument("--log-format", default="text", choices=["text", "json"])
@@ -187,6 +195,14 @@ def check_flags(a: argparse.Namespace) -> tuple[Any, Retention, dict[str, float]
     split_address(a.sync_server, flag="--sync-server")
     if a.metrics_addr:
         split_address(a.metrics_addr, flag="--metrics-addr")
+    if a.default_pod_security_level == "privileged":
+        raise UsageError("--default-pod-security-level: privileged is refused (static pods bypass every API check); "
+                         "label the namespaces that need it pod-security.kubernetes.io/enforce=privileged")
+    if a.default_pod_security_level not in ("baseline", "restricted"):
+        raise UsageError(f"--default-pod-security-level: not baseline or restricted: {a.default_pod_security_level!r}")
+    if a.default_pod_security_version != "latest" and not re.fullmatch(r"v1\.(0|[1-9][0-9]*)",
+                                                                       a.default_pod_security_version):
+        raise UsageError(f"--default-pod-security-version: not 'latest' or v1.N: {a.default_pod_security_version!r}")
     if a.namespace is not None and not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", a.namespace):
         raise UsageError(f"--namespace: not a namespace name: {a.namespace!r}")
     return tls, retention, intervals
@@ -227,23 +243,34 @@ def api_client(a: argparse.Namespace) -> Any:
 
 
 def probe_api(api: Any, *, namespace: str | None) -> None:
-    """One list of EdgeNodes: fail start-up with one clear line when the API cannot serve us."""
+    """One list of EdgeNodes and of namespaces: fail start-up with one clear line when the API cannot serve us."""
     from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
 
     objs = client.CustomObjectsApi(api)
+    if namespace:
+        _probe(api, f"{PLURAL}.{GROUP}", lambda: objs.list_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, limit=1, _request_timeout=(5, 15)))
+    else:
+        _probe(api, f"{PLURAL}.{GROUP}", lambda: objs.list_cluster_custom_object(
+            GROUP, VERSION, PLURAL, limit=1, _request_timeout=(5, 15)))
+    # the namespace watch reads Pod Security labels and tenancy annotations
+    selector = {"field_selector": f"metadata.name={namespace}"} if namespace else {}
+    _probe(api, "namespaces", lambda: client.CoreV1Api(api).list_namespace(
+        limit=1, _request_timeout=(5, 15), **selector))
+
+
+def _probe(api: Any, what: str, call: Callable[[], Any]) -> None:
+    from kubernetes.client.exceptions import ApiException
+
     host = api.configuration.host
     try:
-        if namespace:
-            objs.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, limit=1, _request_timeout=(5, 15))
-        else:
-            objs.list_cluster_custom_object(GROUP, VERSION, PLURAL, limit=1, _request_timeout=(5, 15))
+        call()
     except ApiException as exc:
-        if exc.status == 404:
+        if exc.status == 404 and what != "namespaces":
             raise StartupError(f"the EdgeNode resource ({PLURAL}.{GROUP}/{VERSION}) is not served by {host}; "
                                "install it with: kubectl apply -f crd/edgenode.yaml") from None
         if exc.status in (401, 403):
-            raise StartupError(f"not allowed to list {PLURAL}.{GROUP} at {host} (HTTP {exc.status}); "
+            raise StartupError(f"not allowed to list {what} at {host} (HTTP {exc.status}); "
                                "apply crd/rbac.yaml or check the credentials") from None
         raise StartupError(f"the Kubernetes API at {host} answered HTTP {exc.status} "
                            f"{' '.join(str(exc.reason).split())}") from None
@@ -300,7 +327,9 @@ async def run(a: argparse.Namespace, *, tls: Any, retention: Retention, interval
 
     from eventlog import LogStore, StoreError
     from eventlog.opening import MANAGER_SUBDIR
+    from manager.admitting import NamespaceAdmission
     from manager.daemon import Daemon
+    from manager.podsecurity import Level, Policy, policy_of
     from manager.sync_service import SyncSettings
     from manager.watching import WatchSettings
 
@@ -320,7 +349,11 @@ async def run(a: argparse.Namespace, *, tls: Any, retention: Retention, interval
         info = store.info()
         logger.info("event log in {}: log_id {}, head offset {}, {} event(s) retained", store_dir, info.log_id,
                     info.head_offset, info.event_count)
+        default_policy = policy_of({"pod-security.kubernetes.io/enforce-version": a.default_pod_security_version},
+                                   default=Policy(Level(a.default_pod_security_level)))
+        logger.info("Pod Security of namespaces without the enforce label: {}", default_policy)
         daemon = Daemon(
+            admission=NamespaceAdmission(default_policy=default_policy),
             store=store, api=api, custom=client.CustomObjectsApi(api), core=client.CoreV1Api(api),
             namespace=a.namespace, retention=retention,
             events=client.EventsV1Api(api), reporting_instance=f"edge-manager-{socket.gethostname()}",

@@ -16,6 +16,13 @@ Decisions:
   label-selected pod watch instead of a read per node.
 - Pods kubelet cannot run as static pods are rejected (not sent; a previously sent version
   is deleted) and reported in the EdgeNode's status (see `static_pod_problem`).
+- A `pod_check` (manager.admitting: Pod Security and tenancy of the EdgeNode's namespace) may
+  refuse more pods, with the same effect. Its verdict depends on the namespace, not only on the
+  object, so the recorder keeps the last seen object of each EdgeNode and `reevaluate(namespace)`
+  renders them again when a namespace's labels change. Memory: the parsed objects of every
+  EdgeNode, which the watch has parsed anyway. Relisting the namespace instead would cost no
+  memory but race the EdgeNode watch: a list newer than an event still in the watch stream
+  would be recorded first and then regress to the older event's spec.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from loguru import logger
 
@@ -45,6 +52,12 @@ _FORBIDDEN_VOLUMES = {
     "ephemeral": "an ephemeral (PVC-backed) volume",
     "csi": "a CSI volume",
 }
+
+
+class PodCheck(Protocol):
+    """A policy a pod must pass to be sent; returns the refusal reason (None: allowed)."""
+
+    def __call__(self, pod: Mapping[str, Any], *, namespace: str, node: str) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -130,7 +143,7 @@ def source_of(obj: Mapping[str, Any]) -> Source:
                   generation=int(meta.get("generation") or 0))
 
 
-def desired_node(obj: Mapping[str, Any]) -> DesiredNode:
+def desired_node(obj: Mapping[str, Any], *, pod_check: PodCheck | None = None) -> DesiredNode:
     """Render one EdgeNode object into its accepted pods and rejections."""
     meta = obj.get("metadata") or {}
     namespace, node = meta.get("namespace") or "default", meta["name"]
@@ -142,6 +155,8 @@ def desired_node(obj: Mapping[str, Any]) -> DesiredNode:
             rejected.append(Rejection(name="", reason="pod has no metadata.name"))
             continue
         problem = static_pod_problem(pod, namespace=namespace, node=node)
+        if problem is None and pod_check is not None:
+            problem = pod_check(pod, namespace=namespace, node=node)
         if problem:
             rejected.append(Rejection(name=name, reason=problem))
             continue
@@ -214,6 +229,7 @@ class Recorder:
         on_listed: Callable[[list[DesiredNode]], None] | None = None,
         on_appended: Callable[[Appended], None] | None = None,
         on_rejected: Callable[[DesiredNode], None] | None = None,
+        pod_check: PodCheck | None = None,
     ) -> None:
         self._store = store
         self._notify = notify
@@ -223,35 +239,58 @@ class Recorder:
         self._on_listed = on_listed
         self._on_appended = on_appended
         self._on_rejected = on_rejected
+        self._pod_check = pod_check
+        self._objects: dict[EdgeNodeKey, Mapping[str, Any]] = {}  # last seen, for reevaluate()
         self._lock = threading.Lock()
         self._closed = False
         self._rejections: dict[EdgeNodeKey, tuple[Rejection, ...]] = {}  # last logged, to warn once per change
 
     def listed(self, objects: Iterable[Mapping[str, Any]]) -> Recorded:
         """A full list: append exactly the differences from the view, deletions included."""
-        desired = [desired_node(o) for o in objects]
-        for d in desired:
-            self._log_rejections(d)
-        with self._lock:
+        objects = list(objects)
+        with self._lock:  # rendered under the lock: a reevaluate() cannot interleave with stale verdicts
             if self._closed:
                 return Recorded(events=(), nodes=frozenset())
+            desired = [desired_node(o, pod_check=self._pod_check) for o in objects]
+            self._objects = {d.key: o for d, o in zip(desired, objects, strict=True)}
+            for d in desired:
+                self._log_rejections(d)
             changes = diff_listed(desired, self._store.all_pods(), namespace=self._namespace)
             rec = self._append(changes)
-        if self._on_listed:
-            self._on_listed(desired)
+            if self._on_listed:  # under the lock: a reevaluate()'s status cannot be overtaken by an older one
+                self._on_listed(desired)
         return rec
 
     def changed(self, obj: Mapping[str, Any]) -> Recorded:
         """An EdgeNode was added or modified: diff its pods against its part of the view."""
-        d = desired_node(obj)
-        self._log_rejections(d)
         with self._lock:
             if self._closed:
                 return Recorded(events=(), nodes=frozenset())
+            d = desired_node(obj, pod_check=self._pod_check)
+            self._objects[d.key] = obj
+            self._log_rejections(d)
             rec = self._append(diff_node(d, {d.node: self._store.pods(d.node)}))
-        if self._on_desired:
-            self._on_desired(d)
+            if self._on_desired:  # under the lock, as in listed()
+                self._on_desired(d)
         return rec
+
+    def reevaluate(self, namespace: str) -> Recorded:
+        """The namespace's policy changed: render its EdgeNodes again (newly refused pods deleted, allowed sent)."""
+        events: list[Event] = []
+        nodes: set[str] = set()
+        for key in sorted(k for k in list(self._objects) if k[0] == namespace):
+            with self._lock:
+                obj = self._objects.get(key)
+                if self._closed or obj is None:  # closed, or deleted since the keys were taken
+                    continue
+                d = desired_node(obj, pod_check=self._pod_check)
+                self._log_rejections(d)
+                rec = self._append(diff_node(d, {d.node: self._store.pods(d.node)}))
+                if self._on_desired:
+                    self._on_desired(d)
+            events.extend(rec.events)
+            nodes |= rec.nodes
+        return Recorded(events=events, nodes=frozenset(nodes))
 
     def deleted(self, obj: Mapping[str, Any]) -> Recorded:
         """An EdgeNode was deleted: a delete event for each of its pods."""
@@ -261,6 +300,7 @@ class Recorder:
             if self._closed:
                 return Recorded(events=(), nodes=frozenset())
             rec = self._append(deletions(namespace, node, {node: self._store.pods(node)}, source=source_of(obj)))
+            self._objects.pop((namespace, node), None)
         self._rejections.pop((namespace, node), None)
         if self._on_deleted:
             self._on_deleted((namespace, node))

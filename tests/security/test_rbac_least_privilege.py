@@ -35,6 +35,8 @@ USED = {
     ("edge.k8s.io", "edgenodes/status", "patch"),  # the status writer (merge patch, never update)
     ("", "pods", "list"),  # mirror pods (<pod>-<node>) decide the Running phase
     ("", "pods", "watch"),
+    ("", "namespaces", "list"),  # Pod Security labels and edge.k8s.io/allowed-nodes (manager/admitting.py)
+    ("", "namespaces", "watch"),
     ("events.k8s.io", "events", "create"),  # Events on EdgeNodes (manager/events.py)
     ("events.k8s.io", "events", "patch"),  # a repeated Event counts up its series
 }
