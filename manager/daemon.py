@@ -19,11 +19,26 @@ from eventlog import Appended, LogStore
 from manager.metrics import Metrics, serve
 from manager.recording import MANAGED_BY_LABEL, MANAGED_BY_VALUE, DesiredNode, Recorder
 from manager.status import Conflict, NotFound, StatusSettings, StatusWriter
-from manager.sync_service import LogNotifier, ServerTls, SyncSettings, create_server
+from manager.sync_service import BindProblem, LogNotifier, ServerTls, SyncSettings, create_server
 from manager.watching import Changed, Listed, WatchSettings, WatchStats, watch_forever
 
 GROUP, VERSION, PLURAL = "edge.k8s.io", "v1alpha1", "edgenodes"
 STOP_GRACE_SECONDS = 5.0  # streams get this long to finish before the server cancels them
+
+
+class BindError(OSError):
+    """A listen address that cannot be bound: which server ("sync" or "metrics") and why, in words."""
+
+    def __init__(self, role: str, reason: str) -> None:
+        super().__init__(f"{role}: {reason}")
+        self.role = role
+        self.reason = reason
+
+
+def _reason(exc: OSError) -> str:
+    """'address already in use' from an OSError (its strerror, first letter lowered)."""
+    why = exc.strerror or " ".join(str(exc).split())
+    return why[:1].lower() + why[1:]
 
 
 class _Observer:
@@ -122,8 +137,11 @@ class Daemon:
         """Start serving agents, metrics, then the watches and the background tasks."""
         self._loop = asyncio.get_running_loop()
         logger.info("Starting sync service")
-        self._server, port = create_server(store=self.store, notifier=self.notifier, observer=self.observer,
-                                           address=sync_address, tls=tls, settings=self._sync_settings)
+        try:
+            self._server, port = create_server(store=self.store, notifier=self.notifier, observer=self.observer,
+                                               address=sync_address, tls=tls, settings=self._sync_settings)
+        except BindProblem as exc:
+            raise BindError("sync", exc.reason) from None
         await self._server.start()
         host = sync_address.rpartition(":")[0] or "[::]"
         mode = "plaintext" if tls is None else ("mTLS" if tls.client_ca_file else "TLS")
@@ -136,7 +154,10 @@ class Daemon:
             watch_restarts=self._restarts,
         )
         if metrics_address is not None:
-            self._http = serve(metrics_address, metrics=self.metrics, ready=self.ready)
+            try:
+                self._http = serve(metrics_address, metrics=self.metrics, ready=self.ready)
+            except OSError as exc:
+                raise BindError("metrics", _reason(exc)) from None
         logger.info("Starting edge controller")
         self._start_thread("edgenode-watch", self._watch_edgenodes)
         self._start_thread("mirror-pod-watch", self._watch_mirror_pods)
