@@ -46,7 +46,7 @@ class SyncSettings:
     """Idle time before a Heartbeat; agents drop a stream silent for 3x this."""
     snapshot_chunk_entries: int = 256
     """Pod entries per SnapshotChunk."""
-    snapshot_chunk_bytes: int = 64 << 10
+    snapshot_chunk_bytes: int = 8 << 10
     """Manifest bytes per SnapshotChunk (always at least one pod): what one stream holds of a snapshot
     while its reader is slow, since chunks are read from the store only as the previous one is sent."""
     keepalive_time_ms: int = 10_000
