@@ -210,7 +210,8 @@ def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
 
 
-def _issue(d: Path, name: str, subject: str, ext: str) -> None:
+def issue(d: Path, name: str, subject: str, ext: str) -> None:
+    """<name>.crt and <name>.key for `subject`, signed by ca.crt/ca.key in `d`, with extensions `ext`."""
     _openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
              "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subject, cwd=d)
     (d / f"{name}.ext").write_text(ext)
@@ -237,8 +238,8 @@ def make_pki(d: Path, *, ca_name: str = "k8s-edge test CA") -> Pki:
     """A CA, a server certificate for 127.0.0.1/localhost and the CLIENTS certificates, in `d`."""
     _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "ca.key",
              "-out", "ca.crt", "-days", "2", "-subj", f"/CN={ca_name}", cwd=d)
-    _issue(d, "server", "/CN=edge-manager",
+    issue(d, "server", "/CN=edge-manager",
            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
     for name, (subject, san) in CLIENTS.items():
-        _issue(d, name, subject, san + "extendedKeyUsage=clientAuth\n")
+        issue(d, name, subject, san + "extendedKeyUsage=clientAuth\n")
     return Pki(d, d / "ca.crt", d / "server.crt", d / "server.key")
