@@ -152,6 +152,7 @@ class Daemon:
             connected_agents=lambda: self.observer.connected_agents,
             node_lag=self._node_lag,
             watch_restarts=self._restarts,
+            sync_streams=self._sync_streams,
         )
         if metrics_address is not None:
             try:
@@ -273,6 +274,12 @@ class Daemon:
             if exc.status == 409:
                 raise Conflict(f"{namespace}/{name}") from None
             raise
+
+    def _sync_streams(self) -> dict[str, int]:
+        table = self._server.stream_table
+        files = getattr(self._server, "tls_files", None)
+        return {"open": table.open, "refused": table.refused, "replaced": table.replaced,
+                "tls_reloads": files.reloads if files is not None else 0}
 
     def _head_offset(self, node: str) -> int:
         st = self.store.node_state(node)

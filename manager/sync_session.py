@@ -55,7 +55,7 @@ class SyncSettings:
     """How long an unanswered ping may take before the connection is dropped."""
     max_streams: int = DEFAULT_MAX_STREAMS
     """Open streams at most (--max-streams); beyond, new streams get RESOURCE_EXHAUSTED. Each costs
-    about one snapshot chunk and its gRPC buffers (bench/stream_memory_bench.py)."""
+    about one snapshot chunk and its gRPC buffers (bench/streams_bench.py)."""
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "window", "snapshot_chunk_entries", "snapshot_chunk_bytes", "keepalive_time_ms",
