@@ -167,11 +167,16 @@ class AgentSession:
             self.table.log_refusal(f"sync stream from {host} refused ({exc.code.name}): {exc.details}")
             await context.abort(exc.code, exc.details)
             return
+        if not self.table.claim(hello.node, self, peer=context.peer()):  # else an older stream of the node ends
+            details = (f"node {hello.node} has {self.table.max_per_node} sync streams open that have not ended "
+                       "(replaced streams whose connections neither read nor died)")
+            self.table.log_refusal(f"sync stream refused (RESOURCE_EXHAUSTED): {details}")
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, details)
+            return
         self.node = hello.node
         self._answers_heartbeats = hello.answers_heartbeats
         self._last_received = time.monotonic()
         self.notifier.subscribe(self.node, self._wake)
-        self.table.claim(self.node, self, peer=context.peer())  # an older stream of this node ends
         reader = asyncio.create_task(self._read(requests), name=f"sync-read-{self.node}")
         self._call("connected", peer=context.peer())
         try:
@@ -191,6 +196,7 @@ class AgentSession:
             reader.cancel()
             if not self._replaced:
                 self._detach()
+            self.table.finish(self.node)
             logger.info("agent {} disconnected (acknowledged {})", self.node, self._acked)
 
     def _detach(self) -> None:

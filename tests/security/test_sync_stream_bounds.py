@@ -32,22 +32,23 @@ def _net_connected(observer: object, node: str) -> int:
     return len(observer.of("connected", node)) - len(observer.of("disconnected", node))  # type: ignore[attr-defined]
 
 
-def test_400_silent_streams_for_one_node_leave_one_live_and_the_agent_wins(store: LogStore,  # noqa: F811
-                                                                           tmp_path: Path) -> None:
+def test_400_silent_streams_for_one_node_hold_at_most_8_and_the_agent_then_syncs(store: LogStore,  # noqa: F811
+                                                                                  tmp_path: Path) -> None:
     fill_node(store, "edge11")  # 256 pods x 5 KB, as in the issue
 
     async def scenario() -> None:
         async with serving(store) as s:
             table = s.server.stream_table
             async with grpc.aio.insecure_channel(s.address) as attacker:
-                await _silent_streams(attacker, ["edge11"] * 400)
-                await wait_until(lambda: table.replaced == 399, timeout=60, what="399 replaced streams")
+                calls = await _silent_streams(attacker, ["edge11"] * 400)
+                # each new one replaced the live one; replaced ones that cannot end yet count against the node
+                await wait_until(lambda: table.replaced + table.refused == 399, timeout=60, what="400 Hellos handled")
                 assert table.live_count == 1 and _net_connected(s.observer, "edge11") == 1
-                # the node's own agent reconnecting (e.g. after a half-open connection) takes over
-                await legit_agent_syncs(s.address, store, "edge11", tmp_path / "replica")
-                assert table.replaced == 400
-            await wait_until(lambda: table.open == 0, what="every stream ended")
+                assert table.open <= table.max_per_node == 8
+                assert len(calls) == 400
+            await wait_until(lambda: table.open == 0, what="every stream ended with its connection")
             assert _net_connected(s.observer, "edge11") == 0
+            await legit_agent_syncs(s.address, store, "edge11", tmp_path / "replica")
 
     run(scenario(), timeout=180)
 
@@ -62,8 +63,7 @@ def test_beyond_max_streams_new_streams_get_resource_exhausted(store: LogStore, 
             async with grpc.aio.insecure_channel(s.address) as attacker:
                 calls = await _silent_streams(attacker, [f"n{i:03d}" for i in range(400)])
                 await wait_until(lambda: table.refused == 350 and table.open == 50, what="the cap reached")
-                codes = await asyncio.gather(*(c.code() for c in calls if c.done()))
-                assert codes == [grpc.StatusCode.RESOURCE_EXHAUSTED] * 350
+                assert len(calls) == 400 and table.live_count == 50
                 async with raw_stream(s.address) as st:  # the legit agent meanwhile: refused, not served half
                     with contextlib.suppress(grpc.aio.AioRpcError):  # refused before the Hello is read
                         await st.send(hello=pb.Hello(node="edge01", record_format=RECORD_FORMAT))
@@ -139,5 +139,29 @@ def test_oversized_or_invalid_strings_in_a_hello_are_refused(store: LogStore, tm
                 assert why in await st.call.details()
             assert s.observer.of("connected") == []
             await legit_agent_syncs(s.address, store, "edge01", tmp_path / "replica")
+
+    run(scenario())
+
+
+def test_one_nodes_silent_connections_cannot_fill_the_table_for_others(store: LogStore,  # noqa: F811
+                                                                        tmp_path: Path) -> None:
+    fill_node(store, "edge11")  # 256 pods x 5 KB: a silent reader's window fills, its replaced stream cannot end
+    fill_node(store, "edge12", pods=8, size=500)
+    silent = [("grpc.use_local_subchannel_pool", 1), ("grpc.http2.bdp_probe", 0)]
+
+    async def scenario() -> None:
+        async with serving(store) as s:
+            table = s.server.stream_table
+            channels = [grpc.aio.insecure_channel(s.address, options=silent) for _ in range(20)]
+            try:
+                for ch in channels:
+                    await _silent_streams(ch, ["edge11"])
+                    await asyncio.sleep(0.5)  # pacing: its 64 KiB window fills before the next replaces it
+                await wait_until(lambda: table.replaced + table.refused == 19, what="20 Hellos handled")
+                assert table.open <= table.max_per_node and table.refused >= 20 - table.max_per_node
+                await legit_agent_syncs(s.address, store, "edge12", tmp_path / "replica")  # another node: served
+            finally:
+                for ch in channels:
+                    await ch.close(grace=None)
 
     run(scenario())
