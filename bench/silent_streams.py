@@ -3,7 +3,8 @@
 Usage: python bench/silent_streams.py --addr HOST:PORT --node NAME
 
 Protocol: JSON lines (bench/benchlib.Child). First line {"pid"}; then {"cmd": "open", "streams": N}
-opens N streams and answers {"opened": N} once every Hello is written; "quit" ends.
+opens N streams for --node (or {"cmd": "open", "nodes": [...]}: one stream per node) and answers
+{"opened": N} once every Hello is written; "close" closes them all ({"closed": N}); "quit" ends.
 The channels disable BDP probing, so each stream's receive window stays at 64 KiB: the
 manager cannot push its data into this process's buffers and must hold what it cannot
 send itself (the worst case for the manager's memory). Must not import manager or agent.
@@ -41,14 +42,23 @@ async def amain(a: argparse.Namespace) -> None:
         if msg["cmd"] == "quit":
             break
         if msg["cmd"] == "open":
-            for _ in range(msg["streams"]):
+            for node in msg.get("nodes") or [a.node] * msg["streams"]:
                 ch = grpc.aio.insecure_channel(a.addr, options=SILENT_OPTIONS)
                 call = pb_grpc.SyncStub(ch).Stream()
-                await call.write(pb.AgentMessage(hello=pb.Hello(node=a.node, record_format=RECORD_FORMAT,
-                                                                agent_version="bench-silent")))
+                try:
+                    await call.write(pb.AgentMessage(hello=pb.Hello(node=node, record_format=RECORD_FORMAT,
+                                                                    agent_version="bench-silent")))
+                except grpc.aio.AioRpcError:
+                    pass  # refused at once (a limit): the manager's counters say so
                 channels.append(ch)
                 calls.append(call)
             print(json.dumps({"opened": len(calls)}), flush=True)
+        elif msg["cmd"] == "close":
+            n = len(channels)
+            for ch in channels:
+                await ch.close(grace=None)
+            channels, calls = [], []
+            print(json.dumps({"closed": n}), flush=True)
     for ch in channels:
         await ch.close(grace=None)
 
