@@ -214,7 +214,8 @@ class Agent:
         try:
             server = HealthServer(host, port, registry=registry, ready=lambda: self.readiness.check(self.reconciler))
         except OSError as exc:
-            logger.error("cannot serve metrics on {}:{}: {}", host, port, exc.strerror or exc)
+            why = exc.strerror or " ".join(str(exc).split())
+            logger.error("--metrics-addr {}:{}: {}", host, port, why[:1].lower() + why[1:])
             return False
         server.start()
         logger.info("serving /metrics, /healthz, /readyz on http://{}:{}", *server.address)

@@ -47,6 +47,15 @@ class ClientTls:
     cert_file: Path | None = None
     key_file: Path | None = None
 
+    def signature(self) -> tuple[tuple[int, int, int], ...]:
+        """(mtime, size, inode) of each file: a rotated certificate or CA changes it (raises OSError)."""
+        out = []
+        for path in (self.ca_file, self.cert_file, self.key_file):
+            if path is not None:
+                st = path.stat()  # follows symlinks: a Secret volume swaps its ..data link
+                out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+        return tuple(out)
+
 
 @dataclass(frozen=True, slots=True)
 class Report:
@@ -177,6 +186,7 @@ class SyncClient:
         self._write_lock = asyncio.Lock()
         self._deferred_since: float | None = None  # first Ack sent without a reconcile, while catching up
         self._report_tasks: set[asyncio.Task[None]] = set()
+        self._tls_seen = tls.signature() if tls is not None else ()
         self._credentials = self._load_credentials(tls)
 
     @staticmethod
@@ -244,7 +254,23 @@ class SyncClient:
             logger.info("sync with {} works again after {} failed attempt(s); the last error, {} time(s): {}",
                         self.address, failures, repeats + 1, error)
 
+    def _reload_credentials(self) -> None:
+        """Read the TLS files again when they changed since loaded, so a rotation needs no restart."""
+        if self.tls is None:
+            return
+        try:
+            seen = self.tls.signature()
+            if seen == self._tls_seen:
+                return
+            self._credentials = self._load_credentials(self.tls)
+        except OSError as exc:  # mid-rotation: keep what was loaded, try again at the next connection
+            logger.warning("TLS files not reloaded: {}", " ".join(str(exc).split()))
+            return
+        self._tls_seen = seen
+        logger.info("TLS files changed: reloaded the certificate, key and CA")
+
     def _channel(self, address: str) -> grpc.aio.Channel:
+        self._reload_credentials()
         if self._credentials is None:
             return grpc.aio.insecure_channel(address, options=self.channel_options)
         return grpc.aio.secure_channel(address, self._credentials, options=self.channel_options)

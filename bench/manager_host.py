@@ -158,8 +158,11 @@ class Host:
         o = self.observer
         if cmd == "stats":
             st = proc_status_safe()
+            table = getattr(self.server, "stream_table", None)
+            streams = {"open": table.open, "live": table.live_count, "replaced": table.replaced,
+                       "refused": table.refused} if table is not None else {}
             return {**st, "cpu": proc_cpu_seconds_self(), "connected": o.n_connected, "connects": o.connects,
-                    "snapshots": o.snapshots, "acks": o.acks, "head": self.store.head_offset}
+                    "snapshots": o.snapshots, "acks": o.acks, "head": self.store.head_offset, "streams": streams}
         if cmd == "wait_connected":
             deadline = time.monotonic() + a.get("timeout", 300)
             while o.n_connected < a["count"]:

@@ -38,6 +38,7 @@ from eventlog.records import (
     PodEntry,
     PodKey,
     Snapshot,
+    SnapshotPlan,
     Source,
     StoreInfo,
 )

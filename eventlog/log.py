@@ -32,7 +32,7 @@ from eventlog.encoding import (
 )
 from eventlog.environment import DEFAULT_MAP_SIZE, Environment
 from eventlog.errors import CompactedError, CorruptRecordError, OffsetOutOfRangeError
-from eventlog.records import Appended, Change, CompactionResult, Event, NodeState, PodEntry, PodKey, Snapshot, StoreInfo
+from eventlog.records import Appended, Change, CompactionResult, Event, NodeState, PodEntry, PodKey, Snapshot, SnapshotPlan, StoreInfo
 from eventlog.view import ViewWriter, read_node, read_nodes, read_pods
 
 ROLE = "manager"
@@ -324,6 +324,58 @@ class LogStore:
             pods = self._pods_in(txn, node).get(node, {})
         offset, digest = (st.head_offset, st.digest) if st else (0, 0)
         return Snapshot(self.log_id, node, offset, digest, tuple(sorted(pods.values(), key=lambda p: p.key)))
+
+    def snapshot_plan(self, node: str) -> SnapshotPlan:
+        """The node's head, digest and pod keys with their offsets, in one short transaction (no manifests)."""
+        keys: list[bytes] = []
+        offsets: list[int] = []
+        with self._env.read() as txn:
+            st = read_node(txn, self._nodes, node)
+            prefix = view_key(node)
+            cur = txn.cursor(db=self._view)
+            if cur.set_range(prefix):
+                for k, v in cur:
+                    if not k.startswith(prefix):
+                        break
+                    keys.append(k)
+                    offsets.append(from_u64(v[:8]))
+        offset, digest = (st.head_offset, st.digest) if st else (0, 0)
+        return SnapshotPlan(self.log_id, node, offset, digest, tuple(keys), tuple(offsets))
+
+    def snapshot_entries(self, plan: SnapshotPlan, *, start: int, limit: int, max_bytes: int) -> list[PodEntry]:
+        """Pods start.. of a plan (at most `limit`, stopping past max_bytes of manifests), in one short transaction.
+
+        Each manifest is the one at the offset the plan recorded, so the pods form the view
+        as of the plan's offset even when the node changed since. Raises CompactedError when
+        compaction dropped a recorded version meanwhile: the snapshot must start again.
+        """
+        out: list[PodEntry] = []
+        size = 0
+        with self._env.read() as txn:
+            first = self._env.get_meta(txn, b"first", 1)
+            for i in range(start, min(len(plan.keys), start + limit)):
+                key, offset = plan.keys[i], plan.offsets[i]
+                _, ns, name = split_view_key(key)
+                manifest: bytes | None = None
+                if offset >= first:
+                    raw = txn.get(u64(offset), db=self._log)
+                    if raw is not None:
+                        manifest = event_manifest(raw) or b""
+                else:
+                    b = txn.get(key, db=self._base)
+                    if b is not None:
+                        b_offset, _, b_manifest = decode_view_value(b)
+                        manifest = b_manifest if b_offset == offset else None
+                if manifest is None:
+                    raise CompactedError(
+                        f"pod {ns}/{name} of node {plan.node} at offset {offset} was compacted while its snapshot "
+                        "was sent"
+                    )
+                out.append(PodEntry(ns, name, offset, manifest))
+                size += len(manifest)
+                if size >= max_bytes:
+                    break
+        return out
 
     def check_offset(self, offset: int) -> None:
         """Raise unless `offset` is a retained event (for tools asking "state as of")."""

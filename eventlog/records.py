@@ -142,6 +142,27 @@ class Snapshot:
     pods: tuple[PodEntry, ...]
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class SnapshotPlan:
+    """A snapshot read lazily: the node's head, digest and each pod's view key and offset, as of one transaction.
+
+    Holds keys, not manifests (about 40 bytes a pod), so a stream's memory does not grow with
+    the manifests; LogStore.snapshot_entries reads the manifests a chunk at a time.
+    """
+
+    log_id: str
+    node: str
+    offset: int
+    digest: int
+    keys: tuple[bytes, ...]
+    offsets: tuple[int, ...]
+
+    @property
+    def pod_count(self) -> int:
+        """Pods in the snapshot."""
+        return len(self.keys)
+
+
 @dataclass(frozen=True, slots=True)
 class Cursor:
     """Where a replica stands: which log it follows and how far it applied it."""

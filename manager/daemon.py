@@ -21,11 +21,26 @@ from manager.admitting import NamespaceAdmission
 from manager.metrics import Metrics, serve
 from manager.recording import MANAGED_BY_LABEL, MANAGED_BY_VALUE, DesiredNode, Recorder
 from manager.status import Conflict, NotFound, StatusSettings, StatusWriter
-from manager.sync_service import LogNotifier, ServerTls, SyncSettings, create_server
+from manager.sync_service import BindProblem, LogNotifier, ServerTls, SyncSettings, create_server
 from manager.watching import Changed, Listed, WatchSettings, WatchStats, watch_forever
 
 GROUP, VERSION, PLURAL = "edge.k8s.io", "v1alpha1", "edgenodes"
 STOP_GRACE_SECONDS = 5.0  # streams get this long to finish before the server cancels them
+
+
+class BindError(OSError):
+    """A listen address that cannot be bound: which server ("sync" or "metrics") and why, in words."""
+
+    def __init__(self, role: str, reason: str) -> None:
+        super().__init__(f"{role}: {reason}")
+        self.role = role
+        self.reason = reason
+
+
+def _reason(exc: OSError) -> str:
+    """'address already in use' from an OSError (its strerror, first letter lowered)."""
+    why = exc.strerror or " ".join(str(exc).split())
+    return why[:1].lower() + why[1:]
 
 
 class _Observer:
@@ -168,8 +183,11 @@ class Daemon:
         """Start serving agents, metrics, then the watches and the background tasks."""
         self._loop = asyncio.get_running_loop()
         logger.info("Starting sync service")
-        self._server, port = create_server(store=self.store, notifier=self.notifier, observer=self.observer,
-                                           address=sync_address, tls=tls, settings=self._sync_settings)
+        try:
+            self._server, port = create_server(store=self.store, notifier=self.notifier, observer=self.observer,
+                                               address=sync_address, tls=tls, settings=self._sync_settings)
+        except BindProblem as exc:
+            raise BindError("sync", exc.reason) from None
         await self._server.start()
         host = sync_address.rpartition(":")[0] or "[::]"
         mode = "plaintext" if tls is None else ("mTLS" if tls.client_ca_file else "TLS")
@@ -180,9 +198,13 @@ class Daemon:
             connected_agents=lambda: self.observer.connected_agents,
             node_lag=self._node_lag,
             watch_restarts=self._restarts,
+            sync_streams=self._sync_streams,
         )
         if metrics_address is not None:
-            self._http = serve(metrics_address, metrics=self.metrics, ready=self.ready)
+            try:
+                self._http = serve(metrics_address, metrics=self.metrics, ready=self.ready)
+            except OSError as exc:
+                raise BindError("metrics", _reason(exc)) from None
         logger.info("Starting edge controller")
         self._start_thread("namespace-watch", self._watch_namespaces)
         self._start_thread("edgenode-watch", self._watch_edgenodes)
@@ -342,6 +364,12 @@ class Daemon:
             if exc.status == 409:
                 raise Conflict(f"{namespace}/{name}") from None
             raise
+
+    def _sync_streams(self) -> dict[str, int]:
+        table = self._server.stream_table
+        files = getattr(self._server, "tls_files", None)
+        return {"open": table.open, "refused": table.refused, "replaced": table.replaced,
+                "tls_reloads": files.reloads if files is not None else 0}
 
     def _head_offset(self, node: str) -> int:
         st = self.store.node_state(node)

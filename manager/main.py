@@ -33,6 +33,7 @@ USER_AGENT = "edge-manager/0.1.0"
 DEFAULT_DATA_DIR = "/var/lib/k8s-edge/manager"
 DEFAULT_METRICS_ADDR = ":8080"
 DEFAULT_KUBECONFIG = "~/.kube/config"
+DEFAULT_MAX_STREAMS = 10_000  # = manager.streams.DEFAULT_MAX_STREAMS (not imported: --help must not load grpc)
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _SIZE = re.compile(r"^(\d+)\s*(|k|ki|m|mi|g|gi|t|ti|b|kb|mb|gb|tb)$", re.I)
 _SIZE_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "ki": 2**10, "m": 10**6, "mb": 10**6, "mi": 2**20,
@@ -93,7 +94,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-cert-file", type=Path, default=None, help="server certificate (PEM)")
     p.add_argument("--tls-private-key-file", type=Path, default=None, help="server private key (PEM)")
     p.add_argument("--client-ca-file", type=Path, default=None,
-                   help="CA for agent client certificates; agents may then stream only the node their certificate names")
+                   help="CA for agent client certificates; agents may then stream only the node their certificate "
+                        "names (required with TLS unless --allow-unauthenticated-agents)")
+    p.add_argument("--node-identity", choices=["kubelet", "cn"], default=None,
+                   help="how a client certificate names its node: kubelet (default): CN=system:node:<node> with "
+                        "O=system:nodes, as kubelet's; cn: CN=<node>, only with a client CA dedicated to agents")
+    p.add_argument("--allow-unauthenticated-agents", action="store_true",
+                   help="serve TLS without --client-ca-file: any client can read and report for any node")
+    p.add_argument("--max-streams", type=int, default=DEFAULT_MAX_STREAMS, metavar="N",
+                   help=f"open sync streams at most; beyond, new streams get RESOURCE_EXHAUSTED "
+                        f"(default {DEFAULT_MAX_STREAMS})")
     p.add_argument("--insecure", action="store_true", help="serve plaintext gRPC without authentication")
     p.add_argument("--retain-events", type=int, default=None, metavar="N",
                    help="compaction: keep at most the newest N events")
@@ -155,6 +165,7 @@ def setup_logging(*, level: str, fmt: str) -> None:
 def check_flags(a: argparse.Namespace) -> tuple[Any, Retention, dict[str, float]]:
     """Validate flags; return (ServerTls or None, Retention, intervals). Raises UsageError."""
     from edgecommon.files import PrivacyError, check_private_key_mode
+    from manager.identity import NodeIdentity
     from manager.sync_service import ServerTls
 
     tls_given = [f for f, v in (("--tls-cert-file", a.tls_cert_file), ("--tls-private-key-file",
@@ -173,10 +184,23 @@ def check_flags(a: argparse.Namespace) -> tuple[Any, Retention, dict[str, float]
             check_private_key_mode(a.tls_private_key_file)  # issue 12: a group/world-readable key is refused
         except PrivacyError as exc:
             raise UsageError(f"--tls-private-key-file {exc}") from None
-        tls = ServerTls(cert_file=a.tls_cert_file, key_file=a.tls_private_key_file, client_ca_file=a.client_ca_file)
+        if a.client_ca_file is None and not a.allow_unauthenticated_agents:
+            raise UsageError("TLS without --client-ca-file would let any client sync any node: pass --client-ca-file "
+                             "(or --allow-unauthenticated-agents to accept that)")
+        if a.client_ca_file is not None and a.allow_unauthenticated_agents:
+            raise UsageError("--allow-unauthenticated-agents cannot be combined with --client-ca-file")
+        tls = ServerTls(cert_file=a.tls_cert_file, key_file=a.tls_private_key_file, client_ca_file=a.client_ca_file,
+                        node_identity=NodeIdentity(a.node_identity or "kubelet"))
     elif not a.insecure:
         raise UsageError("refusing to serve agents without TLS: pass --tls-cert-file and --tls-private-key-file "
                          "(and --client-ca-file), or --insecure for plaintext")
+    if a.node_identity is not None and a.client_ca_file is None:
+        raise UsageError("--node-identity needs --client-ca-file (without it no certificate is checked)")
+    if a.allow_unauthenticated_agents and a.insecure:
+        raise UsageError("--allow-unauthenticated-agents is for TLS without --client-ca-file; --insecure already "
+                         "serves everyone")
+    if a.max_streams < 1:
+        raise UsageError(f"--max-streams must be at least 1, got {a.max_streams}")
     try:
         retention = Retention(
             keep_last=a.retain_events,
@@ -328,7 +352,7 @@ async def run(a: argparse.Namespace, *, tls: Any, retention: Retention, interval
     from eventlog import LogStore, StoreError
     from eventlog.opening import MANAGER_SUBDIR
     from manager.admitting import NamespaceAdmission
-    from manager.daemon import Daemon
+    from manager.daemon import BindError, Daemon
     from manager.podsecurity import Level, Policy, policy_of
     from manager.sync_service import SyncSettings
     from manager.watching import WatchSettings
@@ -337,6 +361,12 @@ async def run(a: argparse.Namespace, *, tls: Any, retention: Retention, interval
     if tls is None:
         logger.warning("--insecure: the sync service serves plaintext gRPC without authentication; "
                        "any client can read every node's pods")
+    elif tls.client_ca_file is None:
+        logger.warning("--allow-unauthenticated-agents: the sync service checks no client certificate; "
+                       "any client can read every node's pods and change its EdgeNode status")
+    elif tls.node_identity.value == "cn":
+        logger.warning("--node-identity=cn: a client certificate CN=<node> is trusted as that node; "
+                       "--client-ca-file must be a CA dedicated to agents")
     api = await asyncio.to_thread(api_client, a)
     await asyncio.to_thread(probe_api, api, namespace=a.namespace)
     store_dir = a.data_dir / MANAGER_SUBDIR
@@ -359,7 +389,7 @@ async def run(a: argparse.Namespace, *, tls: Any, retention: Retention, interval
             events=client.EventsV1Api(api), reporting_instance=f"edge-manager-{socket.gethostname()}",
             compaction_interval=intervals["compaction_interval"],
             status_refresh_seconds=intervals["status_refresh_interval"],
-            sync_settings=SyncSettings(heartbeat_seconds=intervals["heartbeat_interval"]),
+            sync_settings=SyncSettings(heartbeat_seconds=intervals["heartbeat_interval"], max_streams=a.max_streams),
             watch_settings=WatchSettings(server_timeout_seconds=max(1, round(intervals["watch_timeout"])),
                                          read_timeout_seconds=intervals["watch_timeout"] + 30),
         )
@@ -370,6 +400,11 @@ async def run(a: argparse.Namespace, *, tls: Any, retention: Retention, interval
         metrics_addr = split_address(a.metrics_addr, flag="--metrics-addr") if a.metrics_addr else None
         try:
             await daemon.start(sync_address=a.sync_server, tls=tls, metrics_address=metrics_addr)
+        except BindError as exc:
+            await daemon.stop()
+            flag = {"sync": "--sync-server", "metrics": "--metrics-addr"}[exc.role]
+            address = a.sync_server if exc.role == "sync" else a.metrics_addr
+            raise StartupError(f"{flag} {address}: {exc.reason}") from None
         except OSError as exc:
             await daemon.stop()
             raise StartupError(" ".join(str(exc).split())) from None

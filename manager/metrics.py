@@ -28,11 +28,13 @@ class _Live(Collector):
         connected_agents: Callable[[], int],
         node_lag: Callable[[], Mapping[str, int]],
         watch_restarts: Callable[[], Mapping[tuple[str, str], int]],
+        sync_streams: Callable[[], Mapping[str, int]] | None = None,
     ) -> None:
         self._head = head_offset
         self._agents = connected_agents
         self._lag = node_lag
         self._restarts = watch_restarts
+        self._streams = sync_streams
 
     def collect(self) -> Iterator[Metric]:
         """One sample set per scrape; a closed store yields nothing rather than an error."""
@@ -55,6 +57,19 @@ class _Live(Collector):
         for (resource, reason), n in sorted(self._restarts().items()):
             restarts.add_metric([resource, reason], n)
         yield restarts
+        if self._streams is not None:
+            s = self._streams()
+            yield GaugeMetricFamily("edge_manager_sync_streams_open",
+                                    "Sync streams open (before Hello, live, or replaced and not yet ended).",
+                                    value=s["open"])
+            yield CounterMetricFamily("edge_manager_sync_streams_refused",
+                                      "Sync streams refused because --max-streams were open.", value=s["refused"])
+            yield CounterMetricFamily("edge_manager_sync_streams_replaced",
+                                      "Live sync streams ended by a newer stream of the same node.",
+                                      value=s["replaced"])
+            yield CounterMetricFamily("edge_manager_tls_reloads",
+                                      "Times the sync server read its changed certificate files again.",
+                                      value=s["tls_reloads"])
 
 
 class Metrics:

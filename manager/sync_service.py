@@ -10,13 +10,18 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
+import socket
 from pathlib import Path
 
 import grpc
 from google.protobuf.message import DecodeError
 
+from loguru import logger
+
 from eventlog import LogStore
+from manager.identity import NodeIdentity
 from manager.notify import LogNotifier
+from manager.streams import StreamTable
 from manager.sync_session import UNDECODABLE, AgentObserver, AgentSession, NullObserver, SyncSettings
 from proto import sync_pb2 as pb
 from proto import sync_pb2_grpc as pb_grpc
@@ -24,6 +29,7 @@ from proto import sync_pb2_grpc as pb_grpc
 __all__ = [
     "AgentObserver",
     "LogNotifier",
+    "NodeIdentity",
     "NullObserver",
     "ServerTls",
     "SyncServicer",
@@ -38,37 +44,93 @@ SERVICE = "k8sedge.sync.v1.Sync"
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServerTls:
-    """Server certificate; with client_ca_file, agents must present a certificate naming their node."""
+    """Server certificate; with client_ca_file, agents must present a certificate naming their node.
+
+    The files are read again when they change (checked at each new connection), so a rotated
+    certificate or CA bundle is used without a restart.
+    """
 
     cert_file: Path
     key_file: Path
     client_ca_file: Path | None = None
+    node_identity: NodeIdentity = NodeIdentity.KUBELET
+
+
+class TlsFiles:
+    """The server's certificate, key and client CA, read again when one of the files changes."""
+
+    def __init__(self, tls: ServerTls) -> None:
+        self.tls = tls
+        self.reloads = 0
+        self._seen = self._signature()
+        self.initial = self._configuration()
+
+    def _paths(self) -> list[Path]:
+        return [p for p in (self.tls.cert_file, self.tls.key_file, self.tls.client_ca_file) if p is not None]
+
+    def _signature(self) -> tuple[tuple[int, int, int], ...]:
+        out = []
+        for p in self._paths():
+            st = p.stat()  # follows symlinks: a Secret volume swaps its ..data link
+            out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+        return tuple(out)
+
+    def _configuration(self) -> grpc.ServerCertificateConfiguration:
+        tls = self.tls
+        return grpc.ssl_server_certificate_configuration(
+            [(tls.key_file.read_bytes(), tls.cert_file.read_bytes())],
+            root_certificates=tls.client_ca_file.read_bytes() if tls.client_ca_file else None,
+        )
+
+    def fetch(self) -> grpc.ServerCertificateConfiguration | None:
+        """gRPC's config fetcher (called before each handshake): a new configuration when the files changed."""
+        try:
+            signature = self._signature()
+            if signature == self._seen:
+                return None
+            config = self._configuration()
+        except OSError as exc:  # mid-rotation or removed: keep serving with what was loaded
+            logger.warning("TLS files not reloaded: {}", " ".join(str(exc).split()))
+            return None
+        self._seen = signature
+        self.reloads += 1
+        logger.info("TLS certificate files changed: reloaded {}", ", ".join(str(p) for p in self._paths()))
+        return config
 
 
 class SyncServicer(pb_grpc.SyncServicer):
-    """Thin servicer: each stream gets its own AgentSession."""
+    """Thin servicer: each stream gets its own AgentSession, admitted by the stream table."""
 
     def __init__(
         self, *, store: LogStore, notifier: LogNotifier, observer: AgentObserver, settings: SyncSettings,
-        require_identity: bool,
+        identity: NodeIdentity | None, table: StreamTable,
     ) -> None:
         self._store = store
         self._notifier = notifier
         self._observer = observer
         self._settings = settings
-        self._require_identity = require_identity
+        self._identity = identity
+        self.table = table
 
     async def Stream(  # noqa: N802 (the generated name)
         self, request_iterator: AsyncIterator[object], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ManagerMessage]:
         """One agent's stream for as long as its connection lives."""
-        session = AgentSession(
-            store=self._store, notifier=self._notifier, observer=self._observer, settings=self._settings,
-            require_identity=self._require_identity,
-        )
-        async with aclosing(session.run(request_iterator, context)) as messages:  # its finally runs now, not at GC
-            async for message in messages:
-                yield message
+        if not self.table.enter():
+            details = f"too many sync streams: {self.table.max_streams} open (--max-streams)"
+            self.table.log_refusal(f"sync stream refused (RESOURCE_EXHAUSTED): {details}")
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, details)
+            return
+        try:
+            session = AgentSession(
+                store=self._store, notifier=self._notifier, observer=self._observer, settings=self._settings,
+                identity=self._identity, table=self.table,
+            )
+            async with aclosing(session.run(request_iterator, context)) as messages:  # its finally runs now
+                async for message in messages:
+                    yield message
+        finally:
+            self.table.leave()
 
 
 def _parse_agent_message(data: bytes) -> object:
@@ -99,6 +161,34 @@ def listen_address(address: str) -> str:
     return address
 
 
+class BindProblem(OSError):
+    """The sync address cannot be bound; reason in words ('address already in use')."""
+
+    def __init__(self, address: str, reason: str) -> None:
+        super().__init__(f"cannot listen on {address}: {reason}")
+        self.address = address
+        self.reason = reason
+
+
+def bind_problem(bind: str) -> str:
+    """Why gRPC could not bind `bind` (it does not say): the error of binding a plain socket there."""
+    host, _, port = bind.rpartition(":")
+    host = host.strip("[]")
+    try:
+        infos = socket.getaddrinfo(host or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, ValueError) as exc:
+        return " ".join(str(exc).split())
+    for family, kind, proto, _, sockaddr in infos:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC does: TIME_WAIT is no conflict
+            try:
+                sock.bind(sockaddr)
+            except OSError as exc:
+                why = exc.strerror or str(exc)
+                return why[:1].lower() + why[1:]
+    return "cannot bind"
+
+
 def create_server(
     *,
     store: LogStore,
@@ -108,10 +198,15 @@ def create_server(
     tls: ServerTls | None,
     settings: SyncSettings = SyncSettings(),
 ) -> tuple[grpc.aio.Server, int]:
-    """Build the sync server (not started) and bind it; returns the server and its port."""
-    require_identity = tls is not None and tls.client_ca_file is not None
+    """Build the sync server (not started) and bind it; returns the server and its port.
+
+    Without a client CA (plaintext, or TLS alone) no node identity is checked: main refuses
+    that unless --insecure or --allow-unauthenticated-agents says so.
+    """
+    identity = tls.node_identity if tls is not None and tls.client_ca_file is not None else None
     servicer = SyncServicer(
-        store=store, notifier=notifier, observer=observer, settings=settings, require_identity=require_identity
+        store=store, notifier=notifier, observer=observer, settings=settings, identity=identity,
+        table=StreamTable(max_streams=settings.max_streams),
     )
     handler = grpc.method_handlers_generic_handler(
         SERVICE,
@@ -129,14 +224,15 @@ def create_server(
         if tls is None:
             port = server.add_insecure_port(bind)
         else:
-            credentials = grpc.ssl_server_credentials(
-                [(tls.key_file.read_bytes(), tls.cert_file.read_bytes())],
-                root_certificates=tls.client_ca_file.read_bytes() if tls.client_ca_file else None,
-                require_client_auth=require_identity,
+            files = TlsFiles(tls)
+            credentials = grpc.dynamic_ssl_server_credentials(
+                files.initial, files.fetch, require_client_authentication=identity is not None
             )
+            server.tls_files = files  # type: ignore[attr-defined]  (tests and metrics read reloads)
             port = server.add_secure_port(bind, credentials)
-    except RuntimeError as exc:
-        raise OSError(f"cannot listen on {address}: {exc}") from None
+    except RuntimeError:
+        raise BindProblem(address, bind_problem(bind)) from None
     if not port:
-        raise OSError(f"cannot listen on {address}")
+        raise BindProblem(address, bind_problem(bind))
+    server.stream_table = servicer.table  # type: ignore[attr-defined]  (metrics read it)
     return server, port

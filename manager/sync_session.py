@@ -12,19 +12,23 @@ import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
 import grpc
 from loguru import logger
 
-from eventlog import RECORD_FORMAT, CompactedError, LogStore, Snapshot, encode_entry, event_offset, format_digest
-from manager.identity import node_name_problem, node_permitted
+from eventlog import RECORD_FORMAT, CompactedError, LogStore, SnapshotPlan, encode_entry, event_offset, format_digest
+from manager.identity import NodeIdentity, certificate_node, describe, node_name_problem
 from manager.notify import LogNotifier
+from manager.streams import DEFAULT_MAX_STREAMS, StreamTable
 from proto import sync_pb2 as pb
 
-_MAX_MESSAGE_BYTES = 1 << 20  # a batch or chunk stops growing past ~1 MiB (always at least one record)
+_MAX_MESSAGE_BYTES = 1 << 20  # a batch stops growing past ~1 MiB (always at least one record)
+MAX_REPORT_MESSAGE_BYTES = 1024  # an agent's report message is cut to this before it reaches the status
+MAX_LOG_ID_CHARS = 64  # a log_id is 32 hex digits; anything longer is not one of ours
+_TRUNCATED = "... (truncated)"
 SILENT_HEARTBEATS = 3  # an agent that answers heartbeats and is silent this many is considered gone
 HELLO_TIMEOUT_SECONDS = 30.0  # a connection that never says Hello does not hold a stream forever
 
@@ -42,13 +46,20 @@ class SyncSettings:
     """Idle time before a Heartbeat; agents drop a stream silent for 3x this."""
     snapshot_chunk_entries: int = 256
     """Pod entries per SnapshotChunk."""
+    snapshot_chunk_bytes: int = 8 << 10
+    """Manifest bytes per SnapshotChunk (always at least one pod): what one stream holds of a snapshot
+    while its reader is slow, since chunks are read from the store only as the previous one is sent."""
     keepalive_time_ms: int = 10_000
     """HTTP/2 ping interval: detects a black-holed agent without waiting for TCP."""
     keepalive_timeout_ms: int = 10_000
     """How long an unanswered ping may take before the connection is dropped."""
+    max_streams: int = DEFAULT_MAX_STREAMS
+    """Open streams at most (--max-streams); beyond, new streams get RESOURCE_EXHAUSTED. Each costs
+    about one snapshot chunk and its gRPC buffers (bench/streams_bench.py)."""
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "window", "snapshot_chunk_entries", "keepalive_time_ms", "keepalive_timeout_ms"):
+        for name in ("batch_size", "window", "snapshot_chunk_entries", "snapshot_chunk_bytes", "keepalive_time_ms",
+                     "keepalive_timeout_ms", "max_streams"):
             if getattr(self, name) < 1:
                 raise ValueError(f"sync setting {name} must be at least 1, got {getattr(self, name)}")
         if self.heartbeat_seconds <= 0:
@@ -100,6 +111,15 @@ class StreamError(Exception):
 UNDECODABLE = object()  # what the request deserializer yields for bytes that are no AgentMessage
 
 
+def bounded_message(text: str, limit: int = MAX_REPORT_MESSAGE_BYTES) -> str:
+    """`text` cut to at most `limit` UTF-8 bytes, marked when cut (an agent's strings reach the API)."""
+    data = text.encode(errors="replace")
+    if len(data) <= limit:
+        return text
+    keep = data[: limit - len(_TRUNCATED)].decode(errors="ignore")
+    return keep + _TRUNCATED
+
+
 class AgentSession:
     """The manager's half of one agent stream, from Hello to disconnect."""
 
@@ -110,14 +130,17 @@ class AgentSession:
         notifier: LogNotifier,
         observer: AgentObserver,
         settings: SyncSettings,
-        require_identity: bool,
+        identity: NodeIdentity | None,
+        table: StreamTable,
     ) -> None:
         self.store = store
         self.notifier = notifier
         self.observer = observer
         self.settings = settings
-        self.require_identity = require_identity
+        self.identity = identity  # None: the peer's certificate is not checked (plaintext or no client CA)
+        self.table = table
         self.node = ""
+        self._replaced = False  # a newer stream of the same node took over; nothing more is reported
         self._wake = asyncio.Event()
         self._error: StreamError | None = None
         self._ended = False  # the agent half-closed its side
@@ -140,8 +163,15 @@ class AgentSession:
         try:
             hello = await self._hello(requests, context)
         except StreamError as exc:
-            logger.warning("sync stream from {} refused: {}", context.peer(), exc.details)
+            host = context.peer().rpartition(":")[0]  # without the port, so a retrying agent logs once
+            self.table.log_refusal(f"sync stream from {host} refused ({exc.code.name}): {exc.details}")
             await context.abort(exc.code, exc.details)
+            return
+        if not self.table.claim(hello.node, self, peer=context.peer()):  # else an older stream of the node ends
+            details = (f"node {hello.node} has {self.table.max_per_node} sync streams open that have not ended "
+                       "(replaced streams whose connections neither read nor died)")
+            self.table.log_refusal(f"sync stream refused (RESOURCE_EXHAUSTED): {details}")
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, details)
             return
         self.node = hello.node
         self._answers_heartbeats = hello.answers_heartbeats
@@ -150,17 +180,41 @@ class AgentSession:
         reader = asyncio.create_task(self._read(requests), name=f"sync-read-{self.node}")
         self._call("connected", peer=context.peer())
         try:
-            async for message in self._serve(hello, context):
-                yield message
-                self._last_sent = time.monotonic()
+            try:
+                async for message in self._serve(hello, context):
+                    yield message
+                    self._last_sent = time.monotonic()
+            except StreamError as exc:
+                self._error = exc
             if self._error is not None:
-                logger.warning("agent {}: {}", self.node, self._error.details)
+                if self._replaced:
+                    logger.info("agent {}: {}", self.node, self._error.details)
+                else:
+                    logger.warning("agent {}: {}", self.node, self._error.details)
                 await context.abort(self._error.code, self._error.details)
         finally:
             reader.cancel()
-            self.notifier.unsubscribe(self.node, self._wake)
-            self._call("disconnected")
+            if not self._replaced:
+                self._detach()
+            self.table.finish(self.node)
             logger.info("agent {} disconnected (acknowledged {})", self.node, self._acked)
+
+    def _detach(self) -> None:
+        """Stop being the node's stream: no wakeups, no live slot, the observer hears the disconnect once."""
+        self.notifier.unsubscribe(self.node, self._wake)
+        self.table.release(self.node, self)
+        self._call("disconnected")
+
+    def replace(self, *, by_peer: str) -> None:
+        """A newer stream of this node took over (e.g. the agent reconnected after a half-open connection)."""
+        if self._replaced:
+            return
+        self._detach()
+        self._replaced = True
+        self._error = StreamError(
+            grpc.StatusCode.ABORTED, f"replaced by a newer stream for node {self.node} from {by_peer}"
+        )
+        self._wake.set()
 
     async def _hello(self, requests: AsyncIterator[object], context: grpc.aio.ServicerContext) -> pb.Hello:
         """Read and check the opening Hello."""
@@ -178,15 +232,19 @@ class AgentSession:
         problem = node_name_problem(hello.node)
         if problem is not None:
             raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, problem)
-        if self.require_identity:
+        if len(hello.log_id) > MAX_LOG_ID_CHARS:
+            raise StreamError(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"log_id of {len(hello.log_id)} characters (at most {MAX_LOG_ID_CHARS})")
+        if self.identity is not None:
             auth = context.auth_context()
-            if not node_permitted(hello.node, auth):
-                names = ", ".join(
-                    v.decode(errors="replace") for v in auth.get("x509_common_name", [])
-                ) or "(no certificate)"
+            verdict = certificate_node(auth, mode=self.identity)
+            if verdict.node is None:
+                raise StreamError(grpc.StatusCode.PERMISSION_DENIED,
+                                  f"{verdict.problem}; node {hello.node} refused")
+            if verdict.node != hello.node:
                 raise StreamError(
                     grpc.StatusCode.PERMISSION_DENIED,
-                    f"certificate of {names} may not sync node {hello.node}",
+                    f"the client certificate {describe(auth)} names node {verdict.node}, not {hello.node}",
                 )
         if hello.record_format != RECORD_FORMAT:
             raise StreamError(
@@ -220,25 +278,25 @@ class AgentSession:
             self._call("acknowledged", applied_offset=hello.applied_offset, digest=hello.digest)
             yield pb.ManagerMessage(welcome=welcome)
         else:
-            # the snapshot is read now, so Welcome can name its S
-            snapshot = self.store.snapshot(self.node)
+            # the snapshot's keys are read now, so Welcome can name its S; manifests follow as chunks are sent
+            plan = self.store.snapshot_plan(self.node)
             welcome.mode = pb.Welcome.SNAPSHOT
-            welcome.snapshot_offset = snapshot.offset
+            welcome.snapshot_offset = plan.offset
             welcome.reason = reason
             logger.info(
-                "agent {} connected from {}: snapshot at {} ({})", self.node, context.peer(), snapshot.offset, reason
+                "agent {} connected from {}: snapshot at {} ({})", self.node, context.peer(), plan.offset, reason
             )
             yield pb.ManagerMessage(welcome=welcome)
-            for message in self._snapshot_messages(snapshot, reason):
+            for message in self._snapshot_messages(plan, reason):
                 yield message
         while True:
             if self._error is not None or self._ended:
                 return
             if self._snapshot_reason is not None:
                 reason, self._snapshot_reason = self._snapshot_reason, None
-                snapshot = self.store.snapshot(self.node)
-                logger.info("agent {}: snapshot at {} ({})", self.node, snapshot.offset, reason)
-                for message in self._snapshot_messages(snapshot, reason):
+                plan = self.store.snapshot_plan(self.node)
+                logger.info("agent {}: snapshot at {} ({})", self.node, plan.offset, reason)
+                for message in self._snapshot_messages(plan, reason):
                     yield message
                 continue
             self._wake.clear()  # cleared before reading: a notify from now on wakes the wait below
@@ -292,33 +350,39 @@ class AgentSession:
             batch=pb.EventBatch(events=raw, head_offset=state.head_offset if state else self._sent)
         )
 
-    def _snapshot_messages(self, snapshot: Snapshot, reason: str) -> list[pb.ManagerMessage]:
-        """The chunks of one snapshot; afterwards events continue after its S."""
-        chunks: list[pb.ManagerMessage] = []
-        entries: list[bytes] = []
-        size = 0
-        for pod in snapshot.pods:
-            entry = encode_entry(pod)
-            if entries and (len(entries) >= self.settings.snapshot_chunk_entries or size + len(entry) > _MAX_MESSAGE_BYTES):
-                chunks.append(pb.ManagerMessage(snapshot=pb.SnapshotChunk(offset=snapshot.offset, entries=entries)))
-                entries, size = [], 0
-            entries.append(entry)
-            size += len(entry)
-        chunks.append(
-            pb.ManagerMessage(
-                snapshot=pb.SnapshotChunk(
-                    offset=snapshot.offset, entries=entries, last=True, digest=snapshot.digest,
-                    pod_count=len(snapshot.pods),
-                )
-            )
-        )
+    def _snapshot_messages(self, plan: SnapshotPlan, reason: str) -> Iterator[pb.ManagerMessage]:
+        """The chunks of one snapshot, each read from the store when the previous one was sent.
+
+        The plan fixed the pods and their offsets, so the chunks form the view as of S however
+        long the reader takes; only compaction of a version not yet sent ends the stream (the
+        agent reconnects and gets a fresh snapshot). Afterwards events continue after S.
+        """
         # acks of events sent before the snapshot stay valid (they are <= S); their digests are stale.
         # When the last event sent before it is S itself, one such ack names S too.
-        self._stale_acks_at_s = 1 if self._sent == snapshot.offset and self._acked < self._sent else 0
-        self._sent = max(self._sent, snapshot.offset)
-        self._snapshot_outstanding = snapshot.offset
+        self._stale_acks_at_s = 1 if self._sent == plan.offset and self._acked < self._sent else 0
+        self._sent = max(self._sent, plan.offset)
+        self._snapshot_outstanding = plan.offset
         self._call("snapshot_sent", reason=reason)
-        return chunks
+        start = 0
+        while True:
+            if self._error is not None:  # replaced, or the agent broke the protocol: stop reading the store
+                return
+            try:
+                pods = self.store.snapshot_entries(
+                    plan, start=start, limit=self.settings.snapshot_chunk_entries,
+                    max_bytes=self.settings.snapshot_chunk_bytes,
+                )
+            except CompactedError as exc:
+                raise StreamError(grpc.StatusCode.UNAVAILABLE, f"{exc}; reconnect for a new snapshot") from None
+            start += len(pods)
+            chunk = pb.SnapshotChunk(offset=plan.offset, entries=[encode_entry(p) for p in pods])
+            if start >= plan.pod_count:
+                chunk.last = True
+                chunk.digest = plan.digest
+                chunk.pod_count = plan.pod_count
+                yield pb.ManagerMessage(snapshot=chunk)
+                return
+            yield pb.ManagerMessage(snapshot=chunk)
 
     # -- what the agent sends ----------------------------------------------
 
@@ -351,7 +415,8 @@ class AgentSession:
         elif kind == "report":
             r = message.report
             self._call(
-                "reported", manifests_ok=r.manifests_ok, message=r.message, managed_manifests=r.managed_manifests
+                "reported", manifests_ok=r.manifests_ok, message=bounded_message(r.message),
+                managed_manifests=r.managed_manifests,
             )
         elif kind == "hello":
             raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, "a second Hello on the same stream")
@@ -387,7 +452,9 @@ class AgentSession:
         self._wake.set()
 
     def _call(self, method: str, **kwargs: object) -> None:
-        """Tell the observer; its failures are logged, never end a stream."""
+        """Tell the observer; its failures are logged, never end a stream. A replaced stream tells nothing."""
+        if self._replaced:
+            return
         try:
             getattr(self.observer, method)(self.node, **kwargs)
         except Exception as exc:  # noqa: BLE001

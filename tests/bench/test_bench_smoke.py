@@ -27,5 +27,5 @@ def test_run_all_quick_prints_one_table() -> None:
             proc.wait(timeout=30)
     assert proc.returncode == 0, out[-5000:]
     assert "k8s-edge benchmarks (quick)" in out
-    for bench in ("latency", "catchup", "fanout", "reconnect", "apicost", "memory"):
+    for bench in ("latency", "catchup", "fanout", "reconnect", "apicost", "memory", "streams"):
         assert f"| {bench} " in out, f"no figures of {bench}:\n{out[-3000:]}"

@@ -34,6 +34,9 @@ def test_metrics_report_log_agents_lag_and_snapshots(control_plane, edgenode_crd
         assert sample(m, 'edge_manager_events_appended_total{op="put"}') == 2
         assert sample(m, 'edge_manager_snapshots_sent_total{reason="empty_replica"}') == 1
         assert "edge_manager_watch_restarts_total" in m or "edge_manager_watch_restarts" in m
+        assert sample(m, "edge_manager_sync_streams_open") == 1
+        assert sample(m, "edge_manager_sync_streams_refused_total") == 0
+        assert sample(m, "edge_manager_sync_streams_replaced_total") == 0
     finally:
         agent.close()
     wait_for(lambda: sample(mgr.metrics(), "edge_manager_connected_agents") == 0, 30, "the disconnect")

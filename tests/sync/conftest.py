@@ -21,3 +21,9 @@ def store(tmp_path: Path) -> Iterator[LogStore]:
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="session")
+def other_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A second, unrelated CA with the same certificates: what a rotation moves to."""
+    return make_pki(tmp_path_factory.mktemp("pki2"), ca_name="k8s-edge rotated CA")

@@ -210,7 +210,8 @@ def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
 
 
-def _issue(d: Path, name: str, subject: str, ext: str) -> None:
+def issue(d: Path, name: str, subject: str, ext: str) -> None:
+    """<name>.crt and <name>.key for `subject`, signed by ca.crt/ca.key in `d`, with extensions `ext`."""
     _openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
              "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subject, cwd=d)
     (d / f"{name}.ext").write_text(ext)
@@ -219,18 +220,26 @@ def _issue(d: Path, name: str, subject: str, ext: str) -> None:
 
 
 CLIENTS = {
-    "edge01": ("/CN=edge01", ""),  # node in the CN
-    "kubelet-edge02": ("/CN=system:node:edge02", ""),  # kubelet's convention
-    "san-edge03": ("/CN=some-agent", "subjectAltName=DNS:edge03,DNS:edge03.example\n"),  # node in a DNS SAN
-    "stranger": ("/CN=stranger", ""),
+    # kubelet's convention (the default --node-identity=kubelet): CN=system:node:<node>, O=system:nodes
+    "edge01": ("/CN=system:node:edge01/O=system:nodes", ""),
+    "stranger": ("/CN=system:node:stranger/O=system:nodes", ""),
+    # what --node-identity=cn accepts (a CA dedicated to agents): CN=<node>
+    "plain-edge02": ("/CN=edge02", ""),
+    # certificates that name no single node
+    "no-org-edge01": ("/CN=system:node:edge01", ""),
+    "alice-masters": ("/CN=alice/O=system:masters", ""),
+    "san-edges": ("/CN=some-agent", "subjectAltName=DNS:edge10,DNS:edge11,DNS:edge12\n"),
+    "kubelet-san-edges": ("/CN=system:node:edge10/O=system:nodes", "subjectAltName=DNS:edge10,DNS:edge11,DNS:edge12\n"),
+    "two-cns": ("/CN=system:node:edge01/CN=system:node:edge02/O=system:nodes", ""),
 }
 
 
-def make_pki(d: Path) -> Pki:
+def make_pki(d: Path, *, ca_name: str = "k8s-edge test CA") -> Pki:
+    """A CA, a server certificate for 127.0.0.1/localhost and the CLIENTS certificates, in `d`."""
     _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "ca.key",
-             "-out", "ca.crt", "-days", "2", "-subj", "/CN=k8s-edge test CA", cwd=d)
-    _issue(d, "server", "/CN=edge-manager",
+             "-out", "ca.crt", "-days", "2", "-subj", f"/CN={ca_name}", cwd=d)
+    issue(d, "server", "/CN=edge-manager",
            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
     for name, (subject, san) in CLIENTS.items():
-        _issue(d, name, subject, san + "extendedKeyUsage=clientAuth\n")
+        issue(d, name, subject, san + "extendedKeyUsage=clientAuth\n")
     return Pki(d, d / "ca.crt", d / "server.crt", d / "server.key")

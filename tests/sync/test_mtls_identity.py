@@ -1,4 +1,4 @@
-"""Under mTLS an agent may stream only the node its client certificate names."""
+"""Under mTLS a client certificate names exactly one node, as kubelet's does; an agent may stream only that node."""
 
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ from sync_helpers import Pki, put, raw_stream, run, serving, wait_until
 
 from agent.sync_client import ClientTls, SyncClient
 from eventlog import LogStore, ReplicaStore
+from manager.identity import NodeIdentity, certificate_node, subject_attributes
 from manager.sync_service import ServerTls
 from proto import sync_pb2 as pb
 
 
-def _server_tls(pki: Pki, *, require_clients: bool = True) -> ServerTls:
+def _server_tls(pki: Pki, *, require_clients: bool = True, mode: NodeIdentity = NodeIdentity.KUBELET) -> ServerTls:
     return ServerTls(cert_file=pki.server_cert, key_file=pki.server_key,
-                     client_ca_file=pki.ca if require_clients else None)
+                     client_ca_file=pki.ca if require_clients else None, node_identity=mode)
 
 
 def _credentials(pki: Pki, client: str | None) -> grpc.ChannelCredentials:
@@ -30,14 +31,15 @@ def _credentials(pki: Pki, client: str | None) -> grpc.ChannelCredentials:
 
 
 @pytest.mark.parametrize(
-    ("client", "node"),
-    [("edge01", "edge01"), ("kubelet-edge02", "edge02"), ("san-edge03", "edge03"), ("san-edge03", "edge03.example")],
+    ("client", "node", "mode"),
+    [("edge01", "edge01", NodeIdentity.KUBELET), ("plain-edge02", "edge02", NodeIdentity.CN)],
 )
-def test_own_node_is_served(store: LogStore, pki: Pki, client: str, node: str) -> None:
+def test_own_node_is_served(store: LogStore, pki: Pki, client: str, node: str, mode: NodeIdentity) -> None:
     store.append([put(node, "p")])
 
     async def scenario() -> None:
-        async with serving(store, tls=_server_tls(pki)) as s, raw_stream(s.address, _credentials(pki, client)) as st:
+        async with serving(store, tls=_server_tls(pki, mode=mode)) as s, \
+                raw_stream(s.address, _credentials(pki, client)) as st:
             welcome = await st.hello(node)
             assert welcome.mode == pb.Welcome.SNAPSHOT
             last, entries = await st.read_snapshot()
@@ -48,16 +50,34 @@ def test_own_node_is_served(store: LogStore, pki: Pki, client: str, node: str) -
 
 
 @pytest.mark.parametrize(
-    ("client", "node"),
-    [("edge01", "edge02"), ("kubelet-edge02", "edge01"), ("san-edge03", "edge04"), ("stranger", "edge01")],
+    ("client", "node", "mode", "why"),
+    [
+        ("edge01", "edge02", NodeIdentity.KUBELET, "names node edge01, not edge02"),
+        ("stranger", "edge01", NodeIdentity.KUBELET, "names node stranger, not edge01"),
+        ("plain-edge02", "edge02", NodeIdentity.KUBELET, "is not system:node:<node name>"),
+        ("no-org-edge01", "edge01", NodeIdentity.KUBELET, "lacks O=system:nodes"),
+        ("alice-masters", "alice", NodeIdentity.KUBELET, "is not system:node:<node name>"),
+        ("alice-masters", "alice", NodeIdentity.CN, "system: name"),
+        ("edge01", "edge01", NodeIdentity.CN, "system: name"),
+        ("san-edges", "edge10", NodeIdentity.KUBELET, "is not system:node:<node name>"),
+        ("san-edges", "some-agent", NodeIdentity.CN, "names other nodes too"),
+        ("kubelet-san-edges", "edge10", NodeIdentity.KUBELET, "names other nodes too"),
+        ("kubelet-san-edges", "edge11", NodeIdentity.KUBELET, "names other nodes too"),
+        ("two-cns", "edge01", NodeIdentity.KUBELET, "2 common names"),
+        ("two-cns", "edge02", NodeIdentity.KUBELET, "2 common names"),
+    ],
 )
-def test_another_nodes_hello_is_permission_denied(store: LogStore, pki: Pki, client: str, node: str) -> None:
-    store.append([put(node, "secret")])  # (a CN also counts as a node name: CN=some-agent may stream some-agent)
+def test_a_certificate_not_naming_exactly_this_node_is_permission_denied(
+    store: LogStore, pki: Pki, client: str, node: str, mode: NodeIdentity, why: str
+) -> None:
+    store.append([put(node, "secret")])
 
     async def scenario() -> None:
-        async with serving(store, tls=_server_tls(pki)) as s, raw_stream(s.address, _credentials(pki, client)) as st:
+        async with serving(store, tls=_server_tls(pki, mode=mode)) as s, \
+                raw_stream(s.address, _credentials(pki, client)) as st:
             await st.send(hello=pb.Hello(node=node, record_format=1))
             assert await st.status() == grpc.StatusCode.PERMISSION_DENIED
+            assert why in await st.call.details()
             assert not s.observer.of("connected")
 
     run(scenario())
@@ -77,6 +97,7 @@ def test_no_client_certificate_is_refused(store: LogStore, pki: Pki) -> None:
 
 
 def test_server_tls_without_client_ca_serves_any_node(store: LogStore, pki: Pki) -> None:
+    """The sync service alone: edge-manager refuses this set-up without --allow-unauthenticated-agents."""
     async def scenario() -> None:
         tls = _server_tls(pki, require_clients=False)
         async with serving(store, tls=tls) as s, raw_stream(s.address, _credentials(pki, None)) as st:
@@ -116,3 +137,43 @@ def test_sync_client_over_mtls(store: LogStore, pki: Pki, tmp_path: Path, client
 
     run(scenario())
     replica.close()
+
+
+# -- the rule itself, over auth contexts as gRPC hands them over -----------------------------------
+
+
+def _auth(subject: str, *dns: str) -> dict[str, list[bytes]]:
+    return {"x509_subject": [subject.encode()], "peer_dns": [d.encode() for d in dns]}
+
+
+@pytest.mark.parametrize(
+    ("subject", "dns", "mode", "node"),
+    [
+        ("O=system:nodes,CN=system:node:edge01", (), NodeIdentity.KUBELET, "edge01"),
+        ("CN=system:node:edge01,O=system:nodes", ("edge01",), NodeIdentity.KUBELET, "edge01"),
+        ("CN=system:node:edge01+O=system:nodes", (), NodeIdentity.KUBELET, "edge01"),
+        ("O=system:nodes,O=team-a,CN=system:node:a.b", (), NodeIdentity.KUBELET, "a.b"),
+        # an escaped comma is part of the CN: no O, and no valid node name
+        ("CN=system:node:edge01\\,O=system:nodes", (), NodeIdentity.KUBELET, None),
+        ("O=system:nodes\\, CN=system:node:edge01", (), NodeIdentity.KUBELET, None),
+        ("O=system:masters,CN=alice", (), NodeIdentity.KUBELET, None),
+        ("O=system:nodes,CN=system:node:Edge01", (), NodeIdentity.KUBELET, None),
+        ("O=system:nodes,CN=system:node:", (), NodeIdentity.KUBELET, None),
+        ("O=system:nodes,CN=system:node:" + "a" * 254, (), NodeIdentity.KUBELET, None),
+        ("CN=edge02", (), NodeIdentity.CN, "edge02"),
+        ("CN=edge02", (), NodeIdentity.KUBELET, None),
+        ("O=system:masters,CN=alice", (), NodeIdentity.CN, None),
+        ("CN=system:node:edge02", (), NodeIdentity.CN, None),
+        ("CN=edge02,CN=edge03", (), NodeIdentity.CN, None),
+        ("CN=edge02", ("edge03",), NodeIdentity.CN, None),
+        ("", (), NodeIdentity.CN, None),
+    ],
+)
+def test_certificate_node_rule(subject: str, dns: tuple[str, ...], mode: NodeIdentity, node: str | None) -> None:
+    verdict = certificate_node(_auth(subject, *dns), mode=mode)
+    assert verdict.node == node
+    assert (verdict.problem is None) == (node is not None)
+
+
+def test_subject_attributes_undo_rfc2253_escapes() -> None:
+    assert subject_attributes("CN=a\\,b,O=x\\2By") == [("CN", "a,b"), ("O", "x+y")]
