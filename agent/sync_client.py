@@ -20,6 +20,7 @@ import lmdb
 from loguru import logger
 
 from agent.backoff import Backoff, ErrorStreak
+from edgecommon.files import PrivacyError, check_private_key_mode
 from eventlog import (
     RECORD_FORMAT,
     ApplyResult,
@@ -262,7 +263,13 @@ class SyncClient:
             seen = self.tls.signature()
             if seen == self._tls_seen:
                 return
+            if self.tls.key_file is not None:
+                check_private_key_mode(self.tls.key_file)  # a rotated key others may read is refused as at start
             self._credentials = self._load_credentials(self.tls)
+        except PrivacyError as exc:  # keep what was loaded until the files change again; said once
+            self._tls_seen = seen
+            logger.warning("TLS files not reloaded: {}", exc)
+            return
         except OSError as exc:  # mid-rotation: keep what was loaded, try again at the next connection
             logger.warning("TLS files not reloaded: {}", " ".join(str(exc).split()))
             return

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from dataclasses import dataclass
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 from google.protobuf.message import DecodeError
-
 from loguru import logger
 
+from edgecommon.files import PrivacyError, check_private_key_mode
 from eventlog import LogStore
 from manager.identity import NodeIdentity
 from manager.notify import LogNotifier
@@ -88,7 +88,12 @@ class TlsFiles:
             signature = self._signature()
             if signature == self._seen:
                 return None
+            check_private_key_mode(self.tls.key_file)  # a rotated key others may read is refused as at start
             config = self._configuration()
+        except PrivacyError as exc:  # keep serving with what was loaded until the files change again; said once
+            self._seen = signature
+            logger.warning("TLS files not reloaded: {}", exc)
+            return None
         except OSError as exc:  # mid-rotation or removed: keep serving with what was loaded
             logger.warning("TLS files not reloaded: {}", " ".join(str(exc).split()))
             return None

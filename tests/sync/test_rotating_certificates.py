@@ -19,7 +19,7 @@ from proto import sync_pb2 as pb
 def _replace(src: Path, dst: Path) -> None:
     """Swap a file atomically, as a Secret volume does."""
     tmp = dst.with_suffix(".new")
-    shutil.copyfile(src, tmp)
+    shutil.copy(src, tmp)  # with its mode: keys stay private
     os.replace(tmp, dst)
 
 
@@ -62,6 +62,23 @@ def test_a_rotated_server_certificate_is_used_by_the_next_connection(
             assert await _welcomed(s.address, trusts_new, "edge01")
             assert not await _welcomed(s.address, trusts_old, "edge01")
             assert s.server.tls_files.reloads == 1
+
+    run(scenario())
+
+
+def test_a_rotated_key_others_may_read_is_not_loaded(store: LogStore, pki: Pki, other_pki: Pki, tmp_path: Path) -> None:
+    live = _live_copy(pki, tmp_path / "live")
+    cert, key = pki.client("edge01")
+    trusts_old = _credentials(trust=pki.ca, cert=cert, key=key)
+
+    async def scenario() -> None:
+        tls = ServerTls(cert_file=live.server_cert, key_file=live.server_key, client_ca_file=pki.ca)
+        async with serving(store, tls=tls) as s:
+            _replace(other_pki.server_cert, live.server_cert)
+            _replace(other_pki.server_key, live.server_key)
+            live.server_key.chmod(0o644)  # as refused at start: the old pair keeps serving
+            assert await _welcomed(s.address, trusts_old, "edge01")
+            assert s.server.tls_files.reloads == 0
 
     run(scenario())
 
