@@ -28,3 +28,21 @@ MALFORMED_PODS: list[tuple[str, dict[str, Any], str]] = [
     ("resources-garbage", _pod("bad", resources={"limits": {"cpu": {"nested": [{"garbage": True}]}}}),
      "spec.containers[0].resources.limits.cpu"),
 ]
+
+
+def loose_crd() -> str:
+    """crd/edgenode.yaml without the generated pod spec (as before issue 11): the API takes any pod spec.
+
+    Stands for EdgeNodes stored before the schema was tightened, which the manager must still refuse.
+    """
+    import json
+    from pathlib import Path
+
+    import yaml
+
+    crd = yaml.safe_load((Path(__file__).resolve().parent.parent / "crd" / "edgenode.yaml").read_text())
+    items = (crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+             ["properties"]["pods"]["items"])
+    del items["properties"]["spec"]
+    items["required"].remove("spec")
+    return json.dumps(crd)
