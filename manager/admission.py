@@ -64,8 +64,14 @@ def pod_schema() -> dict[str, Any]:
     return json.loads(_SCHEMA_FILE.read_text())
 
 
+_TYPE_NAMES = {type(None): "null", bool: "boolean", int: "integer", float: "number", str: "string",
+               list: "array", dict: "object"}
+
+
 def type_name(value: Any) -> str:
     """The JSON type of a decoded value, as the apiserver names it in its errors."""
+    if (name := _TYPE_NAMES.get(type(value))) is not None:
+        return name
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -88,6 +94,8 @@ def _join(path: str, key: str) -> str:
 
 
 def _matches(value: Any, kind: str) -> bool:
+    if kind == "string":
+        return isinstance(value, str)
     if kind == "integer":
         return isinstance(value, int) and not isinstance(value, bool)
     if kind == "number":
@@ -129,9 +137,9 @@ def schema_problem(value: Any, schema: Mapping[str, Any], path: str) -> str | No
                 return f"{_join(path, key)}: Required value"
         props = schema.get("properties")
         if props is not None:
-            for key, sub in props.items():
-                v = value.get(key)
-                if v is not None and (problem := schema_problem(v, sub, _join(path, key))):
+            for key, v in value.items():  # the value's few fields, not the schema's many
+                sub = props.get(key)
+                if sub is not None and v is not None and (problem := schema_problem(v, sub, _join(path, key))):
                     return problem
         elif (extra := schema.get("additionalProperties")) is not None:
             for key, v in value.items():
@@ -164,10 +172,10 @@ def depth_problem(value: Any, *, limit: int = MAX_POD_DEPTH) -> str | None:
     stack = [(value, 1)]
     while stack:
         v, d = stack.pop()
-        if isinstance(v, Mapping | list):
+        if isinstance(v, dict | list):
             if d > limit:
                 return f"nested deeper than {limit} levels"
-            stack.extend((c, d + 1) for c in (v.values() if isinstance(v, Mapping) else v))
+            stack.extend((c, d + 1) for c in (v.values() if isinstance(v, dict) else v))
     return None
 
 

@@ -29,11 +29,13 @@ Decisions:
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from loguru import logger
 
 from eventlog import Appended, Change, Event, LogStore, PodEntry, PodKey, Source, canonical_manifest
@@ -112,6 +114,39 @@ def key_of(obj: Any) -> EdgeNodeKey | None:
     return (ns if isinstance(ns, str) and ns else "default", meta["name"])
 
 
+def _admit(pod: Any, namespace: str, node: str) -> tuple[str | None, bytes]:
+    """(refusal, b"") or (None, manifest) for one pod, policy aside."""
+    problem = pod_problem(pod, namespace=namespace, node=node)
+    if problem is not None:
+        return problem, b""
+    try:
+        manifest = render_pod(pod, namespace=namespace, node=node)
+    except (TypeError, ValueError) as exc:  # not encodable as JSON (orjson's errors are TypeErrors)
+        return f"cannot be encoded: {exc}", b""
+    if len(manifest) > MAX_MANIFEST_BYTES:
+        return f"the manifest is {len(manifest)} bytes, more than the {MAX_MANIFEST_BYTES} allowed", b""
+    return None, manifest
+
+
+_CACHED_POD_BYTES = 16 * 1024  # 4096 entries of at most twice this: under 150 MiB in the worst case
+
+
+@functools.lru_cache(maxsize=4096)
+def _admit_cached(raw: bytes, namespace: str, node: str) -> tuple[str | None, bytes]:
+    return _admit(orjson.loads(raw), namespace, node)
+
+
+def _admitted(pod: Any, *, namespace: str, node: str) -> tuple[str | None, bytes]:
+    """_admit, remembered by the pod's content: a change to one pod of an EdgeNode re-checks only that pod."""
+    try:
+        raw = orjson.dumps(pod, option=orjson.OPT_SORT_KEYS)
+    except (TypeError, ValueError):  # not JSON-encodable as it stands: judged uncached
+        return _admit(pod, namespace, node)
+    if len(raw) > _CACHED_POD_BYTES:  # the cache stays small: big pods are rare and judged each time
+        return _admit(pod, namespace, node)
+    return _admit_cached(raw, namespace, node)
+
+
 def desired_node(obj: Mapping[str, Any], *, pod_check: PodCheck | None = None) -> DesiredNode:
     """Render one EdgeNode object into its accepted pods and rejections, each pod judged on its own."""
     key = key_of(obj)
@@ -130,17 +165,11 @@ def desired_node(obj: Mapping[str, Any], *, pod_check: PodCheck | None = None) -
         name = pod_name_of(pod)
         label = name if name and name not in taken else f"spec.pods[{i}]"
         if name in taken:
-            problem = f"metadata.name: Duplicate value: {name!r} (the first pod of that name is used)"
+            problem, manifest = f"metadata.name: Duplicate value: {name!r} (the first pod of that name is used)", b""
         else:
-            problem = pod_problem(pod, namespace=namespace, node=node, pod_check=pod_check)
-        if problem is None:
-            try:
-                manifest = render_pod(pod, namespace=namespace, node=node)
-            except (TypeError, ValueError) as exc:  # not encodable as JSON (orjson's errors are TypeErrors)
-                problem = f"cannot be encoded: {exc}"
-            else:
-                if len(manifest) > MAX_MANIFEST_BYTES:
-                    problem = f"the manifest is {len(manifest)} bytes, more than the {MAX_MANIFEST_BYTES} allowed"
+            problem, manifest = _admitted(pod, namespace=namespace, node=node)
+            if problem is None and pod_check is not None:
+                problem = pod_check(pod, namespace=namespace, node=node)
         taken.add(label)
         if problem is not None:
             rejected.append(Rejection(name=label, reason=problem))
