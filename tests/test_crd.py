@@ -141,7 +141,7 @@ RICH_POD = {
             "name": "app", "image": "nginx:1.27", "command": ["nginx"], "args": ["-g", "daemon off;"],
             "env": [{"name": "A", "value": "1"}, {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
             "ports": [{"containerPort": 80, "protocol": "TCP", "name": "http"}],
-            "resources": {"limits": {"cpu": "500m", "memory": 134217728}, "requests": {"cpu": 1}},
+            "resources": {"limits": {"cpu": "500m", "memory": 134217728}, "requests": {"cpu": "250m"}},
             "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
             "livenessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 10},
             "readinessProbe": {"tcpSocket": {"port": 80}},

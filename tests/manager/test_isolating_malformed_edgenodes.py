@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+from tests.crd_helpers import wait_established
 from tests.malformed import MALFORMED_PODS, loose_crd
 from tests.manager.manager_helpers import apply, events, wait_for
 
@@ -36,7 +37,7 @@ def malformed_edgenode(i: int, bad: dict) -> str:
 def test_malformed_edgenodes_are_refused_alone_across_a_restart(control_plane_factory, manager_factory, tmp_path):
     cp = control_plane_factory()
     cp.kubectl("apply", "-f", "-", input=loose_crd())
-    cp.kubectl("wait", "--for=condition=established", "--timeout=60s", "crd/edgenodes.edge.k8s.io")
+    wait_established(cp)
     for ns in ("tenant", "fleet"):
         cp.kubectl("create", "namespace", ns)
     data = tmp_path / "data"
