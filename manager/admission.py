@@ -203,10 +203,10 @@ def edgenode_problem(obj: Any) -> str | None:
 
 
 def pod_name_of(pod: Any) -> str | None:
-    """The pod's metadata.name if it is a usable name, else None."""
+    """The pod's metadata.name if it can name the pod in the status (a string of 1-253 characters), else None."""
     meta = pod.get("metadata") if isinstance(pod, Mapping) else None
     name = meta.get("name") if isinstance(meta, Mapping) else None
-    return name if isinstance(name, str) and name else None
+    return name if isinstance(name, str) and 0 < len(name) <= 253 else None
 
 
 def _name_problem(name: Any, path: str, *, subdomain: bool = False) -> str | None:
