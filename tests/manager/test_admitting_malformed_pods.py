@@ -268,6 +268,9 @@ class TestFuzzingTheRecorder:
                 for node in ("edge01", "edge02"):
                     for key, entry in store.pods(node).items():
                         assert kubelet_refusal(entry.manifest) is None, (key, entry.manifest[:300])
+                # the status can list every rejection: its list-map needs unique names of 1-253 characters
+                rejected = [r.name for r in desired_node(edgenode("edge01", "tenant", *pods)).rejected]
+                assert len(set(rejected)) == len(rejected) and all(0 < len(n) <= 253 for n in rejected)
             finally:
                 store.close()
 
