@@ -157,6 +157,12 @@ class TestGeneratedPodSchema:
         for path, text in gen_crd_schema.generate(gen_crd_schema.default_openapi()).items():
             assert path.read_text() == text, f"{path.name} is stale: run python -m tools.gen_crd_schema"
 
+    def test_the_generator_checks_and_names_a_bad_input(self, tmp_path, capsys):
+        assert gen_crd_schema.main(["--check"]) == 0
+        assert gen_crd_schema.main(["--check", "--openapi", str(tmp_path / "none.json")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "none.json" in err and "Traceback" not in err
+
     def test_the_crd_stays_small_enough_for_client_side_apply(self):
         # kubectl apply (client-side) stores the whole object in a 256 KiB annotation
         crd = yaml.safe_load(gen_crd_schema.CRD_FILE.read_text())
