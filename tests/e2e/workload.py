@@ -75,6 +75,7 @@ class Workload:
     revision: int = 0
     verbose: bool = False  # print each batch (the randomised test's schedule)
     held: set[tuple[str, str]] = field(default_factory=set)  # left alone until released (see random_batch)
+    malformed: int = 0  # pods made malformed (each must end up refused, see MALFORMED)
 
     # -- single operations --------------------------------------------------------------
 
@@ -162,6 +163,7 @@ class Workload:
         if r < MALFORMED_SHARE:
             i = self.rng.randrange(len(out))
             out[i] = malformed_pod(out[i]["metadata"]["name"], self.rng.choice(MALFORMED), revision=self.revision)
+            self.malformed += 1
         elif r < 0.4 or (r < 0.7 and not free):
             i = self.rng.randrange(len(out))
             out[i] = pod(out[i]["metadata"]["name"], self.rng.choice(IMAGES), revision=self.revision)
