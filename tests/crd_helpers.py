@@ -2,19 +2,9 @@
 
 from __future__ import annotations
 
-import time
+from tools.controlplane import wait_established as _wait
 
 
 def wait_established(cp, name: str = "edgenodes.edge.k8s.io", timeout: float = 60) -> None:
-    """kubectl wait for a CRD, also in the moment before its status has any condition.
-
-    (kubectl wait fails at once with "accessor error: <nil>" then; a large schema makes that
-    moment longer.)
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        res = cp.kubectl("wait", "--for=condition=established", f"--timeout={int(timeout)}s", f"crd/{name}",
-                         check=time.monotonic() > deadline)
-        if res.returncode == 0:
-            return
-        time.sleep(0.2)
+    """Wait until the CRD `name` is Established on control plane `cp` (see tools.controlplane.wait_established)."""
+    _wait(cp.kubectl, name, timeout)
