@@ -21,7 +21,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.benchlib import PYTHON, REPO, Child, _die_with_parent, python_child, wait_for  # noqa: E402
-from tools.controlplane import ControlPlane, free_port  # noqa: E402
+from tools.controlplane import ControlPlane, free_port, wait_established  # noqa: E402
 
 NAMESPACE = "bench"
 BIN = Path(PYTHON).parent  # the console scripts pip installed next to this Python
@@ -83,7 +83,7 @@ class EdgeCluster:
     def start(self) -> None:
         self.cp.start()
         self.cp.kubectl("apply", "-f", str(REPO / "crd" / "edgenode.yaml"))
-        self.cp.kubectl("wait", "--for", "condition=established", "--timeout=60s", "crd/edgenodes.edge.k8s.io")
+        wait_established(self.cp.kubectl)
         self.cp.kubectl("create", "namespace", NAMESPACE)
         items = [edgenode(n, pods=self.pods, rev=0) for n in self.nodes]
         self.cp.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}),

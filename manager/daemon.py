@@ -16,10 +16,10 @@ from typing import Any
 from loguru import logger
 
 from eventlog import Appended, LogStore
-from manager.events import EdgeNodeEvents, EventNotFound, EventRecorder
 from manager.admitting import NamespaceAdmission
+from manager.events import EdgeNodeEvents, EventNotFound, EventRecorder
 from manager.metrics import Metrics, serve
-from manager.recording import MANAGED_BY_LABEL, MANAGED_BY_VALUE, DesiredNode, Recorder
+from manager.recording import MANAGED_BY_LABEL, MANAGED_BY_VALUE, DesiredNode, Recorder, key_of
 from manager.status import Conflict, NotFound, StatusSettings, StatusWriter
 from manager.sync_service import BindProblem, LogNotifier, ServerTls, SyncSettings, create_server
 from manager.watching import Changed, Listed, WatchSettings, WatchStats, watch_forever
@@ -175,6 +175,7 @@ class Daemon:
             on_appended=self._on_appended,
             on_rejected=self.events.rejected if self.events else None,
             pod_check=self.admission,
+            on_error=lambda _key, _exc: self.metrics.object_errors.inc(),
         )
 
     # -- start and stop -------------------------------------------------------------
@@ -209,6 +210,7 @@ class Daemon:
         self._start_thread("namespace-watch", self._watch_namespaces)
         self._start_thread("edgenode-watch", self._watch_edgenodes)
         self._start_thread("mirror-pod-watch", self._watch_mirror_pods)
+        self._start_thread("edgenode-retry", self._retry_edgenodes)
         logger.info("Waiting for the informer cache to sync")
         self._tasks.append(asyncio.create_task(self._announce_listed(), name="listed"))
         self._tasks.append(asyncio.create_task(self.status.run(self._stop_tasks), name="status"))
@@ -282,7 +284,31 @@ class Daemon:
                       stats=self.edgenode_stats, stop=self._stop_threads, what="EdgeNodes",
                       group=GROUP, version=VERSION, plural=PLURAL, **kwargs)
 
+    def _retry_edgenodes(self) -> None:
+        """Hand failed EdgeNodes back to the recorder when their backoff has passed."""
+        while not self._stop_threads.wait(min(1.0, self.recorder.retries.next_due() or 1.0)):
+            try:
+                self.recorder.retry_due()
+            except Exception as exc:  # the recorder counts its own failures; this is a bug of the loop
+                logger.opt(exception=exc).error("retrying EdgeNodes failed")
+
     def _handle_edgenode(self, item: Listed | Changed) -> None:
+        """One watch item; an object's failure is that object's (a failed list fails the watch)."""
+        try:
+            self._handle_edgenode_item(item)
+        except Exception as exc:
+            if isinstance(item, Listed):
+                raise  # watch_forever counts it and lists again with backoff
+            self.metrics.object_errors.inc()
+            key = key_of(item.object)
+            if key is None:
+                logger.opt(exception=exc).error("an EdgeNode event could not be handled; skipped")
+                return
+            delay = self.recorder.retries.failed(key, "deleted" if item.type == "DELETED" else "changed", item.object)
+            logger.opt(exception=exc).error("EdgeNode {}/{} could not be handled; retrying in {:.1f}s",
+                                            *key, delay)
+
+    def _handle_edgenode_item(self, item: Listed | Changed) -> None:
         if isinstance(item, Listed):
             rec = self.recorder.listed(item.objects)
             logger.info("EdgeNodes listed: {} object(s), {} event(s) appended to catch up",

@@ -85,6 +85,9 @@ class Metrics:
                                      registry=self.registry)
         self.compacted_events = Counter("edge_manager_compacted_events", "Events dropped by compaction.",
                                         registry=self.registry)
+        self.object_errors = Counter("edge_manager_object_errors",
+                                     "Unexpected failures handling one EdgeNode (each retried alone with backoff).",
+                                     registry=self.registry)
 
     def add_live(self, **callbacks: Callable) -> None:
         """Register the scrape-time gauges (see _Live)."""

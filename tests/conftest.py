@@ -43,6 +43,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from tests.crd_helpers import wait_established  # noqa: E402
 from tools.controlplane import BUILD_SCRIPT, ControlPlane, KubectlError, build_binaries  # noqa: E402
 
 CRD_FILE = REPO / "crd" / "edgenode.yaml"
@@ -122,7 +123,7 @@ class CRDInfo:
 def edgenode_crd(control_plane) -> CRDInfo:
     info = CRDInfo()
     control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", CRD_FILE)
-    control_plane.kubectl("wait", "--for=condition=established", "--timeout=60s", f"crd/{info.name}")
+    wait_established(control_plane, info.name)
     return info
 
 

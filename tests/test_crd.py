@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.malformed import MALFORMED_PODS
+from tools import gen_crd_schema
+
 REPO = Path(__file__).resolve().parent.parent
 EDGE01 = REPO / "example" / "edge01.yaml"
 EDGE02 = REPO / "example" / "edge02-multi.yaml"
@@ -118,9 +121,70 @@ class TestValidation:
 
     def test_maximum_pods_with_longest_names_accepted(self, control_plane, edgenode_crd, namespace):
         # The worst case for the CEL uniqueness rule's runtime cost: 256 pods, 253-character names.
-        pods = [{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"{i:03d}" + "a" * 250}}
-                for i in range(256)]
+        pods = [{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"{i:03d}" + "a" * 250},
+                 "spec": {"containers": [{"name": "c", "image": "busybox"}]}} for i in range(256)]
         res = create(control_plane, namespace, edgenode("full", pods))
+        assert res.returncode == 0, res.stderr
+
+
+# -- the pod spec, generated from the core/v1 Pod OpenAPI -------------------------------------
+RICH_POD = {
+    "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "rich", "labels": {"app": "rich"}},
+    "spec": {
+        "hostNetwork": False, "restartPolicy": "Always", "terminationGracePeriodSeconds": 5,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
+        "volumes": [{"name": "data", "emptyDir": {"sizeLimit": "1Gi"}}, {"name": "logs", "hostPath": {"path": "/var/log"}}],
+        "tolerations": [{"key": "edge", "operator": "Exists", "effect": "NoSchedule"}],
+        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]}]}]}}},
+        "containers": [{
+            "name": "app", "image": "nginx:1.27", "command": ["nginx"], "args": ["-g", "daemon off;"],
+            "env": [{"name": "A", "value": "1"}, {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
+            "ports": [{"containerPort": 80, "protocol": "TCP", "name": "http"}],
+            "resources": {"limits": {"cpu": "500m", "memory": 134217728}, "requests": {"cpu": "250m"}},
+            "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+            "livenessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 10},
+            "readinessProbe": {"tcpSocket": {"port": 80}},
+            "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+        }],
+    },
+}
+
+
+class TestGeneratedPodSchema:
+    def test_the_crd_is_not_stale(self):
+        # regenerated in memory from the pinned k8s.io/kubernetes module's OpenAPI document
+        for path, text in gen_crd_schema.generate(gen_crd_schema.default_openapi()).items():
+            assert path.read_text() == text, f"{path.name} is stale: run python -m tools.gen_crd_schema"
+
+    def test_the_generator_checks_and_names_a_bad_input(self, tmp_path, capsys):
+        assert gen_crd_schema.main(["--check"]) == 0
+        assert gen_crd_schema.main(["--check", "--openapi", str(tmp_path / "none.json")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "none.json" in err and "Traceback" not in err
+
+    def test_the_crd_stays_small_enough_for_client_side_apply(self):
+        # kubectl apply (client-side) stores the whole object in a 256 KiB annotation
+        crd = yaml.safe_load(gen_crd_schema.CRD_FILE.read_text())
+        assert len(json.dumps(crd, separators=(",", ":"))) < 200 * 1024
+
+    @pytest.mark.parametrize("case, bad, path", MALFORMED_PODS, ids=[m[0] for m in MALFORMED_PODS])
+    def test_the_ten_malformed_pods_are_refused_by_the_api_with_the_field_path(
+            self, control_plane, edgenode_crd, namespace, case, bad, path):
+        res = control_plane.kubectl("apply", "-n", namespace, "-f", "-", check=False,
+                                    input=json.dumps(edgenode("edge01", [pod("good"), bad])))
+        assert res.returncode != 0
+        assert f"spec.pods[1].{path}" in res.stderr, res.stderr
+        assert create(control_plane, namespace, edgenode("edge01", [pod("good")])).returncode == 0
+
+    def test_a_pod_using_many_fields_is_accepted_unchanged(self, control_plane, edgenode_crd, namespace):
+        create(control_plane, namespace, edgenode("edge01", [RICH_POD]), check=True)
+        assert get(control_plane, namespace, "edge01")["spec"]["pods"] == [RICH_POD]
+
+    def test_the_pod_schema_matches_a_real_pod(self, control_plane, namespace):
+        # differential: the API takes the same pod as an ordinary Pod (dry run: no scheduler here)
+        res = control_plane.kubectl("create", "--dry-run=server", "-n", namespace, "-f", "-",
+                                    input=json.dumps(RICH_POD), check=False)
         assert res.returncode == 0, res.stderr
 
 

@@ -85,6 +85,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_established(kubectl, name: str = "edgenodes.edge.k8s.io", timeout: float = 60) -> None:
+    """`kubectl wait` for a CRD to be Established, also in the moment before its status has conditions.
+
+    (kubectl wait fails at once with "accessor error: <nil>" then; the EdgeNode CRD's large
+    generated schema makes that moment longer.) `kubectl` is a ControlPlane.kubectl-like callable.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        res = kubectl("wait", "--for=condition=established", f"--timeout={int(timeout)}s", f"crd/{name}",
+                      check=time.monotonic() > deadline)
+        if res.returncode == 0:
+            return
+        time.sleep(0.2)
+
+
 def pid_alive(pid: int, marker: str | None = None) -> bool:
     """True if pid runs (zombies count as dead) and, given a marker, its cmdline contains it."""
     try:

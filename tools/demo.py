@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from tools.controlplane import REPO, ControlPlane, free_port
+from tools.controlplane import REPO, ControlPlane, free_port, wait_established
 
 VENV_BIN = Path(sys.executable).parent
 NODE = "edge01"
@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         kubectl = str(cp.kubectl_path)
         say("Extend the Kubernetes API with the EdgeNode CRD")
         show([kubectl, "apply", "-f", "crd/edgenode.yaml"], env=env)
-        show([kubectl, "wait", "--for", "condition=established", "crd/edgenodes.edge.k8s.io"], env=env)
+        print("$ kubectl wait --for condition=established crd/edgenodes.edge.k8s.io", flush=True)
+        wait_established(cp.kubectl)
 
         sync_port, metrics_port = free_port(), free_port()
         manager = Daemon(

@@ -350,6 +350,34 @@ def check_status(edgenodes: Sequence[Mapping[str, Any]], mgr: ManagerObs, nodes:
     return problems
 
 
+def check_rejections(edgenodes: Sequence[Mapping[str, Any]], expected: Mapping[str, Mapping[PodKey, bytes]],
+                     *, malformed_label: str = "e2e.k8s-edge.io/malformed") -> list[str]:
+    """A malformed pod is refused alone: not in the desired view, and named with its reason in the status.
+
+    The pods the workload made malformed carry `malformed_label` (independent of the
+    manager's code); every rejection the manager's rendering makes must be in the status of
+    the generation it describes.
+    """
+    problems = []
+    for obj in edgenodes:
+        meta = obj["metadata"]
+        ns, node = meta.get("namespace", "default"), meta["name"]
+        st = obj.get("status") or {}
+        rejected = {r.get("name"): r.get("reason") for r in st.get("rejected") or []}
+        for pod in (obj.get("spec") or {}).get("pods") or []:
+            name = pod["metadata"]["name"]
+            if malformed_label in (pod["metadata"].get("labels") or {}):
+                if (ns, name) in expected.get(node, {}):
+                    problems.append(f"EdgeNode {ns}/{node}: malformed pod {name} would be sent")
+                if name not in rejected:
+                    problems.append(f"EdgeNode {ns}/{node}: malformed pod {name} is not in status.rejected {rejected}")
+        want = {r.name: r.reason[:1024] for r in desired_node(obj).rejected}
+        if st.get("observedGeneration") != meta.get("generation") or rejected != want:
+            problems.append(f"EdgeNode {ns}/{node}: status.rejected {rejected} at generation "
+                            f"{st.get('observedGeneration')}, want {want} at {meta.get('generation')}")
+    return problems
+
+
 def check_verify(results: Mapping[str, tuple[int, str]]) -> list[str]:
     """Invariant 2 as a user checks it: `edge-eventlog verify` passes on every store."""
     return [f"edge-eventlog verify {p} exited {rc}:\n      {out[-800:]}" for p, (rc, out) in sorted(results.items())
@@ -368,6 +396,7 @@ def problems_of(obs: Observation, *, check_statuses: bool = True) -> list[str]:
         problems += check_manifests(a)
     if check_statuses:
         problems += check_status(obs.edgenodes, obs.manager, obs.agents)
+        problems += check_rejections(obs.edgenodes, expected)
     problems += check_verify(obs.verify)
     return problems
 

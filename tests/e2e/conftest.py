@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.crd_helpers import wait_established
 from tools.controlplane import ControlPlane, build_binaries
 
 from .harness import EdgeSystem, delete_all_edgenodes
@@ -46,7 +47,7 @@ def e2e_control_plane(tmp_path_factory):
     cp.start()
     try:
         cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", REPO / "crd" / "edgenode.yaml")
-        cp.kubectl("wait", "--for=condition=established", "--timeout=60s", "crd/edgenodes.edge.k8s.io")
+        wait_established(cp)
         yield cp
     finally:
         cp.stop()
@@ -64,7 +65,7 @@ def nocache_control_plane(tmp_path):
     cp.start()
     try:
         cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", REPO / "crd" / "edgenode.yaml")
-        cp.kubectl("wait", "--for=condition=established", "--timeout=60s", "crd/edgenodes.edge.k8s.io")
+        wait_established(cp)
         for n in ("e2e-a", "e2e-b"):
             cp.kubectl("create", "namespace", n)
         yield cp

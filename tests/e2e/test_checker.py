@@ -8,12 +8,14 @@ from pathlib import Path
 import pytest
 
 from eventlog import Change, JournalEntry, LogStore, ReplicaStore, canonical_manifest
+from manager.recording import desired_node
 
 from .checker import (
     check_agent,
     check_journal,
     check_log,
     check_manifests,
+    check_rejections,
     check_rendering,
     check_status,
     check_view,
@@ -22,6 +24,7 @@ from .checker import (
     observe_agent,
     observe_manager,
 )
+from .workload import MALFORMED, MALFORMED_LABEL, edgenode, malformed_pod, pod
 
 
 def _edgenode(ns: str, node: str, *pods: tuple[str, str]) -> dict:
@@ -166,3 +169,20 @@ def test_snapshots_need_a_reason(world):
     assert unexplained_snapshots(moved, wiped_logs=[last.log_id]) == []
     assert unexplained_snapshots(moved, wiped_logs=["new"]) != []  # the log it left was not the one wiped
 
+
+
+@pytest.mark.parametrize("kind", MALFORMED)
+def test_a_malformed_pod_must_be_refused_and_named_in_the_status(kind):
+    obj = edgenode("ns1", "edge01", [pod("web", "nginx"), malformed_pod("db", kind)])
+    obj["metadata"]["generation"] = 2
+    expected = expected_view([obj])
+    assert set(expected["edge01"]) == {("ns1", "web")}  # the manager's rendering refuses it
+    assert any("not in status.rejected" in p for p in check_rejections([obj], expected))
+    (r,) = desired_node(obj).rejected
+    obj["status"] = {"observedGeneration": 2, "rejected": [{"name": "db", "reason": "stale"}]}
+    assert any("want" in p for p in check_rejections([obj], expected))
+    obj["status"]["rejected"][0]["reason"] = r.reason
+    assert check_rejections([obj], expected) == []
+    # a malformed pod that would be sent is found, whatever the status says
+    assert any("would be sent" in p for p in check_rejections([obj], {"edge01": {("ns1", "db"): b"{}"}}))
+    assert MALFORMED_LABEL in obj["spec"]["pods"][1]["metadata"]["labels"]

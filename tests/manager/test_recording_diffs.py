@@ -6,12 +6,12 @@ import orjson
 import pytest
 
 from eventlog import LogStore
+from manager.validating import static_pod_problem
 from manager.recording import (
     MANAGED_BY_LABEL,
     NODE_LABEL,
     Recorder,
     desired_node,
-    static_pod_problem,
 )
 
 

@@ -14,6 +14,7 @@ import signal
 import time
 
 from tests.conftest import CRD_FILE
+from tests.crd_helpers import wait_established
 from tests.manager.manager_helpers import apply, events, ops, wait_for
 
 
@@ -25,7 +26,7 @@ def restarts(metrics: str, reason: str) -> float:
 def test_gone_relists_and_loses_no_deletion(control_plane_factory, manager_factory, tmp_path):
     cp = control_plane_factory(extra_apiserver_args=["--watch-cache=false"])
     cp.kubectl("apply", "-f", CRD_FILE)
-    cp.kubectl("wait", "--for=condition=established", "--timeout=60s", "crd/edgenodes.edge.k8s.io")
+    wait_established(cp)
     ns = "default"
     data = tmp_path / "data"
     mgr = manager_factory(kubeconfig=cp.kubeconfig, data_dir=data, namespace=ns, args=["--watch-timeout", "3s"])

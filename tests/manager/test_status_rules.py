@@ -159,3 +159,16 @@ def test_an_edgenode_without_pods_is_synced_not_running(world):
     w.acknowledged("edge01", applied_offset=3, digest=1)
     flush(w)
     assert writes[-1][2]["phase"] == "Synced"
+
+
+def test_a_whole_edgenode_rejection_is_written_like_a_pod_rejection(world):
+    from manager.recording import desired_node
+
+    w, writes, heads, clock = world
+    d = desired_node({"metadata": {"name": "edge01", "namespace": "ns", "generation": 2},
+                      "spec": {"pods": {"web": {}}}})
+    w.edgenode_listed([d])
+    flush(w)
+    st = writes[-1][2]
+    assert (st["desiredPods"], st["rejectedPods"], st["observedGeneration"]) == (0, 1, 2)
+    assert st["rejected"] == [{"name": "(EdgeNode)", "reason": "spec.pods: must be an array, got object"}]

@@ -15,6 +15,7 @@ import time
 from datetime import UTC, datetime
 
 from tests.conftest import CRD_FILE
+from tests.crd_helpers import wait_established
 from tests.manager.manager_helpers import apply, wait_for
 from tests.manager.fake_agent import FakeAgent
 from tests.manager.test_status_columns import mirror_pod, status
@@ -49,7 +50,7 @@ def test_steady_state_costs_at_most_one_status_write_per_edgenode_per_interval(
     cp = control_plane_factory(extra_apiserver_args=[f"--audit-log-path={audit_log}",
                                                      f"--audit-policy-file={policy}"])
     cp.kubectl("apply", "-f", CRD_FILE)
-    cp.kubectl("wait", "--for=condition=established", "--timeout=60s", "crd/edgenodes.edge.k8s.io")
+    wait_established(cp)
     cp.kubectl("create", "serviceaccount", "default", "-n", "default", check=False)
     ns, data = "default", tmp_path / "data"
     mgr = manager_factory(kubeconfig=cp.kubeconfig, data_dir=data, namespace=ns,
