@@ -12,7 +12,9 @@ added, status dropped, static-pod rejections left out). Because that shares code
 manager, `check_rendering` checks independently that each rendered pod still carries the
 user's name and spec, so a rendering bug cannot hide a lost or stale pod.
 
-Imports eventlog and manager.recording (pure functions), never a daemon's process state.
+Imports eventlog, manager.recording and manager.admitting (pure functions), never a daemon's
+process state. A pod the workload made malformed or policy-violating carries a label, so
+`check_rejections` expects its refusal independently of the manager's code.
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ from typing import Any
 
 from eventlog import Event, JournalEntry, LogStore, NodeState, PodEntry, PodKey, ReplicaStore, digest_of
 
-try:  # the manager's rendering of EdgeNodes into pod manifests (pure functions)
-    from manager.recording import desired_node
-except ImportError:  # pragma: no cover - only while the manager is being written
-    desired_node = None  # type: ignore[assignment]
+from manager.admitting import NamespaceAdmission
+from manager.recording import desired_node
+
+# The manager's Pod Security as it applies to the e2e namespaces (unlabelled: the default, baseline).
+POD_CHECK = NamespaceAdmission()
 
 MANAGED_PREFIX = "k8s-edge_"  # the agent's file naming: k8s-edge_<namespace>_<name>.json
 MANAGED_SUFFIX = ".json"
@@ -116,11 +119,9 @@ def run_verify(path: Path) -> tuple[int, str]:
 
 def expected_view(edgenodes: Iterable[Mapping[str, Any]]) -> dict[str, dict[PodKey, bytes]]:
     """node -> (namespace, pod) -> manifest the manager must hold, from the API's EdgeNodes."""
-    if desired_node is None:
-        raise RuntimeError("manager.recording is not available: cannot render the desired state")
     out: dict[str, dict[PodKey, bytes]] = {}
     for obj in edgenodes:
-        d = desired_node(obj)
+        d = desired_node(obj, pod_check=POD_CHECK)
         out.setdefault(d.node, {}).update(d.pods)
     return {n: pods for n, pods in out.items() if pods}
 
@@ -371,7 +372,7 @@ def check_rejections(edgenodes: Sequence[Mapping[str, Any]], expected: Mapping[s
                     problems.append(f"EdgeNode {ns}/{node}: malformed pod {name} would be sent")
                 if name not in rejected:
                     problems.append(f"EdgeNode {ns}/{node}: malformed pod {name} is not in status.rejected {rejected}")
-        want = {r.name: r.reason[:1024] for r in desired_node(obj).rejected}
+        want = {r.name: r.reason[:1024] for r in desired_node(obj, pod_check=POD_CHECK).rejected}
         if st.get("observedGeneration") != meta.get("generation") or rejected != want:
             problems.append(f"EdgeNode {ns}/{node}: status.rejected {rejected} at generation "
                             f"{st.get('observedGeneration')}, want {want} at {meta.get('generation')}")

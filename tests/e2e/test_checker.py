@@ -11,6 +11,7 @@ from eventlog import Change, JournalEntry, LogStore, ReplicaStore, canonical_man
 from manager.recording import desired_node
 
 from .checker import (
+    POD_CHECK,
     check_agent,
     check_journal,
     check_log,
@@ -178,7 +179,7 @@ def test_a_malformed_pod_must_be_refused_and_named_in_the_status(kind):
     expected = expected_view([obj])
     assert set(expected["edge01"]) == {("ns1", "web")}  # the manager's rendering refuses it
     assert any("not in status.rejected" in p for p in check_rejections([obj], expected))
-    (r,) = desired_node(obj).rejected
+    (r,) = desired_node(obj, pod_check=POD_CHECK).rejected
     obj["status"] = {"observedGeneration": 2, "rejected": [{"name": "db", "reason": "stale"}]}
     assert any("want" in p for p in check_rejections([obj], expected))
     obj["status"]["rejected"][0]["reason"] = r.reason

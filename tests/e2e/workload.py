@@ -22,10 +22,12 @@ Kubectl = Callable[..., Any]  # ControlPlane.kubectl(*args, check=True, input=No
 # or the static-pod rules refuse them: the manager must refuse each, alone. The e2e control
 # plane keeps the real CRD; the type-malformed pods of issue 11, which it now refuses at the
 # door, are covered with the old loose CRD in tests/manager/test_isolating_malformed_edgenodes.py.
-# (Policy-violating pods, e.g. a privileged container refused by Pod Security, belong in this
-# list too once the manager enforces Pod Security.)
+# Policy-violating pods (a privileged container, host namespaces, a hostPath volume) are valid
+# Pods that Pod Security refuses: the e2e namespaces are unlabelled, so the manager's default
+# level, baseline, applies (README "Pod Security and tenancy on the edge").
 MALFORMED_LABEL = "e2e.k8s-edge.io/malformed"  # the checker expects every pod with it refused
-MALFORMED = ("container-name", "empty-image", "image-whitespace", "port-range", "secret-volume")
+MALFORMED = ("container-name", "empty-image", "image-whitespace", "port-range", "secret-volume",
+             "privileged", "host-network", "host-path")
 MALFORMED_SHARE = 0.08  # of pod changes: a handful per CI run, without changing its length
 
 
@@ -52,6 +54,13 @@ def malformed_pod(name: str, kind: str, *, revision: int = 0) -> dict:
         c["image"] = "busybox:1.36 "
     elif kind == "secret-volume":
         p["spec"]["volumes"] = [{"name": "creds", "secret": {"secretName": "creds"}}]
+    elif kind == "privileged":
+        c["securityContext"] = {"privileged": True}
+    elif kind == "host-network":
+        p["spec"]["hostNetwork"] = True
+    elif kind == "host-path":
+        p["spec"]["volumes"] = [{"name": "root", "hostPath": {"path": "/"}}]
+        c["volumeMounts"] = [{"name": "root", "mountPath": "/host"}]
     return p
 
 
