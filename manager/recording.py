@@ -279,7 +279,9 @@ class Recorder:
         if appended:
             names = sorted(nodes)
             shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
-            logger.info("recorded {} event(s) for node(s) {} (head offset {})", len(appended), shown, appended.head_offset)
+            # per change: DEBUG, like the line per event above (INFO is for state changes)
+            logger.debug("recorded {} event(s) for node(s) {} (head offset {})", len(appended), shown,
+                         appended.head_offset)
             if self._on_appended:
                 self._on_appended(appended)
             self._notify(nodes)
