@@ -164,8 +164,9 @@ def watch_forever(
                 if isinstance(item, Listed):
                     stats.lists += 1
                     logger.info("listed {} {} (resourceVersion {})", len(item.objects), what, item.resource_version)
-                    delay = settings.backoff_initial
                 handle(item)
+                if isinstance(item, Listed):  # only once the handler took it: a failing handler backs off
+                    delay = settings.backoff_initial
             if not stop.is_set():
                 stats.restart("stream_ended")
         except Gone as exc:
