@@ -356,7 +356,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_verify_export(args: argparse.Namespace) -> int:
     """Check export files alone and as a chain; print problems and exit 1, or one ok line."""
     for f in args.files:
-        if not os.path.isfile(f):
+        if not os.path.exists(f) or os.path.isdir(f):
             raise UsageError(f"{f}: no such file")
     check = verify_exports(Path(f) for f in args.files)
     if check.problems:
@@ -438,7 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
     ve = sub.add_parser("verify-export", help="check export files without the store (exit 1 on problems)",
                         description="Check export files: each file's digests by replay, and consecutive files "
                                     "of one log as a chain (give them in log order, e.g. a sorted glob).")
-    ve.add_argument("files", metavar="FILE", nargs="+", help="export files, oldest first")
+    ve.add_argument("files", metavar="FILE", nargs="+", help="export files, oldest first (.gz read as gzip)")
     ve.set_defaults(fn=cmd_verify_export)
     return ap
 

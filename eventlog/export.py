@@ -20,6 +20,7 @@ states equal the previous file's final states). Imports no kubernetes or grpc.
 
 from __future__ import annotations
 
+import gzip
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -235,7 +236,8 @@ def verify_exports(paths: Iterable[Path]) -> ExportCheck:
 
 def _verify_file(c: _Chain, path: Path) -> None:
     name = str(path)
-    with open(path, "rb") as f:
+    opener = gzip.open if name.endswith(".gz") else open  # rotated files are often compressed
+    with opener(path, "rb") as f:
         lines = iter(enumerate(f, start=1))
         try:
             _, raw = next(lines)

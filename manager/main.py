@@ -32,8 +32,8 @@ USER_AGENT = "edge-manager/0.1.0"
 DEFAULT_DATA_DIR = "/var/lib/k8s-edge/manager"
 DEFAULT_METRICS_ADDR = ":8080"
 DEFAULT_KUBECONFIG = "~/.kube/config"
-# Bounded by default (see README "Retention"): 7 days like Kafka's log.retention.hours=168, and a size cap
-# that holds those 7 days at about 2 changes/s (~2.4 million events of ~450 bytes).
+# Bounded by default (README "Running for months"): 7 days like Kafka's log.retention.hours=168, and a cap on
+# the records (~1.5 GiB on disk) that holds those 7 days up to ~6 changes/s of small pods (~300-byte records).
 DEFAULT_RETAIN_AGE = "7d"
 DEFAULT_RETAIN_BYTES = "1Gi"
 _OFF = ("none", "off", "0", "")
