@@ -373,9 +373,13 @@ def run(a: argparse.Namespace, r: Report, workdir: Path) -> None:
           target="every agent = log; 0 snapshots beyond first sync",
           note=f"snapshots: {first_sync:.0f} first syncs, {beyond:.0f} beyond; converged {conv_s:.1f}s after the "
                f"last change; verify: {'ok' if not problems else problems[:3]}")
+    retained = max(1, events - end["first"] + 1)
+    unbounded = end["store_disk"] / retained * per10k  # what each 10k events would add if nothing were dropped
     r.add("store on disk (data.mdb)", f"{sl('store_disk') / 1024:+,.1f} KiB per 10k events",
-          note=f"{end['store_disk'] / 2**20:.1f} MiB at the end; records retained "
-               f"{end['log_records'] / 2**20:.2f} MiB (slope {sl('log_records') / 1024:+,.1f} KiB per 10k)")
+          baseline=f"+{unbounded / 1024:,.0f} KiB per 10k without compaction" if compacted else "",
+          note=f"{end['store_disk'] / 2**20:.1f} MiB at the end ({end['store_disk'] / retained:.0f} B per retained "
+               f"event); records retained {end['log_records'] / 2**20:.2f} MiB (slope "
+               f"{sl('log_records') / 1024:+,.1f} KiB per 10k)")
     for who in ("manager", "agent"):
         label = "manager" if who == "manager" else "agent (never faulted)"
         r.add(f"{label} heap (anonymous RSS)", f"{sl(f'{who}_heap') / 1024:+.2f} MiB per 10k events",

@@ -113,6 +113,7 @@ class Daemon:
         self._compacting = threading.Lock()  # held while compaction writes, so stop() can wait for it
         self._export_dir = export_dir
         self._export_error: str | None = None  # last export failure logged (one line per distinct error)
+        self._compact_error: str | None = None  # likewise for compaction
         self.unwritable: str | None = None  # why EdgeNode changes cannot be recorded now (disk full)
         self.recorder = Recorder(
             store, notify=self.notifier.notify_threadsafe, namespace=namespace,
@@ -318,8 +319,12 @@ class Daemon:
             res = await asyncio.to_thread(self._compact, keep_last=r.keep_last, older_than_ns=older,
                                           max_bytes=r.max_bytes)
         except Exception as exc:
-            logger.warning("compaction failed: {}", " ".join(str(exc).split()))
+            why = " ".join(str(exc).split())
+            if why != self._compact_error:  # one line per distinct error: a full disk fails every interval
+                logger.warning("compaction failed: {}", why)
+            self._compact_error = why
             return
+        self._compact_error = None
         if res is not None and res.dropped:
             self.metrics.compacted_events.inc(res.dropped)
             logger.info("compaction dropped {} event(s); the log now starts at offset {}",
