@@ -325,7 +325,9 @@ class ManifestReconciler:
                             self.folder, outcome.managed)
             self._last_error = ""
         if outcome.written or outcome.removed:
-            logger.info(
+            # a full pass (start, snapshot) is a state change; a pass over changed pods is per change: DEBUG
+            logger.log(
+                "INFO" if outcome.full else "DEBUG",
                 "reconciled {} ({}): {} written, {} removed, {} managed",
                 self.folder, "full" if outcome.full else "changes", outcome.written, outcome.removed, outcome.managed,
             )

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.benchlib import PYTHON, REPO, Row, format_table, machine  # noqa: E402
 
-BENCHES = ("latency", "catchup", "fanout", "reconnect", "apicost", "memory", "streams")
+BENCHES = ("latency", "catchup", "fanout", "reconnect", "apicost", "memory", "streams", "soak")
 
 
 def main() -> int:

@@ -23,6 +23,7 @@ from eventlog.errors import (
     OffsetOutOfRangeError,
     RoleError,
     StoreError,
+    StoreFullError,
 )
 from eventlog.log import LogStore
 from eventlog.opening import open_store

@@ -1,4 +1,4 @@
-"""`edge-eventlog`: audit a manager log or an agent replica (dump, stats, verify, state).
+"""`edge-eventlog`: audit a manager log or an agent replica (dump, stats, verify, state, export, verify-export).
 
 Opens stores read-only: it never blocks or modifies the writer of a live store.
 Every failure a user can cause ends with one line on stderr and a non-zero exit.
@@ -12,6 +12,7 @@ import os
 import re
 import sys
 import time
+from pathlib import Path
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from typing import Any, NoReturn
@@ -21,6 +22,7 @@ import orjson
 
 from eventlog.digest import digest_of, format_digest
 from eventlog.errors import NotAStoreError, OffsetOutOfRangeError, StoreError
+from eventlog.export import export_range, verify_exports
 from eventlog.log import LogStore
 from eventlog.opening import open_store
 from eventlog.records import Event, JournalEntry, PodEntry
@@ -325,6 +327,49 @@ def cmd_state(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write a range of a manager log as JSON Lines that verify-export checks without the store."""
+    with _open(args.path) as store:
+        if not isinstance(store, LogStore):
+            raise UsageError(f"{args.path}: an agent replica; export reads a manager log")
+        info = store.info()
+        if info.event_count == 0:
+            raise UsageError(f"{args.path}: the log holds no events (head offset {info.head_offset})")
+        first = args.from_ if args.from_ is not None else info.first_offset
+        last = args.to if args.to is not None else info.head_offset
+        if args.output is None:
+            summary = export_range(store, sys.stdout.buffer, first=first, last=last)
+        else:
+            tmp = args.output + ".partial"
+            try:
+                with open(tmp, "wb") as f:
+                    summary = export_range(store, f, first=first, last=last)
+                os.replace(tmp, args.output)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+    sys.stderr.write(f"{PROG}: exported offsets {summary.first_offset}..{summary.last_offset} of log "
+                     f"{summary.log_id} ({summary.events} events, {summary.nodes} nodes)\n")
+    return 0
+
+
+def cmd_verify_export(args: argparse.Namespace) -> int:
+    """Check export files alone and as a chain; print problems and exit 1, or one ok line."""
+    for f in args.files:
+        if not os.path.exists(f) or os.path.isdir(f):
+            raise UsageError(f"{f}: no such file")
+    check = verify_exports(Path(f) for f in args.files)
+    if check.problems:
+        for line in check.problems:
+            print(line)
+        sys.stdout.flush()
+        sys.stderr.write(f"{PROG}: verify-export: {len(check.problems)} problem(s) in {len(args.files)} file(s)\n")
+        return 1
+    print(f"ok: {len(args.files)} export file(s), log {', '.join(check.log_ids)}, offsets "
+          f"{check.first_offset}..{check.last_offset}, {check.events} events, {check.nodes} nodes")
+    return 0
+
+
 def _pod_dict(p: PodEntry) -> dict[str, Any]:
     return {"namespace": p.namespace, "name": p.name, "offset": p.offset, "manifest": _manifest_json(p.manifest)}
 
@@ -380,6 +425,21 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--at", type=_offset, metavar="OFFSET", help="as of this offset (default: the head)")
     st.add_argument("--format", choices=("json", "table"), default="json", help="output format (default json)")
     st.set_defaults(fn=cmd_state)
+
+    ex = sub.add_parser("export", help="write a range of a manager log as verifiable JSON Lines (for audit)",
+                        description="Write events of a manager log as JSON Lines with the digests the log recorded, "
+                                    "so `verify-export` can check them after the log compacted them away.")
+    ex.add_argument("path", metavar="PATH", help=path_help)
+    ex.add_argument("--from", dest="from_", type=_offset, metavar="OFFSET", help="first offset (default: first retained)")
+    ex.add_argument("--to", type=_offset, metavar="OFFSET", help="last offset (default: the head)")
+    ex.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
+    ex.set_defaults(fn=cmd_export)
+
+    ve = sub.add_parser("verify-export", help="check export files without the store (exit 1 on problems)",
+                        description="Check export files: each file's digests by replay, and consecutive files "
+                                    "of one log as a chain (give them in log order, e.g. a sorted glob).")
+    ve.add_argument("files", metavar="FILE", nargs="+", help="export files, oldest first (.gz read as gzip)")
+    ve.set_defaults(fn=cmd_verify_export)
     return ap
 
 
@@ -393,11 +453,11 @@ def main(argv: list[str] | None = None) -> int:
     except (StoreError, UsageError) as exc:
         return _fail(str(exc))
     except lmdb.Error as exc:
-        return _fail(f"{args.path}: LMDB: {' '.join(str(exc).split())}")
+        return _fail(f"{getattr(args, 'path', '')}: LMDB: {' '.join(str(exc).split())}")
     except OSError as exc:
         if isinstance(exc, BrokenPipeError):
             return _broken_pipe()
-        return _fail(f"{exc.filename or args.path}: {exc.strerror or exc}")
+        return _fail(f"{exc.filename or getattr(args, 'path', '')}: {exc.strerror or exc}")
     except KeyboardInterrupt:
         return 130
 

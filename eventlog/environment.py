@@ -18,7 +18,7 @@ from typing import TypeVar
 import lmdb
 
 from eventlog.encoding import from_u64, u64
-from eventlog.errors import FormatError, NotAStoreError, RoleError
+from eventlog.errors import FormatError, NotAStoreError, RoleError, StoreFullError
 
 # 2: the manager's view keeps (offset, hash) and pod hashes are XXH3-64 (1 kept manifests, blake2b).
 STORE_FORMAT = 2
@@ -45,9 +45,11 @@ class Environment:
         databases: tuple[str, ...],
         readonly: bool = False,
         map_size: int = DEFAULT_MAP_SIZE,
+        max_map_size: int | None = None,
         initial_meta: dict[bytes, bytes] | None = None,
     ) -> None:
         self.path = Path(path)
+        self.max_map_size = max_map_size  # None: the map grows as long as the OS gives address space
         self.readonly = readonly
         self._grow_lock = threading.Lock()
         if self.path.exists() and not self.path.is_dir():
@@ -141,16 +143,34 @@ class Environment:
             txn.abort()
 
     def write(self, fn: Callable[[lmdb.Transaction], T]) -> T:
-        """Run fn in one write transaction, growing the map and retrying when full."""
+        """Run fn in one write transaction, growing the map and retrying when full.
+
+        Raises StoreFullError when the disk has no room (the transaction is aborted
+        whole, so the store is unchanged) or the map cannot grow further.
+        """
         while True:
             try:
                 with self.env.begin(write=True) as txn:
                     return fn(txn)
             except lmdb.MapFullError:
-                with self._grow_lock:
-                    self.env.set_mapsize(self.env.info()["map_size"] * 2)
+                self._grow()
             except lmdb.MapResizedError:
                 self.env.set_mapsize(0)
+            except lmdb.DiskError as exc:  # ENOSPC, EDQUOT, EIO at commit: LMDB aborted the transaction
+                raise StoreFullError(f"{self.path}: cannot write: {_one_line(exc)}") from None
+
+    def _grow(self) -> None:
+        """Double the map, up to max_map_size; StoreFullError when it is already there."""
+        with self._grow_lock:
+            size = self.env.info()["map_size"]
+            new = size * 2 if self.max_map_size is None else min(size * 2, self.max_map_size)
+            if new <= size:
+                raise StoreFullError(f"{self.path}: the LMDB map is full at its limit of {size} bytes")
+            try:
+                self.env.set_mapsize(new)
+            except lmdb.Error as exc:
+                raise StoreFullError(f"{self.path}: the LMDB map is full and cannot grow to {new} bytes: "
+                                     f"{_one_line(exc)}") from None
 
     def get_meta(self, txn: lmdb.Transaction, key: bytes, default: int = 0) -> int:
         """A numeric metadata value."""

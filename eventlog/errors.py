@@ -38,3 +38,11 @@ class DigestMismatchError(StoreError):
 
 class CorruptRecordError(StoreError):
     """A stored or received record cannot be decoded."""
+
+
+class StoreFullError(StoreError):
+    """A write could not be stored: the disk is full (or failing) or the map reached its limit.
+
+    Nothing of the failed transaction is kept; the store stays as it was and takes
+    writes again once there is room.
+    """

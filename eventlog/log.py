@@ -43,9 +43,10 @@ _COMPACT_CHUNK = 10_000  # events dropped per write transaction, so compaction n
 class LogStore:
     """The event log of one manager data directory, identified by its log_id."""
 
-    def __init__(self, path: str | os.PathLike[str], *, readonly: bool = False, map_size: int = DEFAULT_MAP_SIZE) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, readonly: bool = False, map_size: int = DEFAULT_MAP_SIZE,
+                 max_map_size: int | None = None) -> None:
         self._env = Environment(
-            path, role=ROLE, databases=_DATABASES, readonly=readonly, map_size=map_size,
+            path, role=ROLE, databases=_DATABASES, readonly=readonly, map_size=map_size, max_map_size=max_map_size,
             initial_meta={b"head": u64(0), b"first": u64(1), b"log_bytes": u64(0)},
         )
         self.path = self._env.path
@@ -70,6 +71,18 @@ class LogStore:
         """Offset of the oldest retained event (head + 1 when none is retained)."""
         with self._env.read() as txn:
             return self._env.get_meta(txn, b"first", 1)
+
+    @property
+    def log_bytes(self) -> int:
+        """Bytes of the retained event records (what --retain-bytes bounds)."""
+        with self._env.read() as txn:
+            return self._env.get_meta(txn, b"log_bytes")
+
+    def oldest_event_time_ns(self) -> int | None:
+        """When the oldest retained event was appended; None for an empty log."""
+        with self._env.read() as txn:
+            cur = txn.cursor(db=self._log)
+            return decode_event(cur.value()).time_ns if cur.first() else None
 
     def info(self) -> StoreInfo:
         """Identity and extent, read in one transaction."""
@@ -140,6 +153,13 @@ class LogStore:
         self, *, keep_last: int | None = None, older_than_ns: int | None = None, max_bytes: int | None = None
     ) -> CompactionResult:
         """Drop the oldest events beyond any of the bounds; the view stays whole."""
+        return self.compact_before(self.compaction_cut(keep_last=keep_last, older_than_ns=older_than_ns,
+                                                       max_bytes=max_bytes))
+
+    def compaction_cut(
+        self, *, keep_last: int | None = None, older_than_ns: int | None = None, max_bytes: int | None = None
+    ) -> int:
+        """The first offset compaction would keep: events before it are beyond a bound (first_offset: none)."""
         with self._env.read() as txn:
             head = self._env.get_meta(txn, b"head")
             first = self._env.get_meta(txn, b"first", 1)
@@ -157,6 +177,12 @@ class LogStore:
                         break
                     remaining -= len(v)
                     cut = max(cut, off + 1)
+        return cut
+
+    def compact_before(self, cut: int) -> CompactionResult:
+        """Drop the events with offsets below `cut` (as planned by compaction_cut), in chunks."""
+        first = self.first_offset
+        cut = min(cut, self.head_offset + 1)
         dropped = 0
         while first < cut:
             end = min(cut, first + _COMPACT_CHUNK)

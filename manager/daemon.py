@@ -11,18 +11,20 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from loguru import logger
 
-from eventlog import Appended, LogStore
+from eventlog import Appended, LogStore, StoreFullError
+from eventlog.export import export_file
 from manager.admitting import NamespaceAdmission
 from manager.events import EdgeNodeEvents, EventNotFound, EventRecorder
 from manager.metrics import Metrics, serve
 from manager.recording import MANAGED_BY_LABEL, MANAGED_BY_VALUE, DesiredNode, Recorder, key_of
 from manager.status import Conflict, NotFound, StatusSettings, StatusWriter
 from manager.sync_service import BindProblem, LogNotifier, ServerTls, SyncSettings, create_server
-from manager.watching import Changed, Listed, WatchSettings, WatchStats, watch_forever
+from manager.watching import Changed, HandlerUnavailable, Listed, WatchSettings, WatchStats, watch_forever
 
 GROUP, VERSION, PLURAL = "edge.k8s.io", "v1alpha1", "edgenodes"
 STOP_GRACE_SECONDS = 5.0  # streams get this long to finish before the server cancels them
@@ -132,6 +134,7 @@ class Daemon:
         events: Any = None,
         reporting_instance: str = "edge-manager",
         admission: NamespaceAdmission | None = None,
+        export_dir: Path | None = None,
     ) -> None:
         self.store = store
         self._api = api
@@ -167,6 +170,10 @@ class Daemon:
         self._http: Any = None
         self._listed = threading.Event()
         self._compacting = threading.Lock()  # held while compaction writes, so stop() can wait for it
+        self._export_dir = export_dir
+        self._export_error: str | None = None  # last export failure logged (one line per distinct error)
+        self._compact_error: str | None = None  # likewise for compaction
+        self.unwritable: str | None = None  # why EdgeNode changes cannot be recorded now (disk full)
         self.recorder = Recorder(
             store, notify=self.notifier.notify_threadsafe, namespace=namespace,
             on_desired=lambda d: self._to_loop(self._edgenode_changed, d),
@@ -201,9 +208,17 @@ class Daemon:
             watch_restarts=self._restarts,
             sync_streams=self._sync_streams,
         )
+        self.metrics.add_retention(
+            first_offset=lambda: self.store.first_offset,
+            oldest_event_time_ns=self.store.oldest_event_time_ns,
+            log_bytes=lambda: self.store.log_bytes,
+            store_bytes=lambda: self.store.info().size_bytes,
+            recording=lambda: self.unwritable is None,
+        )
         if metrics_address is not None:
             try:
-                self._http = serve(metrics_address, metrics=self.metrics, ready=self.ready)
+                self._http = serve(metrics_address, metrics=self.metrics, ready=self.ready,
+                                   not_ready_reason=lambda: self.unwritable)
             except OSError as exc:
                 raise BindError("metrics", _reason(exc)) from None
         logger.info("Starting edge controller")
@@ -216,6 +231,9 @@ class Daemon:
         self._tasks.append(asyncio.create_task(self.status.run(self._stop_tasks), name="status"))
         if self._retention.enabled:
             self._tasks.append(asyncio.create_task(self._compact_forever(), name="compaction"))
+        else:
+            logger.warning("retention is off (--retain-age none --retain-bytes none): the event log grows "
+                           "without bound")
 
     async def stop(self) -> None:
         """Stop watches, streams (with grace), tasks and metrics; the caller closes the store."""
@@ -288,14 +306,25 @@ class Daemon:
         """Hand failed EdgeNodes back to the recorder when their backoff has passed."""
         while not self._stop_threads.wait(min(1.0, self.recorder.retries.next_due() or 1.0)):
             try:
-                self.recorder.retry_due()
+                if self.recorder.retry_due() and self.unwritable is not None:
+                    logger.info("the event log takes appends again (a retried EdgeNode was recorded)")
+                    self.unwritable = None
+            except StoreFullError as exc:  # kept for a later try, as a watch event would be
+                self._recording_stopped(str(exc))
             except Exception as exc:  # the recorder counts its own failures; this is a bug of the loop
                 logger.opt(exception=exc).error("retrying EdgeNodes failed")
 
     def _handle_edgenode(self, item: Listed | Changed) -> None:
-        """One watch item; an object's failure is that object's (a failed list fails the watch)."""
+        """One watch item; an object's failure is that object's (a failed list fails the watch).
+
+        A store that cannot be written (disk full) is everyone's problem instead: recording
+        stops, /readyz says why, and the watch relists with backoff until appends work again.
+        """
         try:
-            self._handle_edgenode_item(item)
+            self._record(item)
+        except StoreFullError as exc:
+            self._recording_stopped(str(exc))
+            raise HandlerUnavailable(str(exc)) from None
         except Exception as exc:
             if isinstance(item, Listed):
                 raise  # watch_forever counts it and lists again with backoff
@@ -307,8 +336,21 @@ class Daemon:
             delay = self.recorder.retries.failed(key, "deleted" if item.type == "DELETED" else "changed", item.object)
             logger.opt(exception=exc).error("EdgeNode {}/{} could not be handled; retrying in {:.1f}s",
                                             *key, delay)
+            return
+        if self.unwritable is not None:
+            # only a relist gets here after a failure: it appended everything the API holds
+            logger.info("the event log takes appends again; recording resumed (head offset {})",
+                        self.store.head_offset)
+            self.unwritable = None
 
-    def _handle_edgenode_item(self, item: Listed | Changed) -> None:
+    def _recording_stopped(self, why: str) -> None:
+        """Not ready, with the reason; one log line per distinct reason, not one per retry."""
+        if why != self.unwritable:
+            logger.error("cannot record EdgeNode changes: {}; agents are still served what the log holds, and "
+                         "recording resumes with a relist once the store can be written", why)
+        self.unwritable = why
+
+    def _record(self, item: Listed | Changed) -> None:
         if isinstance(item, Listed):
             rec = self.recorder.listed(item.objects)
             logger.info("EdgeNodes listed: {} object(s), {} event(s) appended to catch up",
@@ -415,24 +457,58 @@ class Daemon:
         return out
 
     async def _compact_forever(self) -> None:
-        r = self._retention
         while True:
             await asyncio.sleep(self._compaction_interval)
-            older = time.time_ns() - int(r.max_age_seconds * 1e9) if r.max_age_seconds is not None else None
-            try:
-                res = await asyncio.to_thread(self._compact, keep_last=r.keep_last, older_than_ns=older,
-                                              max_bytes=r.max_bytes)
-            except Exception as exc:
-                logger.warning("compaction failed: {}", " ".join(str(exc).split()))
-                continue
-            if res.dropped:
-                self.metrics.compacted_events.inc(res.dropped)
-                logger.info("compaction dropped {} event(s); the log now starts at offset {}",
-                            res.dropped, res.first_offset)
+            await self.compact_once()
+
+    async def compact_once(self) -> None:
+        """Apply retention once: export what it drops first (when asked to), then drop it."""
+        r = self._retention
+        older = time.time_ns() - int(r.max_age_seconds * 1e9) if r.max_age_seconds is not None else None
+        try:
+            res = await asyncio.to_thread(self._compact, keep_last=r.keep_last, older_than_ns=older,
+                                          max_bytes=r.max_bytes)
+        except Exception as exc:
+            why = " ".join(str(exc).split())
+            if why != self._compact_error:  # one line per distinct error: a full disk fails every interval
+                logger.warning("compaction failed: {}", why)
+            self._compact_error = why
+            return
+        self._compact_error = None
+        if res is not None and res.dropped:
+            self.metrics.compacted_events.inc(res.dropped)
+            logger.info("compaction dropped {} event(s); the log now starts at offset {}",
+                        res.dropped, res.first_offset)
 
     def _compact(self, **bounds: Any) -> Any:
         with self._compacting:
-            return self.store.compact(**bounds)
+            first = self.store.first_offset
+            cut = self.store.compaction_cut(**bounds)
+            if cut <= first:
+                return None
+            if self._export_dir is not None and not self._export(first, cut - 1):
+                return None  # nothing is dropped that was not exported first
+            return self.store.compact_before(cut)
+
+    def _export(self, first: int, last: int) -> bool:
+        """Write what compaction is about to drop into the export directory; False when it could not."""
+        try:
+            path = export_file(self.store, self._export_dir, first=first, last=last)  # type: ignore[arg-type]
+        except OSError as exc:
+            why = f"{exc.filename or self._export_dir}: {exc.strerror or exc}"
+        except Exception as exc:
+            why = " ".join(str(exc).split())
+        else:
+            if self._export_error is not None:
+                logger.info("export before compaction works again")
+            self._export_error = None
+            logger.info("exported offsets {}..{} to {} before compaction", first, last, path)
+            return True
+        if why != self._export_error:
+            logger.error("cannot export offsets {}..{} before compaction, so nothing is compacted: {}",
+                         first, last, why)
+        self._export_error = why
+        return False
 
 
 def _pod_key(pod: dict[str, Any]) -> tuple[str, str]:

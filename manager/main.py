@@ -34,6 +34,11 @@ DEFAULT_DATA_DIR = "/var/lib/k8s-edge/manager"
 DEFAULT_METRICS_ADDR = ":8080"
 DEFAULT_KUBECONFIG = "~/.kube/config"
 DEFAULT_MAX_STREAMS = 10_000  # = manager.streams.DEFAULT_MAX_STREAMS (not imported: --help must not load grpc)
+# Bounded by default (README "Running for months"): 7 days like Kafka's log.retention.hours=168, and a cap on
+# the records (~1.5 GiB on disk) that holds those 7 days up to ~6 changes/s of small pods (~300-byte records).
+DEFAULT_RETAIN_AGE = "7d"
+DEFAULT_RETAIN_BYTES = "1Gi"
+_OFF = ("none", "off", "0", "")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _SIZE = re.compile(r"^(\d+)\s*(|k|ki|m|mi|g|gi|t|ti|b|kb|mb|gb|tb)$", re.I)
 _SIZE_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "ki": 2**10, "m": 10**6, "mb": 10**6, "mi": 2**20,
@@ -68,6 +73,11 @@ def parse_size(text: str) -> int:
     if not m:
         raise ValueError(f"not a size: {text!r} (use e.g. 512Mi, 2Gi, 1000000)")
     return int(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
+
+
+def _off(text: str | None) -> bool:
+    """Whether a retention bound is turned off ('none', 'off', '0')."""
+    return text is None or text.strip().lower() in _OFF
 
 
 def split_address(address: str, *, flag: str) -> tuple[str, int]:
@@ -106,11 +116,16 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default {DEFAULT_MAX_STREAMS})")
     p.add_argument("--insecure", action="store_true", help="serve plaintext gRPC without authentication")
     p.add_argument("--retain-events", type=int, default=None, metavar="N",
-                   help="compaction: keep at most the newest N events")
-    p.add_argument("--retain-age", default=None, metavar="DURATION",
-                   help="compaction: drop events older than this (e.g. 7d)")
-    p.add_argument("--retain-bytes", default=None, metavar="SIZE",
-                   help="compaction: keep the log's events below this size (e.g. 1Gi)")
+                   help="compaction: keep at most the newest N events (default: no count bound)")
+    p.add_argument("--retain-age", default=DEFAULT_RETAIN_AGE, metavar="DURATION",
+                   help=f"compaction: drop events older than this (default {DEFAULT_RETAIN_AGE}: an agent offline "
+                        "for less resumes without a snapshot; 'none' turns the age bound off)")
+    p.add_argument("--retain-bytes", default=DEFAULT_RETAIN_BYTES, metavar="SIZE",
+                   help=f"compaction: keep the log's event records below this size (default {DEFAULT_RETAIN_BYTES}; "
+                        "'none' turns the size bound off)")
+    p.add_argument("--export-before-compaction", type=Path, default=None, metavar="DIR",
+                   help="before each compaction, write what it drops to a JSON Lines file in DIR that "
+                        "`edge-eventlog verify-export` checks (the operator rotates DIR; default: no export)")
     p.add_argument("--compaction-interval", default="5m", metavar="DURATION",
                    help="how often retention is applied (default 5m)")
     p.add_argument("--status-refresh-interval", default="90s", metavar="DURATION",
@@ -150,6 +165,21 @@ class Retention:
     def enabled(self) -> bool:
         """Whether any bound is set."""
         return any(v is not None for v in (self.keep_last, self.max_age_seconds, self.max_bytes))
+
+
+def describe_retention(r: Retention, interval: float) -> str:
+    """One line for the start-up log: the bounds in force."""
+    if not r.enabled:
+        return "off: the event log is never compacted"
+    parts = []
+    if r.max_age_seconds is not None:
+        age = r.max_age_seconds
+        parts.append(f"older than {age / 86400:g}d" if age >= 86400 else f"older than {age:g}s")
+    if r.max_bytes is not None:
+        parts.append(f"beyond {r.max_bytes / 2**20:g} MiB of records")
+    if r.keep_last is not None:
+        parts.append(f"beyond the newest {r.keep_last}")
+    return f"events {' or '.join(parts)} are compacted every {interval:g}s"
 
 
 def setup_logging(*, level: str, fmt: str) -> None:
@@ -204,8 +234,8 @@ def check_flags(a: argparse.Namespace) -> tuple[Any, Retention, dict[str, float]
     try:
         retention = Retention(
             keep_last=a.retain_events,
-            max_age_seconds=parse_duration(a.retain_age) if a.retain_age else None,
-            max_bytes=parse_size(a.retain_bytes) if a.retain_bytes else None,
+            max_age_seconds=None if _off(a.retain_age) else parse_duration(a.retain_age),
+            max_bytes=None if _off(a.retain_bytes) else parse_size(a.retain_bytes),
         )
         intervals = {name: parse_duration(getattr(a, name)) for name in
                      ("compaction_interval", "status_refresh_interval", "heartbeat_interval", "watch_timeout")}
@@ -213,6 +243,9 @@ def check_flags(a: argparse.Namespace) -> tuple[Any, Retention, dict[str, float]
         raise UsageError(str(exc)) from None
     if retention.keep_last is not None and retention.keep_last < 0:
         raise UsageError("--retain-events must be >= 0")
+    if a.export_before_compaction is not None and a.export_before_compaction.exists() \
+            and not a.export_before_compaction.is_dir():
+        raise UsageError(f"--export-before-compaction: not a directory: {a.export_before_compaction}")
     for name, value in intervals.items():
         if value <= 0:
             raise UsageError(f"--{name.replace('_', '-')} must be positive")
@@ -382,6 +415,7 @@ async def run(a: argparse.Namespace, *, tls: Any, retention: Retention, interval
         default_policy = policy_of({"pod-security.kubernetes.io/enforce-version": a.default_pod_security_version},
                                    default=Policy(Level(a.default_pod_security_level)))
         logger.info("Pod Security of namespaces without the enforce label: {}", default_policy)
+        logger.info("retention: {}", describe_retention(retention, intervals["compaction_interval"]))
         daemon = Daemon(
             admission=NamespaceAdmission(default_policy=default_policy),
             store=store, api=api, custom=client.CustomObjectsApi(api), core=client.CoreV1Api(api),
@@ -392,6 +426,7 @@ async def run(a: argparse.Namespace, *, tls: Any, retention: Retention, interval
             sync_settings=SyncSettings(heartbeat_seconds=intervals["heartbeat_interval"], max_streams=a.max_streams),
             watch_settings=WatchSettings(server_timeout_seconds=max(1, round(intervals["watch_timeout"])),
                                          read_timeout_seconds=intervals["watch_timeout"] + 30),
+            export_dir=a.export_before_compaction,
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -9,6 +9,7 @@ copied on every change. Imports neither grpc nor the kubernetes client.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -72,6 +73,49 @@ class _Live(Collector):
                                       value=s["tls_reloads"])
 
 
+class _Retention(Collector):
+    """How far back the log reaches and whether it takes appends, read at scrape time."""
+
+    def __init__(
+        self,
+        *,
+        first_offset: Callable[[], int],
+        oldest_event_time_ns: Callable[[], int | None],
+        log_bytes: Callable[[], int],
+        store_bytes: Callable[[], int],
+        recording: Callable[[], bool],
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self._first = first_offset
+        self._oldest = oldest_event_time_ns
+        self._log_bytes = log_bytes
+        self._store_bytes = store_bytes
+        self._recording = recording
+        self._clock = clock_ns
+
+    def collect(self) -> Iterator[Metric]:
+        """One sample set per scrape; a closed store yields nothing rather than an error."""
+        try:
+            first, oldest = self._first(), self._oldest()
+            log_bytes, store_bytes = self._log_bytes(), self._store_bytes()
+        except Exception:  # the store is closing: skip the samples
+            return
+        yield GaugeMetricFamily("edge_manager_log_first_offset",
+                                "Offset of the oldest retained event: an agent at or past first_offset - 1 "
+                                "resumes, one behind it gets a snapshot.", value=first)
+        age = 0.0 if oldest is None else max(0.0, (self._clock() - oldest) / 1e9)
+        yield GaugeMetricFamily("edge_manager_log_retained_seconds",
+                                "Age of the oldest retained event: an agent offline for less resumes without a "
+                                "snapshot (0 for an empty log).", value=age)
+        yield GaugeMetricFamily("edge_manager_log_bytes", "Bytes of the retained event records (--retain-bytes "
+                                "bounds this).", value=log_bytes)
+        yield GaugeMetricFamily("edge_manager_store_bytes", "Bytes the event log's LMDB pages take on disk.",
+                                value=store_bytes)
+        yield GaugeMetricFamily("edge_manager_recording", "1 while EdgeNode changes are appended to the log; 0 "
+                                "while the store cannot be written (disk full): /readyz says why.",
+                                value=1 if self._recording() else 0)
+
+
 class Metrics:
     """The manager's counters; a private registry so tests can run several managers."""
 
@@ -93,9 +137,18 @@ class Metrics:
         """Register the scrape-time gauges (see _Live)."""
         self.registry.register(_Live(**callbacks))
 
+    def add_retention(self, **callbacks: Callable) -> None:
+        """Register the scrape-time gauges of the log's extent (see _Retention)."""
+        self.registry.register(_Retention(**callbacks))
 
-def serve(address: tuple[str, int], *, metrics: Metrics, ready: Callable[[], bool]) -> ThreadingHTTPServer:
-    """Serve /metrics, /healthz and /readyz from a daemon thread; return the bound server."""
+
+def serve(address: tuple[str, int], *, metrics: Metrics, ready: Callable[[], bool],
+          not_ready_reason: Callable[[], str | None] | None = None) -> ThreadingHTTPServer:
+    """Serve /metrics, /healthz and /readyz from a daemon thread; return the bound server.
+
+    /readyz answers 503 when `ready()` is false or `not_ready_reason()` names a reason,
+    with the reason in the body.
+    """
     registry = metrics.registry
 
     class Handler(BaseHTTPRequestHandler):
@@ -106,8 +159,10 @@ def serve(address: tuple[str, int], *, metrics: Metrics, ready: Callable[[], boo
             elif path == "/healthz":
                 self._send(200, b"ok\n")
             elif path == "/readyz":
-                ok = ready()
-                self._send(200 if ok else 503, b"ok\n" if ok else b"not ready\n")
+                why = not_ready_reason() if not_ready_reason is not None else None
+                ok = ready() and why is None
+                body = b"ok\n" if ok else (f"not ready: {why}\n".encode() if why else b"not ready\n")
+                self._send(200 if ok else 503, body)
             else:
                 self._send(404, b"not found\n")
 

@@ -21,7 +21,8 @@ Decisions:
   nothing and shows one rejection named `(EdgeNode)`; a pod without a usable name is named
   by its index (`spec.pods[3]`), as is a second pod of the same name.
 - An unexpected exception while handling one object is logged, counted (`on_error`) and
-  retried for that object alone with exponential backoff (manager.retrying); the others are
+  retried for that object alone (a StoreFullError is not one object's: it propagates, and
+  the daemon stops recording until a relist succeeds) with exponential backoff (manager.retrying); the others are
   handled as usual. During a relist, an object that raises keeps its last recorded pods
   (its view entries are neither diffed nor deleted) until a retry or a newer event succeeds:
   a bug triggered by one object must not empty that node.
@@ -47,7 +48,7 @@ from typing import Any
 import orjson
 from loguru import logger
 
-from eventlog import Appended, Change, Event, LogStore, PodEntry, PodKey, Source, canonical_manifest
+from eventlog import Appended, Change, Event, LogStore, PodEntry, PodKey, Source, StoreFullError, canonical_manifest
 from manager.validating import (
     EDGENODE_SELF,
     MAX_MANIFEST_BYTES,
@@ -318,6 +319,8 @@ class Recorder:
                     if self._closed:
                         return Recorded(events=(), nodes=frozenset())
                     rec = self._append(diff_node(d, {d.node: self._store.pods(d.node)}))
+            except StoreFullError:  # the store's problem, not this object's: the daemon stops recording
+                raise
             except Exception as exc:
                 self._failed(key, "changed", obj, exc)
                 return Recorded(events=(), nodes=frozenset())
@@ -350,6 +353,8 @@ class Recorder:
                         return Recorded(events=(), nodes=frozenset())
                     rec = self._append(deletions(namespace, node, {node: self._store.pods(node)},
                                                  source=source_of(obj)))
+            except StoreFullError:  # the store's problem, not this object's: the daemon stops recording
+                raise
             except Exception as exc:
                 self._failed(key, "deleted", obj, exc)
                 return Recorded(events=(), nodes=frozenset())
@@ -364,9 +369,16 @@ class Recorder:
         """Handle again every failed object whose backoff has passed; return how many were tried."""
         with self._handling:  # taken and handled under the lock: no newer event slips in between
             due = self.retries.take_due()
+            full: StoreFullError | None = None
             for r in due:
                 logger.info("retrying EdgeNode {}/{} (attempt {})", *r.key, r.failures + 1)
-                (self.deleted if r.op == "deleted" else self.changed)(r.obj)
+                try:
+                    (self.deleted if r.op == "deleted" else self.changed)(r.obj)
+                except StoreFullError as exc:  # kept for a later try; the caller hears of the full store
+                    self.retries.failed(r.key, r.op, r.obj)
+                    full = exc
+            if full is not None:
+                raise full
             return len(due)
 
     def close(self) -> None:
@@ -384,7 +396,9 @@ class Recorder:
         if appended:
             names = sorted(nodes)
             shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
-            logger.info("recorded {} event(s) for node(s) {} (head offset {})", len(appended), shown, appended.head_offset)
+            # per change: DEBUG, like the line per event above (INFO is for state changes)
+            logger.debug("recorded {} event(s) for node(s) {} (head offset {})", len(appended), shown,
+                         appended.head_offset)
             if self._on_appended:
                 self._on_appended(appended)
             self._notify(nodes)

@@ -46,6 +46,14 @@ class Gone(Exception):
     """The watch's resourceVersion is too old (410): list again."""
 
 
+class HandlerUnavailable(Exception):
+    """The handler cannot take events now and has said why itself: relist after the backoff, quietly.
+
+    Nothing is lost: the relist gives the handler the full state, so an event it could
+    not take is taken then (a disk that filled up, until space returns).
+    """
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WatchSettings:
     """Timeouts and backoff of one watch."""
@@ -156,14 +164,17 @@ def watch_forever(
                 if isinstance(item, Listed):
                     stats.lists += 1
                     logger.info("listed {} {} (resourceVersion {})", len(item.objects), what, item.resource_version)
-                    delay = settings.backoff_initial
                 handle(item)
+                if isinstance(item, Listed):  # only once the handler took it: a failing handler backs off
+                    delay = settings.backoff_initial
             if not stop.is_set():
                 stats.restart("stream_ended")
         except Gone as exc:
             stats.restart("gone")
             logger.info("watch of {} expired ({}); listing again", what, exc)
             continue  # relist at once: nothing is wrong with the connection
+        except HandlerUnavailable:
+            stats.restart("handler_unavailable")  # the handler logs once per distinct cause, not per try
         except ApiException as exc:
             stats.restart(f"http_{exc.status}")
             logger.warning("watch of {} failed: HTTP {} {}; retrying in {:.1f}s",

@@ -27,5 +27,23 @@ def test_run_all_quick_prints_one_table() -> None:
             proc.wait(timeout=30)
     assert proc.returncode == 0, out[-5000:]
     assert "k8s-edge benchmarks (quick)" in out
-    for bench in ("latency", "catchup", "fanout", "reconnect", "apicost", "memory", "streams"):
+    for bench in ("latency", "catchup", "fanout", "reconnect", "apicost", "memory", "streams", "soak"):
         assert f"| {bench} " in out, f"no figures of {bench}:\n{out[-3000:]}"
+
+
+@pytest.mark.timeout(300)
+def test_soak_quick_converges_exactly_and_prints_the_slopes() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "bench" / "soak_bench.py"), "--quick"], cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+    assert proc.returncode == 0, out[-5000:]
+    assert "| end state " in out and "converged exactly" in out, out[-3000:]
+    for figure in ("store on disk (data.mdb)", "manager heap (anonymous RSS)", "log bytes per event"):
+        assert f"| {figure} " in out, out[-3000:]
