@@ -231,16 +231,19 @@ def check_flags(a: argparse.Namespace) -> tuple[Any, Retention, dict[str, float]
                          "serves everyone")
     if a.max_streams < 1:
         raise UsageError(f"--max-streams must be at least 1, got {a.max_streams}")
-    try:
-        retention = Retention(
-            keep_last=a.retain_events,
-            max_age_seconds=None if _off(a.retain_age) else parse_duration(a.retain_age),
-            max_bytes=None if _off(a.retain_bytes) else parse_size(a.retain_bytes),
-        )
-        intervals = {name: parse_duration(getattr(a, name)) for name in
-                     ("compaction_interval", "status_refresh_interval", "heartbeat_interval", "watch_timeout")}
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    def flag_value(flag: str, parse: Callable[[str], Any], text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise UsageError(f"{flag}: {exc}") from None
+
+    retention = Retention(
+        keep_last=a.retain_events,
+        max_age_seconds=None if _off(a.retain_age) else flag_value("--retain-age", parse_duration, a.retain_age),
+        max_bytes=None if _off(a.retain_bytes) else flag_value("--retain-bytes", parse_size, a.retain_bytes),
+    )
+    intervals = {name: flag_value("--" + name.replace("_", "-"), parse_duration, getattr(a, name)) for name in
+                 ("compaction_interval", "status_refresh_interval", "heartbeat_interval", "watch_timeout")}
     if retention.keep_last is not None and retention.keep_last < 0:
         raise UsageError("--retain-events must be >= 0")
     if a.export_before_compaction is not None and a.export_before_compaction.exists() \

@@ -32,8 +32,8 @@ def test_insecure_with_tls_flags_and_bad_values_are_refused(tmp_path):
     for args, words in [
         (["--insecure", "--tls-cert-file", "/nonexistent"], "cannot be combined"),
         (["--tls-cert-file", "/nonexistent", "--tls-private-key-file", "/nonexistent"], "no such file"),
-        (["--insecure", "--retain-age", "soon"], "not a duration"),
-        (["--insecure", "--retain-bytes", "lots"], "not a size"),
+        (["--insecure", "--retain-age", "soon"], "--retain-age: not a duration"),
+        (["--insecure", "--retain-bytes", "lots"], "--retain-bytes: not a size"),
         (["--insecure", "--namespace", "Bad_NS"], "not a namespace"),
     ]:
         res = run(*args, tmp_path=tmp_path)
