@@ -65,7 +65,9 @@ def _fill(path: Path) -> None:
 def small_disk(tmp_path):
     mnt = tmp_path / "data"
     mnt.mkdir()
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    # mode 0700: a tmpfs root is 1777 by default, and a shared (sticky) dir is refused as a data dir
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(mnt)],
+                         capture_output=True, text=True)
     assert res.returncode == 0, f"cannot mount a tmpfs (the test needs root): {res.stderr}"
     try:
         yield mnt
