@@ -1,0 +1,246 @@
+"""A hollow kubelet for one edge node: kubemark's `--morph=kubelet` (real kubelet code, fake CRI runtime).
+
+It registers a Node, reads static-pod manifests from a folder, "runs" their containers in
+kubemark's fake runtime and publishes mirror pods `<pod>-<node>` that turn Running, so the
+last hop (manifest -> kubelet -> mirror pod) is exercised without containers or root-only
+host changes (stub container manager, fake mounter/OOM adjuster, fake image service).
+
+The static-pod folder: kubemark builds its kubelet configuration itself
+(pkg/kubemark/hollow_kubelet.go, `GetHollowKubeletConfig`) with a fresh
+`/tmp/hollow-kubelet.*/static-pods*` directory and no flag to change it. A real kubelet
+keeps its `staticPodPath` across restarts, so the agent gets a stable folder and each
+kubelet start replaces its empty temp directory with a symlink to that folder as soon as
+kubemark logs its root dir, before the kubelet logs `Adding static pod path` and starts
+its file source; if that ordering is not seen, the start is retried.
+
+Credentials: the control plane's admin kubeconfig (RBAC only, no Node authorizer or
+NodeRestriction admission on the local apiserver, so no node identity is needed).
+
+Imports only the standard library; `tools.controlplane` starts these for a ControlPlane.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT_DIR_RE = re.compile(rb"Using (/\S+) as root dir for hollow-kubelet")
+FILE_SOURCE_STARTED = b"Adding static pod path"
+# Die with the thread that started it, via setpriv: no preexec_fn fork in a process that may have gRPC loaded.
+_DEATHSIG = ["setpriv", "--pdeathsig", "KILL", "--"] if shutil.which("setpriv") else []
+
+
+def _rfc3339(text: str) -> float:
+    """Seconds since the epoch of an API timestamp like 2026-01-02T03:04:05Z; 0 if unreadable."""
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return 0.0
+
+
+class HollowKubeletError(RuntimeError):
+    """kubemark did not start or did not take the static-pod folder."""
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fake_runtime_sockets(pid: int) -> list[Path]:
+    """The unix sockets of kubemark's fake CRI runtime (/tmp/kubelet_remote_<n>.sock) that pid holds open."""
+    inodes = set()
+    try:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            link = os.readlink(fd)
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    except OSError:
+        return []
+    paths = []
+    try:
+        for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
+            cols = line.split()
+            if len(cols) >= 8 and cols[6] in inodes and re.fullmatch(r"/tmp/kubelet_remote_\d+\.sock", cols[7]):
+                paths.append(Path(cols[7]))
+    except OSError:
+        pass
+    return paths
+
+
+class HollowKubelet:
+    """One kubemark hollow kubelet process for `node`; `static_pod_dir` is the folder for the agent."""
+
+    def __init__(
+        self,
+        node: str,
+        *,
+        kubemark: Path,
+        kubeconfig: Path,
+        static_pod_dir: Path,
+        log_path: Path,
+        kubectl: Callable[..., subprocess.CompletedProcess] | None = None,
+        pdeathsig: bool = True,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        self.node = node
+        self.kubemark = Path(kubemark)
+        self.kubeconfig = Path(kubeconfig)
+        self.static_pod_dir = Path(static_pod_dir).resolve()
+        self.log_path = Path(log_path)
+        self.kubectl = kubectl
+        self.pdeathsig = pdeathsig
+        self.extra_args = list(extra_args)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.root_dir: Path | None = None  # kubemark's /tmp/hollow-kubelet.* of the current run
+        self.starts = 0
+        self._started_at = 0.0
+        self._sockets: list[Path] = []
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.running else None  # type: ignore[union-attr]
+
+    def command(self) -> list[str]:
+        """kubemark's command line: no read-only port, a free API port, the fake image service."""
+        return [str(self.kubemark), "--morph=kubelet", f"--name={self.node}", f"--kubeconfig={self.kubeconfig}",
+                f"--kubelet-port={_free_port()}", "--kubelet-read-only-port=0",
+                "--use-host-image-service=false", *self.extra_args]
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self, *, timeout: float = 60.0, wait_ready: bool = True) -> HollowKubelet:
+        """Start kubemark, hand it the static-pod folder; with wait_ready, wait for its Node to be Ready."""
+        if self.running:
+            raise HollowKubeletError(f"hollow kubelet {self.node} is already running")
+        self.static_pod_dir.mkdir(parents=True, exist_ok=True)
+        for attempt in range(3):
+            if self._start_once(timeout):
+                break
+            self.kill()
+            if attempt == 2:
+                raise HollowKubeletError(f"hollow kubelet {self.node} started its file source before its static-pod "
+                                         f"folder could be set, 3 times:\n{self.log_tail()}")
+        if wait_ready:
+            self.wait_ready(timeout=timeout)
+        return self
+
+    def _start_once(self, timeout: float) -> bool:
+        """One start; False if the kubelet may have opened its temp folder before the symlink was in place."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        cmd = self.command()
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n===== start #{self.starts + 1}: {' '.join(cmd)}\n".encode())
+            log.flush()
+            offset = log.tell()
+            self._started_at = time.time()
+            self.proc = subprocess.Popen([*(_DEATHSIG if self.pdeathsig else []), *cmd], stdin=subprocess.DEVNULL,
+                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.starts += 1
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self._log_since(offset)
+            m = ROOT_DIR_RE.search(text)
+            if m:
+                break
+            if self.proc.poll() is not None:
+                raise HollowKubeletError(f"kubemark for {self.node} exited with {self.proc.returncode}:\n"
+                                         f"{self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise HollowKubeletError(f"kubemark for {self.node} did not log its root dir in {timeout:.0f}s:\n"
+                                         f"{self.log_tail()}")
+            time.sleep(0.005)
+        self.root_dir = Path(m.group(1).decode())
+        temp = [p for p in self.root_dir.glob("static-pods*") if p.is_dir() and not p.is_symlink()]
+        if len(temp) != 1:
+            raise HollowKubeletError(f"expected one static-pods* folder in {self.root_dir}, found {temp}")
+        temp[0].rmdir()
+        temp[0].symlink_to(self.static_pod_dir, target_is_directory=True)
+        return FILE_SOURCE_STARTED not in self._log_since(offset)
+
+    def _log_since(self, offset: int) -> bytes:
+        with open(self.log_path, "rb") as f:
+            f.seek(offset)
+            return f.read()
+
+    def wait_ready(self, *, timeout: float = 60.0) -> None:
+        """Wait until this run of the kubelet reported its Node Ready (needs a kubectl callable).
+
+        A Node left by an earlier run may still say Ready: its heartbeat must be from this run."""
+        if self.kubectl is None:
+            return
+        deadline = time.monotonic() + timeout
+        jsonpath = '{.status.conditions[?(@.type=="Ready")].status} {.status.conditions[?(@.type=="Ready")].lastHeartbeatTime}'
+        while True:
+            if not self.running:
+                raise HollowKubeletError(f"hollow kubelet {self.node} exited:\n{self.log_tail()}")
+            res = self.kubectl("get", "node", self.node, "-o", f"jsonpath={jsonpath}", check=False)
+            status, _, beat = res.stdout.strip().partition(" ")
+            if res.returncode == 0 and status == "True" and _rfc3339(beat) >= self._started_at - 1:
+                return
+            if time.monotonic() > deadline:
+                raise HollowKubeletError(f"Node {self.node} not Ready after {timeout:.0f}s:\n{self.log_tail()}")
+            time.sleep(0.3)
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal kubemark's process group (kill -9 by default: a crash), reap it, remove its temp files."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self._sockets = fake_runtime_sockets(self.proc.pid)
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        self._remove_temp()
+
+    def stop(self, *, timeout: float = 10.0) -> None:
+        """SIGTERM, then kill -9 after timeout."""
+        if self.running:
+            assert self.proc is not None
+            self._sockets = fake_runtime_sockets(self.proc.pid)
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout=timeout)
+            except (subprocess.TimeoutExpired, ProcessLookupError):
+                pass
+        self.kill()
+
+    def restart(self, **kw) -> HollowKubelet:
+        """kill -9 and start again on the same static-pod folder (the pods keep their names and UIDs)."""
+        self.kill()
+        return self.start(**kw)
+
+    def _remove_temp(self) -> None:
+        """kubemark's /tmp root dir (through the symlink only the link goes) and its fake runtime's socket."""
+        if self.root_dir is not None:
+            shutil.rmtree(self.root_dir, ignore_errors=True)
+            self.root_dir = None
+        for s in self._sockets:
+            s.unlink(missing_ok=True)
+        self._sockets = []
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last lines of kubemark's log, for error messages."""
+        try:
+            text = self.log_path.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return f"--- hollow kubelet {self.node}: no log"
+        return f"--- hollow kubelet {self.node} log ({self.log_path}), last {lines} lines:\n" + "\n".join(text[-lines:])
