@@ -52,7 +52,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tools.hollow_kubelet import HollowKubelet, HollowKubeletError, fake_runtime_sockets
+from tools.hollow_kubelet import HollowKubelet, HollowKubeletError
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = REPO / "tools" / "build-control-plane.sh"
@@ -485,7 +485,8 @@ class ControlPlane:
             "kubeconfig": str(self.kubeconfig), "bin_dir": str(self.bin_dir),
             "launcher_pid": os.getpid(),
             "kubelets": {n: {"pid": k.pid, "static_pod_dir": str(k.static_pod_dir),
-                             "root_dir": str(k.root_dir) if k.root_dir else None}
+                             "root_dir": str(k.root_dir) if k.root_dir else None,
+                             "runtime_socket": str(k.runtime_socket() or "") or None}
                          for n, k in self.kubelets.items() if k.running},
         }, indent=2))
 
@@ -503,10 +504,9 @@ def down(state_dir: Path, timeout: float = 15.0) -> bool:
     state = _load_state(state_dir)
     pids = state.get("pids", {})
     for k in state.get("kubelets", {}).values():
-        sockets = fake_runtime_sockets(k["pid"]) if pid_alive(k["pid"], str(state_dir)) else []
         _terminate(k["pid"], str(state_dir), None, timeout)
-        for sock in sockets:
-            sock.unlink(missing_ok=True)
+        if k.get("runtime_socket"):  # kubemark's fake CRI runtime leaves it in /tmp
+            Path(k["runtime_socket"]).unlink(missing_ok=True)
         if k.get("root_dir"):  # kubemark's /tmp/hollow-kubelet.* (the static-pod symlink, not the folder)
             subprocess.run(["rm", "-rf", k["root_dir"]], check=False)
     for name in ("kube-apiserver", "etcd"):

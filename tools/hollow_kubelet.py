@@ -9,9 +9,12 @@ The static-pod folder: kubemark builds its kubelet configuration itself
 (pkg/kubemark/hollow_kubelet.go, `GetHollowKubeletConfig`) with a fresh
 `/tmp/hollow-kubelet.*/static-pods*` directory and no flag to change it. A real kubelet
 keeps its `staticPodPath` across restarts, so the agent gets a stable folder and each
-kubelet start replaces its empty temp directory with a symlink to that folder as soon as
-kubemark logs its root dir, before the kubelet logs `Adding static pod path` and starts
-its file source; if that ordering is not seen, the start is retried.
+kubelet start replaces kubemark's empty temp directory with a symlink to that folder as
+soon as kubemark logs its root dir. The kubelet's file source starts a few milliseconds
+later: if it finds no path it retries every second, and then watches the symlink's
+target; if it already watched the temp directory it would only relist every 20 s. So a
+start counts only once the kubelet's inotify watches (/proc/<pid>/fdinfo) include the
+folder's inode, and is retried otherwise.
 
 Credentials: the control plane's admin kubeconfig (RBAC only, no Node authorizer or
 NodeRestriction admission on the local apiserver, so no node identity is needed).
@@ -27,23 +30,18 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT_DIR_RE = re.compile(rb"Using (/\S+) as root dir for hollow-kubelet")
-FILE_SOURCE_STARTED = b"Adding static pod path"
+# kubemark's fake CRI runtime listens on /tmp/kubelet_remote_<random>.sock and leaves it behind; --vmodule=log=3
+# makes cri-client log it (two lines), so it can be removed
+SOCKET_RE = re.compile(rb'"Connecting to runtime service" endpoint="unix://(/tmp/kubelet_remote_\d+\.sock)"')
+WATCH_SECONDS = 5.0  # the file source retries a missing path every second
 # Die with the thread that started it, via setpriv: no preexec_fn fork in a process that may have gRPC loaded.
 _DEATHSIG = ["setpriv", "--pdeathsig", "KILL", "--"] if shutil.which("setpriv") else []
-
-
-def _rfc3339(text: str) -> float:
-    """Seconds since the epoch of an API timestamp like 2026-01-02T03:04:05Z; 0 if unreadable."""
-    try:
-        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
-    except ValueError:
-        return 0.0
 
 
 class HollowKubeletError(RuntimeError):
@@ -56,25 +54,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def fake_runtime_sockets(pid: int) -> list[Path]:
-    """The unix sockets of kubemark's fake CRI runtime (/tmp/kubelet_remote_<n>.sock) that pid holds open."""
-    inodes = set()
+def inotify_watched_inodes(pid: int) -> set[int]:
+    """Inode numbers that pid's inotify instances watch (from /proc/<pid>/fdinfo)."""
+    out: set[int] = set()
     try:
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            link = os.readlink(fd)
-            if link.startswith("socket:["):
-                inodes.add(link[8:-1])
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
     except OSError:
-        return []
-    paths = []
-    try:
-        for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
-            cols = line.split()
-            if len(cols) >= 8 and cols[6] in inodes and re.fullmatch(r"/tmp/kubelet_remote_\d+\.sock", cols[7]):
-                paths.append(Path(cols[7]))
-    except OSError:
-        pass
-    return paths
+        return out
+    for fd in fds:
+        try:
+            if os.readlink(fd) != "anon_inode:inotify":
+                continue
+            for line in Path(f"/proc/{pid}/fdinfo/{fd.name}").read_text().splitlines():
+                if line.startswith("inotify wd:"):
+                    fields = dict(f.split(":", 1) for f in line.split()[1:] if ":" in f)
+                    out.add(int(fields["ino"], 16))
+        except (OSError, KeyError, ValueError):
+            continue
+    return out
 
 
 class HollowKubelet:
@@ -103,8 +100,8 @@ class HollowKubelet:
         self.proc: subprocess.Popen[bytes] | None = None
         self.root_dir: Path | None = None  # kubemark's /tmp/hollow-kubelet.* of the current run
         self.starts = 0
-        self._started_at = 0.0
-        self._sockets: list[Path] = []
+        self.port = 0  # the kubelet API port of the current run; the Node reports it
+        self._log_offset = 0
 
     @property
     def running(self) -> bool:
@@ -116,9 +113,10 @@ class HollowKubelet:
 
     def command(self) -> list[str]:
         """kubemark's command line: no read-only port, a free API port, the fake image service."""
+        self.port = _free_port()
         return [str(self.kubemark), "--morph=kubelet", f"--name={self.node}", f"--kubeconfig={self.kubeconfig}",
-                f"--kubelet-port={_free_port()}", "--kubelet-read-only-port=0",
-                "--use-host-image-service=false", *self.extra_args]
+                f"--kubelet-port={self.port}", "--kubelet-read-only-port=0",
+                "--use-host-image-service=false", "--vmodule=log=3", *self.extra_args]
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self, *, timeout: float = 60.0, wait_ready: bool = True) -> HollowKubelet:
@@ -129,6 +127,8 @@ class HollowKubelet:
         for attempt in range(3):
             if self._start_once(timeout):
                 break
+            print(f"hollow kubelet {self.node}: its file source did not watch {self.static_pod_dir}; restarting it",
+                  file=sys.stderr)
             self.kill()
             if attempt == 2:
                 raise HollowKubeletError(f"hollow kubelet {self.node} started its file source before its static-pod "
@@ -138,14 +138,13 @@ class HollowKubelet:
         return self
 
     def _start_once(self, timeout: float) -> bool:
-        """One start; False if the kubelet may have opened its temp folder before the symlink was in place."""
+        """One start; False if the kubelet's file source watched its temp folder before the symlink was in place."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         cmd = self.command()
         with open(self.log_path, "ab") as log:
             log.write(f"\n===== start #{self.starts + 1}: {' '.join(cmd)}\n".encode())
             log.flush()
-            offset = log.tell()
-            self._started_at = time.time()
+            offset = self._log_offset = log.tell()
             self.proc = subprocess.Popen([*(_DEATHSIG if self.pdeathsig else []), *cmd], stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.starts += 1
@@ -161,14 +160,31 @@ class HollowKubelet:
             if time.monotonic() > deadline:
                 raise HollowKubeletError(f"kubemark for {self.node} did not log its root dir in {timeout:.0f}s:\n"
                                          f"{self.log_tail()}")
-            time.sleep(0.005)
+            time.sleep(0.001)
         self.root_dir = Path(m.group(1).decode())
         temp = [p for p in self.root_dir.glob("static-pods*") if p.is_dir() and not p.is_symlink()]
         if len(temp) != 1:
             raise HollowKubeletError(f"expected one static-pods* folder in {self.root_dir}, found {temp}")
         temp[0].rmdir()
         temp[0].symlink_to(self.static_pod_dir, target_is_directory=True)
-        return FILE_SOURCE_STARTED not in self._log_since(offset)
+        inode = self.static_pod_dir.stat().st_ino
+        until = time.monotonic() + WATCH_SECONDS
+        while time.monotonic() < until:
+            if inode in inotify_watched_inodes(self.proc.pid):
+                return True
+            if self.proc.poll() is not None:
+                raise HollowKubeletError(f"kubemark for {self.node} exited with {self.proc.returncode}:\n"
+                                         f"{self.log_tail()}")
+            time.sleep(0.05)
+        return False
+
+    def runtime_socket(self) -> Path | None:
+        """The fake runtime's socket of the latest run, from its log."""
+        try:
+            m = SOCKET_RE.search(self._log_since(self._log_offset))
+        except FileNotFoundError:
+            return None
+        return Path(m.group(1).decode()) if m else None
 
     def _log_since(self, offset: int) -> bytes:
         with open(self.log_path, "rb") as f:
@@ -178,17 +194,16 @@ class HollowKubelet:
     def wait_ready(self, *, timeout: float = 60.0) -> None:
         """Wait until this run of the kubelet reported its Node Ready (needs a kubectl callable).
 
-        A Node left by an earlier run may still say Ready: its heartbeat must be from this run."""
+        A Node left by an earlier run may still say Ready: it must also report this run's kubelet port."""
         if self.kubectl is None:
             return
         deadline = time.monotonic() + timeout
-        jsonpath = '{.status.conditions[?(@.type=="Ready")].status} {.status.conditions[?(@.type=="Ready")].lastHeartbeatTime}'
+        jsonpath = '{.status.conditions[?(@.type=="Ready")].status} {.status.daemonEndpoints.kubeletEndpoint.Port}'
         while True:
             if not self.running:
                 raise HollowKubeletError(f"hollow kubelet {self.node} exited:\n{self.log_tail()}")
             res = self.kubectl("get", "node", self.node, "-o", f"jsonpath={jsonpath}", check=False)
-            status, _, beat = res.stdout.strip().partition(" ")
-            if res.returncode == 0 and status == "True" and _rfc3339(beat) >= self._started_at - 1:
+            if res.returncode == 0 and res.stdout.split() == ["True", str(self.port)]:
                 return
             if time.monotonic() > deadline:
                 raise HollowKubeletError(f"Node {self.node} not Ready after {timeout:.0f}s:\n{self.log_tail()}")
@@ -199,7 +214,6 @@ class HollowKubelet:
         if self.proc is None:
             return
         if self.proc.poll() is None:
-            self._sockets = fake_runtime_sockets(self.proc.pid)
             try:
                 os.killpg(self.proc.pid, sig)
             except ProcessLookupError:
@@ -215,7 +229,6 @@ class HollowKubelet:
         """SIGTERM, then kill -9 after timeout."""
         if self.running:
             assert self.proc is not None
-            self._sockets = fake_runtime_sockets(self.proc.pid)
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)
                 self.proc.wait(timeout=timeout)
@@ -233,9 +246,9 @@ class HollowKubelet:
         if self.root_dir is not None:
             shutil.rmtree(self.root_dir, ignore_errors=True)
             self.root_dir = None
-        for s in self._sockets:
-            s.unlink(missing_ok=True)
-        self._sockets = []
+        sock = self.runtime_socket()
+        if sock is not None:
+            sock.unlink(missing_ok=True)
 
     def log_tail(self, lines: int = 30) -> str:
         """The last lines of kubemark's log, for error messages."""
