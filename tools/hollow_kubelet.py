@@ -25,6 +25,7 @@ Imports only the standard library; `tools.controlplane` starts these for a Contr
 from __future__ import annotations
 
 import os
+import random
 import re
 import shutil
 import signal
@@ -48,10 +49,19 @@ class HollowKubeletError(RuntimeError):
     """kubemark did not start or did not take the static-pod folder."""
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _kubelet_port() -> int:
+    """A free port below Linux's ephemeral range (32768+), where the tests' probed-then-bound ports come from,
+    so a kubelet (re)started between another daemon's probe and its bind cannot take that daemon's port."""
+    rng = random.SystemRandom()
+    for _ in range(100):
+        port = rng.randrange(20000, 32000)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    raise HollowKubeletError("no free port in 20000-32000 for the kubelet API")
 
 
 def inotify_watched_inodes(pid: int) -> set[int]:
@@ -113,7 +123,7 @@ class HollowKubelet:
 
     def command(self) -> list[str]:
         """kubemark's command line: no read-only port, a free API port, the fake image service."""
-        self.port = _free_port()
+        self.port = _kubelet_port()
         return [str(self.kubemark), "--morph=kubelet", f"--name={self.node}", f"--kubeconfig={self.kubeconfig}",
                 f"--kubelet-port={self.port}", "--kubelet-read-only-port=0",
                 "--use-host-image-service=false", "--vmodule=log=3", *self.extra_args]
