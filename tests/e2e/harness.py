@@ -172,7 +172,8 @@ class EdgeSystem:
         kubelets = [a.kubelet for a in self.agents.values() if a.kubelet is not None]
         for k in kubelets:
             k.kill()
-        if kubelets:  # no node controller here: a dead kubelet's Node and mirror pods stay until deleted
+        api_up = getattr(self.cp, "apiserver", None) is not None and self.cp.apiserver.poll() is None
+        if kubelets and api_up:  # no node controller here: a dead kubelet's Node and mirror pods stay until deleted
             nodes = [k.node for k in kubelets]
             for node in nodes:
                 self.cp.kubectl("delete", "pods", "-A", f"--field-selector=spec.nodeName={node}", "--force",
