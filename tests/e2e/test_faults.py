@@ -212,7 +212,7 @@ def test_api_outage_with_etcd_compaction_and_apiserver_restart(world):
     assert system.manager_log().count("EdgeNodes listed:") > lists, "the manager did not relist after the outage"
 
 
-def test_watch_410_after_etcd_compaction_relists(edge_system, nocache_control_plane, seed):
+def test_watch_410_after_etcd_compaction_relists(nocache_control_plane, edge_system, seed):
     """etcd compacted past the manager's watch position: the next watch gets 410 Gone and the manager relists."""
     cp = nocache_control_plane
     # no periodic lastSeen writes: a status write would move the watch's resourceVersion past the compaction
