@@ -5,7 +5,8 @@ kube-apiserver (tools.controlplane.ControlPlane), `edge-manager`, N `edge-agent`
 processes, and one bench/agent_load.py process simulating the remaining agents with the
 real SyncClient, ReplicaStore and ManifestReconciler (100 Python agent processes would
 not fit 2 cores next to everything else). Every agent writes its node's manifests into
-<workdir>/files/<node>/.
+<workdir>/files/<node>/. With `kubelets=K`, the first K real agents' nodes also run a hollow
+kubelet (kubemark, tools/hollow_kubelet.py) reading that folder as its static-pod folder.
 """
 
 from __future__ import annotations
@@ -54,10 +55,11 @@ class EdgeCluster:
     """Start everything in order; stop everything in reverse (process groups, die-with-parent)."""
 
     def __init__(self, workdir: Path, *, nodes: int, real_agents: int, pods: int,
-                 extra_apiserver_args: tuple[str, ...] = ()) -> None:
+                 extra_apiserver_args: tuple[str, ...] = (), kubelets: int = 0) -> None:
         self.workdir = workdir
         self.nodes = [node_name(i) for i in range(nodes)]
         self.real_agents = real_agents
+        self.kubelet_nodes = self.nodes[:min(kubelets, real_agents)]
         self.pods = pods
         self.files = workdir / "files"
         self.cp = ControlPlane(workdir / "cp", extra_apiserver_args=list(extra_apiserver_args))
@@ -85,6 +87,8 @@ class EdgeCluster:
         self.cp.kubectl("apply", "-f", str(REPO / "crd" / "edgenode.yaml"))
         wait_established(self.cp.kubectl)
         self.cp.kubectl("create", "namespace", NAMESPACE)
+        for node in self.kubelet_nodes:  # before the agents, so every manifest lands in a kubelet's folder
+            self.cp.start_hollow_kubelet(node, static_pod_dir=self.files / node)
         items = [edgenode(n, pods=self.pods, rev=0) for n in self.nodes]
         self.cp.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}),
                         timeout=300)
@@ -95,7 +99,7 @@ class EdgeCluster:
             "--insecure", "--metrics-addr", "", "--log-level", "WARNING"])
         wait_for(self._sync_port_open, timeout=120, what="edge-manager's sync port", interval=0.2)
         for node in self.nodes[: self.real_agents]:
-            (self.files / node).mkdir(parents=True)
+            (self.files / node).mkdir(parents=True, exist_ok=True)
             self.agents.append(self._popen(f"edge-agent-{node}", [
                 str(BIN / "edge-agent"), "--node-name", node, "--sync-server", f"127.0.0.1:{self.sync_port}",
                 "--pod-manifest-path", str(self.files / node), "--data-dir", str(self.workdir / "agents" / node),

@@ -1,6 +1,6 @@
 """Change latency: from `kubectl apply` of an EdgeNode change to the new manifest file on the edge node.
 
-Usage: python bench/latency_bench.py [--quick] [--nodes N] [--real-agents N] [--changes N]
+Usage: python bench/latency_bench.py [--quick] [--nodes N] [--real-agents N] [--changes N] [--kubelet-changes N]
 
 System (bench/cluster.py): etcd + kube-apiserver, the EdgeNode CRD, 100 EdgeNodes of 3
 pods, a real `edge-manager`, 10 real `edge-agent` processes and 90 simulated agents in
@@ -15,6 +15,15 @@ kubectl is spawned and stops when this process, polling that one file every ~1 m
 the new content (the reconciler renames files into place, so a read sees old or new).
 Baseline (same run): the duration of the `kubectl apply` processes alone (the floor any
 change pays), and for scale the original's 10 s polling (mean 5 s).
+
+To the end (`kubectl patch` -> mirror pod Running): one real agent's node also runs a hollow
+kubelet (kubemark: kubelet code, fake container runtime) on its manifest folder. Two kinds
+of change, each timed to its manifest file and on to the first watch event that shows the
+mirror pod with the new label Running and ready: a new pod `k<n>` added with `kubectl patch`
+(file time: its mtime, the agent's write), and a changed pod p0 (a new label; file time as
+above). Kubelet's own share is the second interval (manifest file written -> mirror pod
+Running), measured on the same changes. A changed static pod gets a new UID, so kubelet
+first stops the old pod, then starts the new one on a later pass of its sync loop.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -76,11 +86,88 @@ def one_change(cluster: EdgeCluster, node: str, rev: int, *, verb: str) -> tuple
     return seen, applied
 
 
-def run(*, nodes: int, real_agents: int, changes: int, verbs: list[str], quick: bool, workdir: Path) -> Report:
+class RunningWatch:
+    """Watches the bench namespace's pods; records when each (pod, revision label) was first seen Running and ready."""
+
+    def __init__(self, kubeconfig: Path) -> None:
+        from kubernetes import client, config
+
+        self._api = client.CoreV1Api(config.new_client_from_config(config_file=str(kubeconfig)))
+        self._seen: dict[tuple[str, str], float] = {}
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="running-watch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        from kubernetes import watch
+
+        while not self._stop.is_set():
+            try:
+                for ev in watch.Watch().stream(self._api.list_namespaced_pod, NAMESPACE, timeout_seconds=30):
+                    pod = ev["object"]
+                    statuses = pod.status.container_statuses or []
+                    if ev["type"] != "DELETED" and pod.status.phase == "Running" and statuses \
+                            and all(c.ready for c in statuses):
+                        key = (pod.metadata.name, (pod.metadata.labels or {}).get(REV_LABEL, ""))
+                        with self._cond:
+                            self._seen.setdefault(key, time.perf_counter())
+                            self._cond.notify_all()
+                    if self._stop.is_set():
+                        return
+            except Exception:  # noqa: BLE001 - a broken watch: list and watch again
+                time.sleep(0.2)
+
+    def wait(self, pod: str, rev: str, *, deadline: float) -> float:
+        """perf_counter time at which pod was first seen Running with label rev."""
+        with self._cond:
+            while (pod, rev) not in self._seen:
+                left = deadline - time.perf_counter()
+                if left <= 0:
+                    raise TimeoutError(f"mirror pod {pod} with {REV_LABEL}={rev} not Running in time")
+                self._cond.wait(left)
+            return self._seen[(pod, rev)]
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def kubelet_change(cluster: EdgeCluster, watch: RunningWatch, node: str, rev: int) -> tuple[float, float]:
+    """A changed pod p0: (seconds until the manifest file has the new content, until its mirror pod is Running)."""
+    before = time.perf_counter()  # one_change's own t0 follows within microseconds (kubectl not yet spawned)
+    seen, _ = one_change(cluster, node, rev=rev, verb="patch")
+    t_running = watch.wait(f"p0-{node}", f"r{rev}", deadline=time.perf_counter() + 120)
+    return seen, t_running - before
+
+
+def kubelet_new_pod(cluster: EdgeCluster, watch: RunningWatch, node: str, rev: int) -> tuple[float, float]:
+    """A new pod k<rev> added with `kubectl patch`: (seconds until its manifest file exists, until it is Running)."""
+    name = f"k{rev}"
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {REV_LABEL: f"r{rev}"}},
+           "spec": {"containers": [{"name": "c", "image": "registry.example.com/k:1.0"}]}}
+    patch = json.dumps([{"op": "add", "path": "/spec/pods/-", "value": pod}])
+    path = manifest_path(cluster.files, node, name)
+    t0, wall0 = time.perf_counter(), time.time()
+    proc = subprocess.run(cluster.kubectl_cmd("patch", "edgenode", node, "-n", NAMESPACE, "--type=json", "-p", patch),
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"kubectl patch failed: {proc.stderr}")
+    while not path.exists():
+        if time.perf_counter() - t0 > 60:
+            raise TimeoutError(f"{path} not written within 60 s")
+        time.sleep(POLL_SECONDS)
+    written = path.stat().st_mtime - wall0  # the agent's write: it renames a finished temp file into place
+    t_running = watch.wait(f"{name}-{node}", f"r{rev}", deadline=time.perf_counter() + 120)
+    return written, t_running - t0
+
+
+def run(*, nodes: int, real_agents: int, changes: int, verbs: list[str], quick: bool, workdir: Path,
+        kubelet_changes: int = 0) -> Report:
     t0 = time.monotonic()
     r = Report("latency", quick)
     rev = 0
-    with EdgeCluster(workdir, nodes=nodes, real_agents=real_agents, pods=PODS) as cluster:
+    kubelets = 1 if kubelet_changes and real_agents else 0
+    with EdgeCluster(workdir, nodes=nodes, real_agents=real_agents, pods=PODS, kubelets=kubelets) as cluster:
         setup = time.monotonic() - t0
         r.add("EdgeNodes / real edge-agents / simulated agents", f"{nodes} / {real_agents} / {nodes - real_agents}",
               note=f"{PODS} pods each; setup {setup:.0f} s")
@@ -100,7 +187,36 @@ def run(*, nodes: int, real_agents: int, changes: int, verbs: list[str], quick: 
                 kubectl.append(applied * 1000)
                 lead.append((seen - applied) * 1000)
             report_verb(r, verb, lat_real, lat_sim, kubectl, lead, quick=quick)
+        if kubelets:
+            watch = RunningWatch(cluster.cp.kubeconfig)
+            try:
+                node = cluster.kubelet_nodes[0]
+                for what, change in (("new pod", kubelet_new_pod), ("changed pod", kubelet_change)):
+                    to_file: list[float] = []
+                    to_running: list[float] = []
+                    for _ in range(kubelet_changes):
+                        rev += 1
+                        f, running = change(cluster, watch, node, rev)
+                        to_file.append(f * 1000)
+                        to_running.append(running * 1000)
+                    report_kubelet(r, what, to_file, to_running)
+            finally:
+                watch.stop()
     return r
+
+
+def report_kubelet(r: Report, what: str, to_file: list[float], to_running: list[float]) -> None:
+    """patch -> mirror pod Running, and how it splits between k8s-edge and kubelet (same changes)."""
+    kubelet = [b - a for a, b in zip(to_file, to_running)]
+    p50, p99 = percentile(to_running, 50), percentile(to_running, 99)
+    f50, f99 = percentile(to_file, 50), percentile(to_file, 99)
+    k50, k99 = percentile(kubelet, 50), percentile(kubelet, 99)
+    r.add(f"kubectl patch ({what}) -> mirror pod Running (hollow kubelet), p50 / p99 ({len(to_running)} changes)",
+          f"{p50:.0f} / {p99:.0f} ms", baseline=f"kubectl patch -> manifest file {f50:.0f} / {f99:.0f} ms",
+          note=f"kubelet's share at p50 {k50 / p50:.0%}")
+    r.add(f"  {what}: kubelet's share, manifest file written -> mirror pod Running, p50 / p99",
+          f"{k50:.0f} / {k99:.0f} ms",
+          note="kubemark's hollow kubelet: kubelet code, fake container runtime (no image pull, no process)")
 
 
 def report_verb(r: Report, verb: str, lat_real: list[float], lat_sim: list[float], kubectl: list[float],
@@ -131,6 +247,9 @@ def main() -> None:
     p.add_argument("--nodes", type=int, default=None)
     p.add_argument("--real-agents", type=int, default=None)
     p.add_argument("--changes", type=int, default=None)
+    p.add_argument("--kubelet-changes", type=int, default=None,
+                   help="new pods and changed pods (each) timed to the mirror pod Running on a hollow kubelet's node "
+                        "(0: no kubelet; default 20, --quick 3)")
     p.add_argument("--verb", choices=[*VERBS, "all"], default="all",
                    help="kubectl apply -f - of the whole EdgeNode (client-side), the same with --server-side, "
                         "kubectl patch --type=json of one label, or all (default: --changes of each, same cluster)")
@@ -138,8 +257,10 @@ def main() -> None:
     nodes = a.nodes or (20 if a.quick else 100)
     real = a.real_agents if a.real_agents is not None else (2 if a.quick else 10)
     changes = a.changes or (10 if a.quick else 200)
+    kubelet_changes = a.kubelet_changes if a.kubelet_changes is not None else (3 if a.quick else 20)
     with tempfile.TemporaryDirectory(prefix="bench-latency-", dir="/var/tmp") as tmp:
-        run(nodes=nodes, real_agents=real, changes=changes, verbs=list(VERBS) if a.verb == "all" else [a.verb], quick=a.quick, workdir=Path(tmp)).print()
+        run(nodes=nodes, real_agents=real, changes=changes, verbs=list(VERBS) if a.verb == "all" else [a.verb],
+            quick=a.quick, workdir=Path(tmp), kubelet_changes=kubelet_changes).print()
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -41,6 +41,8 @@ from manager.recording import DesiredNode, EdgeNodeKey
 REPORTING_CONTROLLER = "edge.k8s.io/edge-manager"
 EDGENODE_API_VERSION, EDGENODE_KIND = "edge.k8s.io/v1alpha1", "EdgeNode"
 AGGREGATE_PREFIX = "(combined from similar events): "
+ORPHAN_NODES = 10_000  # nodes whose agents connected before their EdgeNode existed, remembered at most
+ORPHAN_OCCURRENCES = 4  # the latest occurrences kept for each of them
 NOTE_LIMIT = 1024  # the API server refuses longer notes
 
 
@@ -373,6 +375,9 @@ class EdgeNodeEvents:
         self._refs: dict[str, dict[EdgeNodeKey, EdgeNodeRef]] = {}  # node -> its EdgeNodes
         self._listed = False
         self._held: list[tuple[str, EventType, Reason, str]] = []
+        # node -> its latest occurrences while it has no EdgeNode (an agent that connects first):
+        # written on the first EdgeNode of the node, so `describe` shows its agent is there
+        self._orphans: dict[str, deque[tuple[str, EventType, Reason, str]]] = {}
         self._manifests: dict[str, tuple[bool, str]] = {}  # node -> last (ok, message) reported
 
     # -- what happened to a node's agent (loop thread) ------------------------------
@@ -417,6 +422,8 @@ class EdgeNodeEvents:
         """An EdgeNode was recorded: remember its uid."""
         if d.source.uid:
             self._refs.setdefault(d.node, {})[d.key] = EdgeNodeRef(d.namespace, d.node, d.source.uid)
+            for args in self._orphans.pop(d.node, ()):
+                self._node(*args)
 
     def edgenode_deleted(self, key: EdgeNodeKey) -> None:
         """An EdgeNode was deleted."""
@@ -440,5 +447,10 @@ class EdgeNodeEvents:
             if len(self._held) < 10_000:  # agents reconnecting before the first list
                 self._held.append((node, type_, reason, note))
             return
-        for ref in list(self._refs.get(node, {}).values()):
+        refs = list(self._refs.get(node, {}).values())
+        if not refs:
+            if node in self._orphans or len(self._orphans) < ORPHAN_NODES:
+                self._orphans.setdefault(node, deque(maxlen=ORPHAN_OCCURRENCES)).append((node, type_, reason, note))
+            return
+        for ref in refs:
             self._recorder.record(Occurrence(ref=ref, type=type_, reason=reason, note=note))

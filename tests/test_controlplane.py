@@ -158,3 +158,60 @@ class TestOperations:
         with control_plane.api_client() as api:
             names = [n.metadata.name for n in client.CoreV1Api(api).list_namespace().items]
         assert "default" in names
+
+
+def _mirror_pods(cp, node: str) -> dict[str, tuple[str, str]]:
+    """name -> (phase, image) of the pods bound to node, as kubectl lists them."""
+    items = json.loads(cp.kubectl("get", "pods", "-A", "-o", "json").stdout)["items"]
+    return {p["metadata"]["name"]: (p.get("status", {}).get("phase", ""), p["spec"]["containers"][0]["image"])
+            for p in items if p["spec"].get("nodeName") == node}
+
+
+def _static_pod(name: str, image: str) -> str:
+    return json.dumps({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
+                       "spec": {"containers": [{"name": "c", "image": image}]}})
+
+
+class TestHollowKubelet:
+    def test_static_pod_becomes_a_running_mirror_pod_and_survives_a_restart(self, control_plane_factory, tmp_path):
+        cp = control_plane_factory()
+        folder = tmp_path / "static-pods"
+        kubelet = cp.start_hollow_kubelet("hollow01", static_pod_dir=folder)
+        ready = cp.kubectl("get", "node", "hollow01", "-o",
+                           'jsonpath={.status.conditions[?(@.type=="Ready")].status}').stdout
+        assert ready == "True"
+        root = kubelet.root_dir
+        assert root is not None and (next(root.glob("static-pods*"))).resolve() == folder.resolve()
+        (folder / "web.json").write_text(_static_pod("web", "nginx:1.27"))
+        wait_until(lambda: _mirror_pods(cp, "hollow01") == {"web-hollow01": ("Running", "nginx:1.27")}, 60,
+                   "the mirror pod web-hollow01 Running")
+        pid = kubelet.pid
+        kubelet.kill()
+        assert not pid_alive(pid) and not root.exists() and (folder / "web.json").exists()
+        (folder / "web.json").unlink()
+        (folder / "cache.json").write_text(_static_pod("cache", "redis:7"))
+        cp.start_hollow_kubelet("hollow01")  # same folder: what changed while it was down is picked up
+        wait_until(lambda: _mirror_pods(cp, "hollow01") == {"cache-hollow01": ("Running", "redis:7")}, 60,
+                   "the restarted kubelet to run cache and drop web's mirror pod")
+        pid = kubelet.pid
+        cp.stop()
+        assert not pid_alive(pid) and kubelet.root_dir is None
+
+    def test_cli_up_with_a_hollow_kubelet_and_down(self, tmp_path, control_plane):
+        state = tmp_path / "cp"
+        cli = [sys.executable, "-m", "tools.controlplane"]
+        kw = dict(cwd=REPO, capture_output=True, text=True, timeout=240, env={**os.environ, "PYTHONPATH": str(REPO)})
+        up = subprocess.run([*cli, "up", "--state-dir", str(state), "--hollow-kubelet", "hollow02"], **kw)
+        try:
+            assert up.returncode == 0, up.stderr
+            assert "hollow kubelet hollow02: Node Ready" in up.stderr
+            kubelets = json.loads((state / "state.json").read_text())["kubelets"]
+            assert kubelets["hollow02"]["static_pod_dir"] == str(state.resolve() / "kubelets" / "hollow02" / "static-pods")
+            assert len(processes_mentioning(str(state))) == 3  # etcd, kube-apiserver, kubemark outlive `up`
+        finally:
+            down = subprocess.run([*cli, "down", "--state-dir", str(state)], **kw)
+        assert down.returncode == 0, down.stderr
+        assert processes_mentioning(str(state)) == []
+        assert not Path(kubelets["hollow02"]["root_dir"]).exists()
+        bad = subprocess.run([*cli, "up", "--state-dir", str(tmp_path / "cp2"), "--hollow-kubelet", "=x"], **kw)
+        assert bad.returncode == 2 and bad.stderr.strip().startswith("controlplane: --hollow-kubelet '=x': no node name")

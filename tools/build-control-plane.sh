@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build the local control plane (kube-apiserver, kubectl, etcd) at pinned versions.
+# Build the local control plane (kube-apiserver, kubectl, etcd) and kubemark (the hollow
+# kubelet the tests and the demo run as edge nodes' kubelets) at pinned versions.
 #
 # Versions are pinned by the wrapper modules tools/kube/go.mod (k8s.io/kubernetes plus a
 # replace for every k8s.io staging module) and tools/etcd/go.mod (go.etcd.io/etcd/server/v3).
@@ -36,7 +37,7 @@ key="k8s-${k8s_version}_etcd-${etcd_version}_${digest}"
 dir="$cache_root/$key"
 bin="$dir/bin"
 
-built() { [[ -f "$dir/.complete" && -x "$bin/kube-apiserver" && -x "$bin/kubectl" && -x "$bin/etcd" ]]; }
+built() { [[ -f "$dir/.complete" && -x "$bin/kube-apiserver" && -x "$bin/kubectl" && -x "$bin/etcd" && -x "$bin/kubemark" ]]; }
 
 if [[ "${1:-}" == "--print-bin-dir" ]]; then
   echo "$bin"
@@ -77,9 +78,10 @@ done
 
 echo "building etcd $etcd_version ..." >&2
 (cd "$here/etcd" && go build -trimpath -ldflags "-s -w" -o "$tmp/etcd" go.etcd.io/etcd/server/v3)
-echo "building kube-apiserver and kubectl $k8s_version (slow on a cold cache) ..." >&2
+echo "building kube-apiserver, kubectl and kubemark $k8s_version (slow on a cold cache) ..." >&2
 (cd "$here/kube" && go build -trimpath -ldflags "$ldflags" -o "$tmp/" \
-  k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl)
+  k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl \
+  k8s.io/kubernetes/cmd/kubemark)
 
 "$tmp/kubectl" version --client >&2
 "$tmp/etcd" --version >&2

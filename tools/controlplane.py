@@ -1,8 +1,9 @@
 """A local Kubernetes control plane (etcd + kube-apiserver) for development and tests.
 
-No kubelet, scheduler or controller-manager: only the API. Everything listens on
-127.0.0.1 at free ports, all state lives in one directory, and the binaries are the ones
-``tools/build-control-plane.sh`` builds at pinned versions.
+No scheduler or controller-manager: only the API, and on request hollow kubelets
+(kubemark, ``tools/hollow_kubelet.py``) that run edge nodes' static pods in a fake
+runtime. Everything listens on 127.0.0.1 at free ports, all state lives in one directory,
+and the binaries are the ones ``tools/build-control-plane.sh`` builds at pinned versions.
 
 Library use (what ``tests/conftest.py`` does)::
 
@@ -10,10 +11,12 @@ Library use (what ``tests/conftest.py`` does)::
         cp.kubectl("get", "ns")
         cp.kill_apiserver(); cp.restart_apiserver()
         cp.compact_etcd()
+        k = cp.start_hollow_kubelet("edge01")   # Node edge01 Ready; k.static_pod_dir for its agent
+        k.restart(); k.kill()
 
 By hand::
 
-    python -m tools.controlplane up [--foreground] [--state-dir DIR]
+    python -m tools.controlplane up [--foreground] [--state-dir DIR] [--hollow-kubelet edge01[=DIR]]
     eval "$(python -m tools.controlplane env)"; kubectl get ns
     python -m tools.controlplane down
 
@@ -48,6 +51,8 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from tools.hollow_kubelet import HollowKubelet, HollowKubeletError
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = REPO / "tools" / "build-control-plane.sh"
@@ -228,6 +233,7 @@ class ControlPlane:
         self.etcd_port = self.etcd_peer_port = self.apiserver_port = 0
         self.etcd: subprocess.Popen | None = None
         self.apiserver: subprocess.Popen | None = None
+        self.kubelets: dict[str, HollowKubelet] = {}
 
     # -- paths and addresses -------------------------------------------------------------
     @property
@@ -288,6 +294,8 @@ class ControlPlane:
         return self
 
     def stop(self, timeout: float = 15.0) -> None:
+        for k in self.kubelets.values():
+            k.kill()
         self._stop_proc("kube-apiserver", timeout)
         self._stop_proc("etcd", timeout)
         _running.discard(self)
@@ -331,6 +339,27 @@ class ControlPlane:
     def wait_ready(self, timeout: float | None = None) -> None:
         self._wait(lambda: self._http_ok(self.server + "/readyz", tls=True), self.apiserver,
                    "kube-apiserver", timeout or self.ready_timeout)
+
+    def start_hollow_kubelet(self, node: str, *, static_pod_dir: str | os.PathLike | None = None,
+                             wait_ready: bool = True, timeout: float = 60.0) -> HollowKubelet:
+        """Start (or restart) a hollow kubelet for node, reading static pods from static_pod_dir.
+
+        Default folder: <state dir>/kubelets/<node>/static-pods. Stopped with the control plane."""
+        if self.bin_dir is None:
+            raise ControlPlaneError("start the control plane first")
+        k = self.kubelets.get(node)
+        if k is None or (static_pod_dir is not None and Path(static_pod_dir).resolve() != k.static_pod_dir):
+            if k is not None:
+                k.kill()
+            k = HollowKubelet(node, kubemark=self.bin_dir / "kubemark", kubeconfig=self.kubeconfig,
+                              static_pod_dir=Path(static_pod_dir or self.state_dir / "kubelets" / node / "static-pods"),
+                              log_path=self.state_dir / "logs" / f"kubelet-{node}.log", kubectl=self.kubectl,
+                              pdeathsig=self.pdeathsig)
+            self.kubelets[node] = k
+        k.kill()
+        k.start(wait_ready=wait_ready, timeout=timeout)
+        self._write_state()
+        return k
 
     # -- operations ----------------------------------------------------------------------
     def kubectl(self, *args: str, check: bool = True, input: str | None = None,
@@ -470,6 +499,10 @@ class ControlPlane:
             "pids": self.pids, "server": self.server, "etcd_url": self.etcd_url, "token": self.token,
             "kubeconfig": str(self.kubeconfig), "bin_dir": str(self.bin_dir),
             "launcher_pid": os.getpid(),
+            "kubelets": {n: {"pid": k.pid, "static_pod_dir": str(k.static_pod_dir),
+                             "root_dir": str(k.root_dir) if k.root_dir else None,
+                             "runtime_socket": str(k.runtime_socket() or "") or None}
+                         for n, k in self.kubelets.items() if k.running},
         }, indent=2))
 
 
@@ -485,6 +518,12 @@ def down(state_dir: Path, timeout: float = 15.0) -> bool:
     """Stop the processes recorded in state_dir/state.json; True if anything was running."""
     state = _load_state(state_dir)
     pids = state.get("pids", {})
+    for k in state.get("kubelets", {}).values():
+        _terminate(k["pid"], str(state_dir), None, timeout)
+        if k.get("runtime_socket"):  # kubemark's fake CRI runtime leaves it in /tmp
+            Path(k["runtime_socket"]).unlink(missing_ok=True)
+        if k.get("root_dir"):  # kubemark's /tmp/hollow-kubelet.* (the static-pod symlink, not the folder)
+            subprocess.run(["rm", "-rf", k["root_dir"]], check=False)
     for name in ("kube-apiserver", "etcd"):
         if name in pids:
             _terminate(pids[name], str(state_dir), None, timeout)
@@ -501,6 +540,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="up: stay in the foreground; Ctrl-C, SIGTERM or the death of this process stops all")
     p.add_argument("--etcd-compaction-interval", default=None, help="kube-apiserver flag (default 5m)")
     p.add_argument("--apiserver-arg", action="append", default=[], help="extra kube-apiserver flag")
+    p.add_argument("--hollow-kubelet", action="append", default=[], metavar="NODE[=DIR]",
+                   help="up: also run a hollow kubelet (kubemark) for NODE reading static pods from DIR "
+                        "(default <state-dir>/kubelets/NODE/static-pods); repeatable")
     a = p.parse_args(argv)
     sd = a.state_dir.resolve()
 
@@ -527,7 +569,24 @@ def main(argv: list[str] | None = None) -> int:
     sd.mkdir(parents=True, exist_ok=True)
     cp = ControlPlane(sd, etcd_compaction_interval=a.etcd_compaction_interval,
                       extra_apiserver_args=a.apiserver_arg, pdeathsig=a.foreground)
+    for spec in a.hollow_kubelet:
+        if not spec.partition("=")[0]:
+            print(f"controlplane: --hollow-kubelet {spec!r}: no node name (NODE or NODE=DIR)", file=sys.stderr)
+            return 2
     cp.start()
+    try:
+        for spec in a.hollow_kubelet:
+            node, _, folder = spec.partition("=")
+            k = cp.start_hollow_kubelet(node, static_pod_dir=Path(folder).resolve() if folder else None)
+            print(f"hollow kubelet {node}: Node Ready, static pods from {k.static_pod_dir}, pid {k.pid}, "
+                  f"log {k.log_path}", file=sys.stderr)
+    except HollowKubeletError as e:
+        cp.stop()
+        print(f"controlplane: {e}", file=sys.stderr)
+        return 1
+    except BaseException:
+        cp.stop()
+        raise
     print(f"kube-apiserver {cp.server}  etcd {cp.etcd_url}  pids {cp.pids}", file=sys.stderr)
     print(f"export KUBECONFIG={shlex.quote(str(cp.kubeconfig))}")
     print(f"export PATH={shlex.quote(str(cp.bin_dir))}:\"$PATH\"")
@@ -539,7 +598,8 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda *_: stop.set())
     while not stop.wait(1.0):
-        if cp.etcd is None or cp.etcd.poll() is not None or cp.apiserver is None or cp.apiserver.poll() is not None:
+        if (cp.etcd is None or cp.etcd.poll() is not None or cp.apiserver is None or cp.apiserver.poll() is not None
+                or any(not k.running for k in cp.kubelets.values())):
             print("a control-plane process exited; stopping", file=sys.stderr)
             break
     cp.stop()

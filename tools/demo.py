@@ -1,12 +1,14 @@
 """The README's demo: the whole flow on a local control plane, narrated.
 
-Starts etcd + kube-apiserver (tools.controlplane), installs the CRD, runs
-edge-manager and one edge-agent (node edge01) writing manifests into a local
-folder, applies example/edge01.yaml, then shows what an operator sees: the
-EdgeNode's status in `kubectl get edgenodes`, the manifest folder, and the
-event log. It then cuts the manager off, changes the EdgeNode meanwhile, and
-shows the agent catching up when the manager is back. Everything stops at the
-end unless --keep is given.
+Starts etcd + kube-apiserver (tools.controlplane) and a hollow kubelet for node
+edge01 (kubemark: real kubelet code with a fake container runtime), installs the
+CRD, runs edge-manager and one edge-agent writing manifests into that kubelet's
+static-pod folder, creates example/edge01.yaml, then shows what an operator sees:
+`kubectl get edgenodes` turning Running, the mirror pod in `kubectl get pods`,
+`kubectl describe edgenode`, the manifest folder and the event log. It then cuts
+the manager off (the pod keeps running), changes the EdgeNode meanwhile, and shows
+the agent catching up when the manager is back. Everything stops at the end
+unless --keep is given.
 """
 
 from __future__ import annotations
@@ -82,6 +84,15 @@ def edgenode_status(cp: ControlPlane) -> dict:
     return json.loads(out.stdout).get("status", {}) if out.returncode == 0 else {}
 
 
+def mirror_pods(cp: ControlPlane) -> dict[str, str]:
+    """Mirror pod name -> phase on the demo's node, in the default namespace."""
+    out = cp.kubectl("get", "pods", "-o", "json", check=False)
+    if out.returncode != 0:
+        return {}
+    return {p["metadata"]["name"]: p.get("status", {}).get("phase", "") for p in json.loads(out.stdout)["items"]
+            if p.get("spec", {}).get("nodeName") == NODE}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the demo."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -99,6 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     with ControlPlane(demo / "controlplane") as cp:
         env = {**os.environ, "KUBECONFIG": str(cp.kubeconfig), "PATH": f"{cp.bin_dir}:{VENV_BIN}:{os.environ['PATH']}"}
         kubectl = str(cp.kubectl_path)
+        say(f"Start a hollow kubelet for node {NODE} (kubemark: kubelet code, fake container runtime), "
+            f"static pods from {manifests}")
+        kubelet = cp.start_hollow_kubelet(NODE, static_pod_dir=manifests)
+        print(f"(log: {kubelet.log_path})")
+        show([kubectl, "get", "nodes"], env=env)
         say("Extend the Kubernetes API with the EdgeNode CRD")
         show([kubectl, "apply", "-f", "crd/edgenode.yaml"], env=env)
         print("$ kubectl wait --for condition=established crd/edgenodes.edge.k8s.io", flush=True)
@@ -128,12 +144,13 @@ def main(argv: list[str] | None = None) -> int:
             say("Create an EdgeNode, exactly the original example")
             show([kubectl, "create", "-f", "example/edge01.yaml"], env=env)
             wait_for("the manifest on the edge", lambda: any(manifests.glob("k8s-edge_*.json")))
-            wait_for("the EdgeNode to report Synced", lambda: edgenode_status(cp).get("phase") == "Synced")
+            wait_for("the EdgeNode to turn Running", lambda: edgenode_status(cp).get("phase") == "Running")
             show([kubectl, "get", "edgenodes"], env=env)
+            show([kubectl, "get", "pods"], env=env)
             show(["ls", "-l", str(manifests)], env=env)
             show(["edge-eventlog", "dump", "--format", "table", str(demo / "manager")], env=env)
 
-            say("What happened to the EdgeNode, as Kubernetes Events from the manager")
+            say("What an operator sees on the EdgeNode: status, conditions and Events")
             wait_for("the manager's Events", lambda: "AgentConnected" in cp.kubectl(
                 "get", "events", "--field-selector", f"involvedObject.name={NODE}", check=False).stdout)
             show([kubectl, "describe", "edgenode", NODE], env=env)
@@ -141,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             say("Partition: the manager goes away (SIGKILL); the edge keeps its pods")
             manager.stop(signal.SIGKILL)
             show(["ls", str(manifests)], env=env)
+            show([kubectl, "get", "pods"], env=env)
             say("Meanwhile an operator adds a pod to the EdgeNode")
             patch = {"spec": {"pods": [
                 {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "nginx"},
@@ -153,29 +171,32 @@ def main(argv: list[str] | None = None) -> int:
             manager.start()
             wait_for("the new manifest on the edge", lambda: len(list(manifests.glob("k8s-edge_*.json"))) == 2)
             wait_for(
-                "the EdgeNode to be in sync again",
-                lambda: (s := edgenode_status(cp)).get("phase") == "Synced" and s.get("syncedOffset") == s.get("headOffset"),
+                "the EdgeNode to be in sync and Running again",
+                lambda: (s := edgenode_status(cp)).get("phase") == "Running" and s.get("runningPods") == 2,
             )
             show([kubectl, "get", "edgenodes"], env=env)
+            show([kubectl, "get", "pods"], env=env)
             show(["ls", str(manifests)], env=env)
             show(["edge-eventlog", "dump", "--format", "table", str(demo / NODE / "data")], env=env)
 
             say("Delete the EdgeNode: its pods leave the edge")
             show([kubectl, "delete", "-f", "example/edge01.yaml"], env=env)
             wait_for("the manifests to be removed", lambda: not any(manifests.glob("k8s-edge_*.json")))
+            wait_for("kubelet to remove the mirror pods", lambda: not mirror_pods(cp))
             show(["ls", "-l", str(manifests)], env=env)
+            show([kubectl, "get", "pods"], env=env)
             show(["edge-eventlog", "verify", str(demo / "manager")], env=env)
 
             if args.keep:
                 say("Still running. In another shell:")
                 print(f"  export KUBECONFIG={cp.kubeconfig} PATH={cp.bin_dir}:$PATH")
-                print(f"  kubectl create -f example/edge01.yaml; ls {manifests}")
+                print(f"  kubectl create -f example/edge01.yaml; ls {manifests}; kubectl get pods")
                 print("Ctrl-C stops everything.")
                 try:
                     signal.pause()
                 except KeyboardInterrupt:
                     pass
-            say("Done: stopping the agent, the manager and the control plane")
+            say("Done: stopping the agent, the manager, the kubelet and the control plane")
         finally:
             agent.stop()
             manager.stop()

@@ -1,7 +1,7 @@
 """The convergence checker: every invariant of ARCHITECTURE.md, checked on what the system holds.
 
-`observe(...)` gathers, read-only, what the API, the manager's store, each agent's replica
-and each manifest folder hold (LMDB MVCC lets it read live stores); the `check_*`
+`observe(...)` gathers, read-only, what the API (EdgeNodes, and the mirror pods of nodes
+whose hollow kubelet runs), the manager's store, each agent's replica and each manifest folder hold (LMDB MVCC lets it read live stores); the `check_*`
 functions are pure: they take observations and return readable problems, so they are
 unit-tested on small synthetic stores (tests/e2e/test_checker.py). `assert_converged`
 raises one AssertionError listing every problem and the seed of the schedule.
@@ -75,6 +75,19 @@ class AgentObs:
 
 
 @dataclass(frozen=True, slots=True)
+class MirrorPodObs:
+    """A mirror pod a kubelet published for one of its static pods."""
+
+    namespace: str
+    name: str  # <pod>-<node>
+    node: str
+    phase: str
+    ready: bool  # every container ready (kubectl's 1/1)
+    images: tuple[tuple[str, str], ...]  # (container, image), init containers first
+    uid: str = ""  # a new one each time the kubelet recreates the mirror pod
+
+
+@dataclass(frozen=True, slots=True)
 class Observation:
     """Everything the checker looks at, gathered once the system is quiet."""
 
@@ -82,6 +95,8 @@ class Observation:
     manager: ManagerObs
     agents: dict[str, AgentObs]
     verify: dict[str, tuple[int, str]] = field(default_factory=dict)  # store path -> (exit code, output)
+    mirror_pods: tuple[MirrorPodObs, ...] = ()
+    kubelet_nodes: frozenset[str] = frozenset()  # nodes whose (hollow) kubelet runs
 
 
 def observe_manager(path: Path) -> ManagerObs:
@@ -104,6 +119,27 @@ def observe_agent(node: str, store: Path, manifest_dir: Path, *, foreign: Mappin
         cur = r.cursor()
         return AgentObs(node, cur.log_id, cur.applied_offset, r.state().digest, r.pods(), tuple(r.journal()),
                         files, dict(foreign))
+
+
+def pod_images(pod: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """(container, image) of a pod manifest, init containers first."""
+    spec = pod.get("spec") or {}
+    return tuple((c.get("name", ""), c.get("image", "")) for key in ("initContainers", "containers")
+                 for c in spec.get(key) or [])
+
+
+def mirror_pods_of(pods: Iterable[Mapping[str, Any]], nodes: Collection[str]) -> tuple[MirrorPodObs, ...]:
+    """The mirror pods (annotation kubernetes.io/config.mirror) bound to one of nodes, from a pod list."""
+    out = []
+    for p in pods:
+        meta, spec, status = p.get("metadata") or {}, p.get("spec") or {}, p.get("status") or {}
+        if "kubernetes.io/config.mirror" not in (meta.get("annotations") or {}) or spec.get("nodeName") not in nodes:
+            continue
+        statuses = status.get("containerStatuses") or []
+        ready = bool(statuses) and all(c.get("ready") for c in statuses)
+        out.append(MirrorPodObs(meta.get("namespace", ""), meta["name"], spec["nodeName"], status.get("phase", ""),
+                                ready, pod_images(p), meta.get("uid", "")))
+    return tuple(sorted(out, key=lambda m: (m.node, m.namespace, m.name)))
 
 
 def run_verify(path: Path) -> tuple[int, str]:
@@ -334,8 +370,13 @@ def check_manifests(a: AgentObs) -> list[str]:
     return problems
 
 
-def check_status(edgenodes: Sequence[Mapping[str, Any]], mgr: ManagerObs, nodes: Iterable[str]) -> list[str]:
-    """Every EdgeNode of a running agent reports Synced with syncedOffset == headOffset == the log's head."""
+def check_status(edgenodes: Sequence[Mapping[str, Any]], mgr: ManagerObs, nodes: Iterable[str], *,
+                 kubelet_nodes: Collection[str] = (),
+                 expected: Mapping[str, Mapping[PodKey, bytes]] | None = None) -> list[str]:
+    """Promise 7: every EdgeNode of a running agent is at the log's head (syncedOffset == headOffset), and
+    `Running` where its node's kubelet runs and it has pods, else `Synced`.
+
+    A node whose kubelet is down may show either: its mirror pods stay in the API as last reported."""
     problems = []
     ours = set(nodes)
     for obj in edgenodes:
@@ -344,10 +385,39 @@ def check_status(edgenodes: Sequence[Mapping[str, Any]], mgr: ManagerObs, nodes:
             continue
         st = obj.get("status") or {}
         head = mgr.nodes[node].head_offset if node in mgr.nodes else 0
+        has_pods = any(k[0] == ns for k in (expected or {}).get(node, {}))
+        if node in kubelet_nodes:
+            phases = ("Running",) if has_pods else ("Synced",)
+        else:
+            phases = ("Synced", "Running") if has_pods and expected is not None else ("Synced",)
         got = (st.get("phase"), st.get("syncedOffset"), st.get("headOffset"))
-        if got != ("Synced", head, head):
-            problems.append(f"EdgeNode {ns}/{node}: phase/syncedOffset/headOffset {got}, want ('Synced', {head}, {head})"
-                            f"; conditions: {[(c.get('type'), c.get('status'), c.get('reason')) for c in st.get('conditions', [])]}")
+        if got[0] not in phases or got[1:] != (head, head):
+            problems.append(f"EdgeNode {ns}/{node}: phase/syncedOffset/headOffset {got}, want "
+                            f"({' or '.join(repr(p) for p in phases)}, {head}, {head}); conditions: "
+                            f"{[(c.get('type'), c.get('status'), c.get('reason')) for c in st.get('conditions', [])]}")
+    return problems
+
+
+def check_mirror_pods(expected: Mapping[str, Mapping[PodKey, bytes]], mirror_pods: Iterable[MirrorPodObs],
+                      kubelet_nodes: Collection[str]) -> list[str]:
+    """Promise 7: where a node's kubelet runs, its mirror pods are exactly the desired pods (`<pod>-<node>`, same
+    images), each Running with every container ready."""
+    problems = []
+    mirror_pods = list(mirror_pods)
+    for node in sorted(kubelet_nodes):
+        want = {(ns, f"{name}-{node}"): pod_images(json.loads(raw)) for (ns, name), raw in expected.get(node, {}).items()}
+        have = {(m.namespace, m.name): m for m in mirror_pods if m.node == node}
+        for k in sorted(set(want) - set(have))[:10]:
+            problems.append(f"kubelet {node}: no mirror pod {k[0]}/{k[1]}")
+        for k in sorted(set(have) - set(want))[:10]:
+            problems.append(f"kubelet {node}: unexpected mirror pod {k[0]}/{k[1]}")
+        for k in sorted(set(want) & set(have)):
+            m = have[k]
+            if m.images != want[k]:
+                problems.append(f"kubelet {node}: mirror pod {k[0]}/{k[1]} has images {m.images}, want {want[k]}")
+            elif (m.phase, m.ready) != ("Running", True):
+                problems.append(f"kubelet {node}: mirror pod {k[0]}/{k[1]} is {m.phase or '(no phase)'}"
+                                f"{'' if m.ready else ', not ready'}")
     return problems
 
 
@@ -396,8 +466,10 @@ def problems_of(obs: Observation, *, check_statuses: bool = True) -> list[str]:
         problems += check_journal(a, obs.manager)
         problems += check_manifests(a)
     if check_statuses:
-        problems += check_status(obs.edgenodes, obs.manager, obs.agents)
+        problems += check_status(obs.edgenodes, obs.manager, obs.agents, kubelet_nodes=obs.kubelet_nodes,
+                                 expected=expected)
         problems += check_rejections(obs.edgenodes, expected)
+    problems += check_mirror_pods(expected, obs.mirror_pods, obs.kubelet_nodes)
     problems += check_verify(obs.verify)
     return problems
 

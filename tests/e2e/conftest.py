@@ -4,9 +4,9 @@
   so killing the apiserver and compacting etcd disturb no other test, and the manager,
   which watches all namespaces, sees only this suite's EdgeNodes. The CRD is installed.
 - ``toxiproxy`` (session): a toxiproxy-server process (tools/build-toxiproxy.sh).
-- ``edge_system`` (function): ``edge_system(nodes=..., **EdgeSystem kwargs)`` starts the
-  manager and one agent per node; every process is killed and every EdgeNode deleted in
-  the finalizer.
+- ``edge_system`` (function): ``edge_system(nodes=..., **EdgeSystem kwargs)`` starts a
+  hollow kubelet per node (``kubelets=False``: none), the manager and one agent per node;
+  every process is killed and every EdgeNode deleted in the finalizer.
 - ``e2e_namespaces`` (function): two fresh namespaces.
 - ``nocache_control_plane`` (function): a private control plane with the watch cache off (410 test).
 - ``seed`` (function): K8S_EDGE_SEED or a random one, printed so a failure reproduces.

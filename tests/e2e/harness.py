@@ -1,12 +1,16 @@
-"""The system under test as real processes: manager, agents, Toxiproxy, and the faults to inject.
+"""The system under test as real processes: manager, agents, kubelets, Toxiproxy, and the faults to inject.
 
 ```
 kubectl ─> kube-apiserver <─[proxy "apiserver"]─ edge-manager <─[proxy "agent-<node>"]─ edge-agent (one per node)
+                 ^                                                                          │ manifests
+                 └──────────── Node, mirror pods <pod>-<node> ───── hollow kubelet <─────────┘ (one per node)
 ```
 Every agent reaches the manager through its own Toxiproxy proxy, and the manager reaches
 kube-apiserver through one too, so a test can cut, reset, black-hole, slow or narrow each
 link. Each agent has its own --data-dir and --pod-manifest-path, with foreign files planted
-in the folder that the agent must never touch. Processes run in their own process groups
+in the folder that the agent must never touch; that folder is the static-pod folder of the
+node's hollow kubelet (kubemark, tools/hollow_kubelet.py: real kubelet code, fake container
+runtime), which talks to kube-apiserver directly. Processes run in their own process groups
 and are killed in `close()` (the fixtures call it in a finalizer).
 
 Imports eventlog (offline log compaction, read-only observation) and the checker; never
@@ -26,9 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from eventlog import LogStore
+from tools.hollow_kubelet import HollowKubelet
 
 from . import checker
-from .processes import Daemon, free_port, wait_for
+from .processes import Daemon, DaemonDied, free_port, wait_for
 from .toxiproxy import Proxy, ToxiproxyServer
 
 VENV_BIN = Path(sys.executable).parent
@@ -63,6 +68,7 @@ class Agent:
     proxy: Proxy
     daemon: Daemon
     metrics_port: int
+    kubelet: HollowKubelet | None = None  # reads manifest_dir as its static-pod folder
 
     @property
     def store(self) -> Path:
@@ -94,6 +100,7 @@ class EdgeSystem:
         manager_args: Sequence[str] = (),
         agent_args: Sequence[str] = (),
         resync_interval: float = 2.0,
+        kubelets: bool = True,
     ) -> None:
         self.cp = control_plane
         self.toxiproxy = toxiproxy
@@ -133,7 +140,11 @@ class EdgeSystem:
                 "--resync-interval", str(resync_interval), "--insecure", "--metrics-addr", f"127.0.0.1:{metrics}",
                 *agent_args,
             ], log_path=self.logs / f"agent-{node}.log", env=env)
-            self.agents[node] = Agent(node, data_dir, manifest_dir, proxy, daemon, metrics)
+            kubelet = HollowKubelet(
+                node, kubemark=Path(control_plane.bin_dir) / "kubemark", kubeconfig=Path(control_plane.kubeconfig),
+                static_pod_dir=manifest_dir, log_path=self.logs / f"kubelet-{node}.log", kubectl=control_plane.kubectl,
+                extra_args=["--kube-api-qps=50", "--kube-api-burst=100"]) if kubelets else None
+            self.agents[node] = Agent(node, data_dir, manifest_dir, proxy, daemon, metrics, kubelet)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -142,17 +153,32 @@ class EdgeSystem:
         return self.manager_data / MANAGER_STORE
 
     def start(self) -> EdgeSystem:
-        """Start the manager, wait for its sync port, then every agent."""
+        """Start every kubelet (Nodes Ready), the manager (its sync port open), then every agent."""
+        kubelets = [a.kubelet for a in self.agents.values() if a.kubelet is not None]
+        for k in kubelets:
+            k.start(wait_ready=False)
+        for k in kubelets:
+            k.wait_ready()
         self.start_manager()
         for node in self.agents:
             self.start_agent(node)
         return self
 
     def close(self) -> None:
-        """Kill every process this system started (finalizer)."""
+        """Kill every process this system started, and drop its Nodes and mirror pods (finalizer)."""
         for a in self.agents.values():
             a.daemon.kill()
         self.manager.kill()
+        kubelets = [a.kubelet for a in self.agents.values() if a.kubelet is not None]
+        for k in kubelets:
+            k.kill()
+        api_up = getattr(self.cp, "apiserver", None) is not None and self.cp.apiserver.poll() is None
+        if kubelets and api_up:  # no node controller here: a dead kubelet's Node and mirror pods stay until deleted
+            nodes = [k.node for k in kubelets]
+            for node in nodes:
+                self.cp.kubectl("delete", "pods", "-A", f"--field-selector=spec.nodeName={node}", "--force",
+                                "--grace-period=0", "--wait=false", check=False, timeout=60)
+            self.cp.kubectl("delete", "nodes", *nodes, "--wait=false", "--ignore-not-found", check=False, timeout=60)
 
     def start_manager(self) -> None:
         """Start edge-manager and wait until its sync port accepts connections."""
@@ -169,10 +195,15 @@ class EdgeSystem:
         self.manager.check_alive()
         for a in self.agents.values():
             a.daemon.check_alive()
+            if a.kubelet is not None and a.kubelet.proc is not None and a.kubelet.proc.poll() is not None \
+                    and a.kubelet.root_dir is not None:  # exited by itself, not killed by a test
+                raise DaemonDied(f"hollow kubelet {a.node} exited with {a.kubelet.proc.returncode}\n"
+                                 f"{a.kubelet.log_tail()}")
 
     def log_tails(self, lines: int = 30) -> str:
         """The tail of every daemon's log, for failure messages."""
-        return "\n".join([self.manager.log_tail(lines), *(a.daemon.log_tail(lines) for a in self.agents.values())])
+        return "\n".join([self.manager.log_tail(lines), *(a.daemon.log_tail(lines) for a in self.agents.values()),
+                          *(a.kubelet.log_tail(lines) for a in self.agents.values() if a.kubelet is not None)])
 
     # -- faults: processes ----------------------------------------------------------------
 
@@ -221,6 +252,19 @@ class EdgeSystem:
         """kill -9 and start one agent."""
         self.kill_agent(node)
         self.start_agent(node)
+
+    def kill_kubelet(self, node: str) -> None:
+        """kill -9 one node's hollow kubelet (its Node and mirror pods stay in the API as last reported)."""
+        self._note(f"kill -9 kubelet {node}")
+        kubelet = self.agents[node].kubelet
+        assert kubelet is not None, "this system runs no kubelets"
+        kubelet.kill()
+
+    def start_kubelet(self, node: str) -> None:
+        """Start one node's hollow kubelet again on the same static-pod folder; wait for its Node to be Ready."""
+        kubelet = self.agents[node].kubelet
+        assert kubelet is not None, "this system runs no kubelets"
+        kubelet.start()
 
     def restart_apiserver(self) -> None:
         """kill -9 kube-apiserver and start it on the same port."""
@@ -299,6 +343,8 @@ class EdgeSystem:
         for node, a in self.agents.items():
             if not a.daemon.running:
                 self.start_agent(node)
+            if a.kubelet is not None and not a.kubelet.running:
+                self.start_kubelet(node)
 
     # -- observation ----------------------------------------------------------------------
 
@@ -307,9 +353,22 @@ class EdgeSystem:
         out = self.cp.kubectl("get", "edgenodes", "-A", "-o", "json", timeout=60).stdout
         return json.loads(out)["items"]
 
+    def kubelet_nodes(self) -> frozenset[str]:
+        """The nodes whose hollow kubelet runs now."""
+        return frozenset(n for n, a in self.agents.items() if a.kubelet is not None and a.kubelet.running)
+
+    def mirror_pods(self) -> tuple[checker.MirrorPodObs, ...]:
+        """The mirror pods the API holds for this system's nodes."""
+        if not any(a.kubelet is not None for a in self.agents.values()):
+            return ()
+        out = self.cp.kubectl("get", "pods", "-A", "-o", "json", timeout=60).stdout
+        return checker.mirror_pods_of(json.loads(out)["items"], self.agents)
+
     def observe(self, *, verify: bool = False) -> checker.Observation:
-        """Read the API, the manager's store and every agent, read-only."""
+        """Read the API, the manager's store, every agent and the mirror pods, read-only."""
+        kubelet_nodes = self.kubelet_nodes()
         edgenodes = self.edgenodes()
+        mirror_pods = self.mirror_pods()
         mgr = checker.observe_manager(self.manager_store)
         agents = {n: checker.observe_agent(n, a.store, a.manifest_dir, foreign=FOREIGN_FILES)
                   for n, a in self.agents.items()}
@@ -317,7 +376,7 @@ class EdgeSystem:
         if verify:
             for path in [self.manager_store, *(a.store for a in self.agents.values())]:
                 results[str(path)] = checker.run_verify(path)
-        return checker.Observation(tuple(edgenodes), mgr, agents, results)
+        return checker.Observation(tuple(edgenodes), mgr, agents, results, mirror_pods, kubelet_nodes)
 
     def snapshot_counts(self) -> dict[str, int]:
         """Snapshots each agent installed, from its journal."""

@@ -12,16 +12,19 @@ from manager.recording import desired_node
 
 from .checker import (
     POD_CHECK,
+    MirrorPodObs,
     check_agent,
     check_journal,
     check_log,
     check_manifests,
+    check_mirror_pods,
     check_rejections,
     check_rendering,
     check_status,
     check_view,
     expected_view,
     manifest_file_name,
+    mirror_pods_of,
     observe_agent,
     observe_manager,
 )
@@ -187,3 +190,45 @@ def test_a_malformed_pod_must_be_refused_and_named_in_the_status(kind):
     # a malformed pod that would be sent is found, whatever the status says
     assert any("would be sent" in p for p in check_rejections([obj], {"edge01": {("ns1", "db"): b"{}"}}))
     assert MALFORMED_LABEL in obj["spec"]["pods"][1]["metadata"]["labels"]
+
+
+def test_status_must_be_running_where_the_kubelet_runs(world):
+    mgr, _ = world
+    obj = _edgenode("b", "edge01", ("web", "nginx:1"))
+    expected = expected_view([obj])
+    obj["status"] = {"phase": "Synced", "syncedOffset": 5, "headOffset": 5}
+    assert any("want ('Running', 5, 5)" in p for p in
+               check_status([obj], mgr, ["edge01"], kubelet_nodes={"edge01"}, expected=expected))
+    assert check_status([obj], mgr, ["edge01"], kubelet_nodes=(), expected=expected) == []  # kubelet down: either
+    obj["status"]["phase"] = "Running"
+    assert check_status([obj], mgr, ["edge01"], kubelet_nodes={"edge01"}, expected=expected) == []
+    empty = _edgenode("b", "edge01")  # no pods: Synced is the honest phase, with or without a kubelet
+    empty["status"] = {"phase": "Running", "syncedOffset": 5, "headOffset": 5}
+    assert check_status([empty], mgr, ["edge01"], kubelet_nodes={"edge01"}, expected=expected_view([empty]))
+
+
+def _mirror(ns: str, name: str, node: str, image: str, *, phase: str = "Running", ready: bool = True) -> dict:
+    return {"metadata": {"namespace": ns, "name": name, "uid": name,
+                         "annotations": {"kubernetes.io/config.mirror": "h"}},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": image}]},
+            "status": {"phase": phase, "containerStatuses": [{"name": "c", "ready": ready}]}}
+
+
+def test_mirror_pods_must_be_exactly_the_desired_pods_running():
+    objs = [_edgenode("a", "edge01", ("web", "nginx:1"), ("db", "redis:7")), _edgenode("b", "edge01", ("web", "x:1"))]
+    expected = expected_view(objs)
+    good = [_mirror("a", "web-edge01", "edge01", "nginx:1"), _mirror("a", "db-edge01", "edge01", "redis:7"),
+            _mirror("b", "web-edge01", "edge01", "x:1")]
+    plain = {"metadata": {"namespace": "a", "name": "other"}, "spec": {"nodeName": "edge01", "containers": []}}
+    assert check_mirror_pods(expected, mirror_pods_of([*good, plain], ["edge01"]), {"edge01"}) == []
+    assert check_mirror_pods(expected, (), ()) == []  # no kubelet runs: nothing to check
+    bad = [_mirror("a", "web-edge01", "edge01", "nginx:2"), _mirror("a", "db-edge01", "edge01", "redis:7",
+                                                                     phase="Pending", ready=False),
+           _mirror("a", "stale-edge01", "edge01", "busybox"), _mirror("b", "web-edge02", "edge02", "x:1")]
+    problems = check_mirror_pods(expected, mirror_pods_of(bad, ["edge01", "edge02"]), {"edge01"})
+    assert any("no mirror pod b/web-edge01" in p for p in problems)
+    assert any("unexpected mirror pod a/stale-edge01" in p for p in problems)
+    assert any("a/web-edge01 has images (('c', 'nginx:2'),)" in p for p in problems)
+    assert any("a/db-edge01 is Pending, not ready" in p for p in problems)
+    assert not any("edge02" in p for p in problems)  # edge02's kubelet is not one we check
+    assert isinstance(mirror_pods_of(bad, ["edge01"])[0], MirrorPodObs)

@@ -46,6 +46,12 @@ def wait_recorded(system: EdgeSystem, *, timeout: float = 60) -> None:
              on_timeout=system.log_tails)
 
 
+def running_pods(system: EdgeSystem, *nodes: str) -> dict[tuple[str, str], tuple]:
+    """(namespace, mirror pod) -> (images, uid) of the Running, ready mirror pods on nodes."""
+    return {(m.namespace, m.name): (m.images, m.uid) for m in system.mirror_pods()
+            if m.node in nodes and m.phase == "Running" and m.ready}
+
+
 def changes(w: Workload, node: str = "edge01") -> None:
     """A create, an update, a patch and a delete touching `node` and one other node."""
     ns_a, ns_b = w.namespaces
@@ -58,10 +64,12 @@ def changes(w: Workload, node: str = "edge01") -> None:
 def test_partition_heals_by_resuming_without_snapshot(world):
     system, w = world
     before = system.snapshot_counts()
+    kept = running_pods(system, "edge01")
     system.partition("edge01")
     changes(w)
     wait_recorded(system)
     time.sleep(2)  # edge01 stays cut off while others move on
+    assert running_pods(system, "edge01") == kept, "a partitioned node keeps running its pods"
     system.heal("edge01")
     system.wait_converged(context="partition healed")
     assert system.snapshot_counts() == before, "a healed partition must resume, not snapshot"
@@ -121,9 +129,12 @@ def test_latency_and_bandwidth_limit_still_converge(world):
 def test_manager_kill9_and_restart(world):
     system, w = world
     before = system.snapshot_counts()
+    kept = running_pods(system, *system.agents)
     system.kill_manager()
     changes(w)  # deletions made while the manager is down must be recorded once it is back
     w.delete(w.namespaces[0], "edge03")
+    time.sleep(2)
+    assert running_pods(system, *system.agents) == kept, "without a manager every node keeps running its pods"
     system.start_manager()
     system.wait_converged(context="manager restarted")
     assert system.snapshot_counts() == before, "same log_id: agents must resume"
@@ -132,15 +143,37 @@ def test_manager_kill9_and_restart(world):
 def test_agent_kill9_and_restart(world):
     system, w = world
     before = system.snapshot_counts()
+    kept = running_pods(system, "edge01")
     system.kill_agent("edge01")
     changes(w)
     wait_recorded(system)
+    assert running_pods(system, "edge01") == kept, "a node whose agent is down keeps running its pods"
     # a hand-deleted and a hand-edited manifest while the agent is down come back
     files = sorted(system.agents["edge01"].manifest_dir.glob("k8s-edge_*.json"))
     files[0].unlink()
     files[-1].write_text("{}")
     system.start_agent("edge01")
     system.wait_converged(context="agent restarted")
+    assert system.snapshot_counts() == before
+
+
+def test_kubelet_kill9_and_restart(world):
+    """Changes made while a node's kubelet is down run once it is back on the same folder; the others keep running.
+
+    A hollow kubelet gets a new temp root on each start and kubelet hashes the manifest's path into
+    a static pod's UID, so here (unlike a real kubelet) every mirror pod of the node is recreated."""
+    system, w = world
+    before = system.snapshot_counts()
+    untouched = {k: v for k, v in running_pods(system, "edge01").items() if k[0] == w.namespaces[0]}
+    system.kill_kubelet("edge03")
+    changes(w, node="edge03")  # edge03: ns_a pods replaced, one pod created in ns_b; edge01's ns_a pods untouched
+    system.wait_converged(context="kubelet of edge03 down")  # the agents caught up; edge03's pods not checked
+    system.start_kubelet("edge03")
+    obs = system.wait_converged(context="kubelet of edge03 restarted")
+    assert {(m.namespace, m.name) for m in obs.mirror_pods if m.node == "edge03"} == {
+        (w.namespaces[0], "web-edge03"), (w.namespaces[0], "metrics-edge03"), (w.namespaces[1], "db-edge03")}
+    assert len(untouched) == 2 and {k: v for k, v in running_pods(system, "edge01").items() if k in untouched} == \
+        untouched, "another node's untouched pods kept running, same mirror pods"
     assert system.snapshot_counts() == before
 
 
@@ -179,7 +212,7 @@ def test_api_outage_with_etcd_compaction_and_apiserver_restart(world):
     assert system.manager_log().count("EdgeNodes listed:") > lists, "the manager did not relist after the outage"
 
 
-def test_watch_410_after_etcd_compaction_relists(edge_system, nocache_control_plane, seed):
+def test_watch_410_after_etcd_compaction_relists(nocache_control_plane, edge_system, seed):
     """etcd compacted past the manager's watch position: the next watch gets 410 Gone and the manager relists."""
     cp = nocache_control_plane
     # no periodic lastSeen writes: a status write would move the watch's resourceVersion past the compaction

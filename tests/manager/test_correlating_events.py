@@ -264,6 +264,22 @@ def test_node_events_go_to_each_edgenode_of_the_node_and_wait_for_the_first_list
     rec.close()
 
 
+def test_an_agent_that_connected_before_its_edgenode_existed_shows_on_it():
+    sink = Sink()
+    rec = EventRecorder(sink, reporting_instance="i")
+    ev = EdgeNodeEvents(rec)
+    ev.edgenode_listed([])
+    for i in range(6):  # only the latest few are kept for a node without an EdgeNode
+        ev.connected("edge01", peer=f"ipv4:10.0.0.1:{i}")
+    assert rec.wait_idle() and sink.calls == []
+    ev.edgenode_changed(_desired("a", "edge01", "u1"))
+    ev.edgenode_changed(_desired("b", "edge01", "u2"))  # written once, on the first EdgeNode
+    assert rec.wait_idle()
+    assert [n for ns, _, _, n in _notes(sink)] == [f"agent connected from ipv4:10.0.0.1:{i}" for i in range(2, 6)]
+    assert {ns for ns, *_ in _notes(sink)} == {"a"}
+    rec.close()
+
+
 def test_manifest_failures_and_rejections_are_events_when_they_change():
     sink = Sink()
     rec = EventRecorder(sink, reporting_instance="i")
