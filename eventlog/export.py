@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import gzip
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -147,8 +147,8 @@ def _xor(values: Iterable[int]) -> int:
     return d
 
 
-def _raw_range(store: LogStore, first: int, last: int, *, decode: Any) -> Iterator[Any]:
-    """Decoded records first..last, one read transaction per chunk."""
+def _chunks(store: LogStore, first: int, last: int, read: Callable[[Any, int, bytes], Any]) -> Iterator[Any]:
+    """read(txn, offset, record) for records first..last, one read transaction per chunk (no reader pinned long)."""
     env = store._env  # same package
     after = first - 1
     while after < last:
@@ -160,35 +160,29 @@ def _raw_range(store: LogStore, first: int, last: int, *, decode: Any) -> Iterat
                     off = from_u64(k)
                     if off > last or len(batch) >= _CHUNK:
                         break
-                    batch.append((off, decode(v)))
+                    batch.append((off, read(txn, off, v)))
         if not batch:
             return
         yield from (d for _, d in batch)
         after = batch[-1][0]
 
 
+def _raw_range(store: LogStore, first: int, last: int, *, decode: Any) -> Iterator[Any]:
+    """Decoded records first..last."""
+    return _chunks(store, first, last, lambda _txn, _off, v: decode(v))
+
+
 def _events_with_digests(store: LogStore, first: int, last: int) -> Iterator[tuple[Event, int]]:
     """Events first..last with each node's digest after them, from the node index in the same transaction."""
-    env = store._env
-    after = first - 1
-    while after < last:
-        batch: list[tuple[Event, int]] = []
-        with env.read() as txn:
-            cur = txn.cursor(db=store._log)
-            if cur.set_range(u64(after + 1)):
-                for k, v in cur:
-                    off = from_u64(k)
-                    if off > last or len(batch) >= _CHUNK:
-                        break
-                    e = decode_event(v)
-                    raw = txn.get(node_index_key(e.node, off), db=store._index)
-                    if raw is None:
-                        raise CompactedError(f"event {off} of node {e.node} has no node index entry")
-                    batch.append((e, from_u64(raw)))
-        if not batch:
-            return
-        yield from batch
-        after = batch[-1][0].offset
+
+    def read(txn: Any, off: int, v: bytes) -> tuple[Event, int]:
+        e = decode_event(v)
+        raw = txn.get(node_index_key(e.node, off), db=store._index)
+        if raw is None:
+            raise CompactedError(f"event {off} of node {e.node} has no node index entry")
+        return e, from_u64(raw)
+
+    return _chunks(store, first, last, read)
 
 
 # -- verifying ---------------------------------------------------------------------

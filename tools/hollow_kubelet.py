@@ -36,6 +36,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from tools.processes import kill_group
+
 ROOT_DIR_RE = re.compile(rb"Using (/\S+) as root dir for hollow-kubelet")
 # kubemark's fake CRI runtime listens on /tmp/kubelet_remote_<random>.sock and leaves it behind; --vmodule=log=3
 # makes cri-client log it (two lines), so it can be removed
@@ -223,16 +225,7 @@ class HollowKubelet:
         """Signal kubemark's process group (kill -9 by default: a crash), reap it, remove its temp files."""
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                pass
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
+        kill_group(self.proc, sig)
         self._remove_temp()
 
     def stop(self, *, timeout: float = 10.0) -> None:

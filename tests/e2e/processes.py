@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from tools.processes import kill_group
+
 # Die with the test process: setpriv sets PR_SET_PDEATHSIG=SIGKILL and execs the daemon. Not
 # preexec_fn: a fork with Python code in the child can deadlock or abort when the test process
 # has gRPC loaded (other test modules in the same session run in-process gRPC servers).
@@ -101,20 +103,7 @@ class Daemon:
         """Signal the whole process group (kill -9 by default) and reap it."""
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                pass
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-        try:  # children of the daemon that outlived it in the group
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        kill_group(self.proc, sig)
 
     def stop(self, *, timeout: float = 15.0) -> None:
         """Graceful stop (SIGTERM), then kill -9 after timeout."""
