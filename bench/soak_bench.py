@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.benchlib import PYTHON, REPO, Report, _die_with_parent, wait_for  # noqa: E402
 from eventlog import LogStore, ReplicaStore  # noqa: E402
 from eventlog.verify import verify_log  # noqa: E402
-from tools.controlplane import ControlPlane, free_port  # noqa: E402
+from tools.controlplane import ControlPlane, free_port, wait_established  # noqa: E402
 
 NAMESPACE = "soak"
 BIN = Path(PYTHON).parent
@@ -142,7 +142,7 @@ class Soak:
     def start(self) -> None:
         self.cp.start()
         self.cp.kubectl("apply", "-f", str(REPO / "crd" / "edgenode.yaml"))
-        self.cp.kubectl("wait", "--for", "condition=established", "--timeout=60s", "crd/edgenodes.edge.k8s.io")
+        wait_established(self.cp.kubectl)  # kubectl wait alone fails before the CRD has conditions
         self.cp.kubectl("create", "namespace", NAMESPACE)
         items = [edgenode(n, 0) for n in self.nodes]
         self.cp.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
