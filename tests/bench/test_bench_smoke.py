@@ -25,7 +25,8 @@ def test_run_all_quick_prints_one_table() -> None:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)  # the benchmarks' children die with their parents
             proc.wait(timeout=30)
-    assert proc.returncode == 0, out[-5000:]
+    failures = [part[:4000] for part in out.split("\n== ") if " FAILED (exit " in part.splitlines()[0]]
+    assert proc.returncode == 0, "\n".join(failures) or out[-5000:]  # the failing bench's own output first
     assert "k8s-edge benchmarks (quick)" in out
     for bench in ("latency", "catchup", "fanout", "reconnect", "apicost", "memory", "streams", "soak"):
         assert f"| {bench} " in out, f"no figures of {bench}:\n{out[-3000:]}"
