@@ -25,7 +25,7 @@ def test_run_all_quick_prints_one_table() -> None:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)  # the benchmarks' children die with their parents
             proc.wait(timeout=30)
-    failures = [part[:4000] for part in out.split("\n== ") if " FAILED (exit " in part.splitlines()[0]]
+    failures = [part[:4000] for part in out.split("\n== ") if " FAILED (exit " in part.split("\n", 1)[0]]
     assert proc.returncode == 0, "\n".join(failures) or out[-5000:]  # the failing bench's own output first
     assert "k8s-edge benchmarks (quick)" in out
     for bench in ("latency", "catchup", "fanout", "reconnect", "apicost", "memory", "streams", "soak"):
