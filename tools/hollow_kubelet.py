@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tools.processes import kill_group
+from tools.processes import DEATHSIG, kill_group
 
 ROOT_DIR_RE = re.compile(rb"Using (/\S+) as root dir for hollow-kubelet")
 # kubemark's fake CRI runtime listens on /tmp/kubelet_remote_<random>.sock and leaves it behind; --vmodule=log=3
@@ -44,7 +44,6 @@ ROOT_DIR_RE = re.compile(rb"Using (/\S+) as root dir for hollow-kubelet")
 SOCKET_RE = re.compile(rb'"Connecting to runtime service" endpoint="unix://(/tmp/kubelet_remote_\d+\.sock)"')
 WATCH_SECONDS = 5.0  # the file source retries a missing path every second
 # Die with the thread that started it, via setpriv: no preexec_fn fork in a process that may have gRPC loaded.
-_DEATHSIG = ["setpriv", "--pdeathsig", "KILL", "--"] if shutil.which("setpriv") else []
 
 
 class HollowKubeletError(RuntimeError):
@@ -157,7 +156,7 @@ class HollowKubelet:
             log.write(f"\n===== start #{self.starts + 1}: {' '.join(cmd)}\n".encode())
             log.flush()
             offset = self._log_offset = log.tell()
-            self.proc = subprocess.Popen([*(_DEATHSIG if self.pdeathsig else []), *cmd], stdin=subprocess.DEVNULL,
+            self.proc = subprocess.Popen([*(DEATHSIG if self.pdeathsig else []), *cmd], stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.starts += 1
         deadline = time.monotonic() + timeout

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
+
+# Prefix for a child that must die with its parent (a killed test runner leaves no daemon behind).
+DEATHSIG = ["setpriv", "--pdeathsig", "KILL", "--"] if shutil.which("setpriv") else []
 
 
 def kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:

@@ -13,20 +13,26 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.timeout(600)
-def test_run_all_quick_prints_one_table() -> None:
+def _quick(script: str, *, timeout: float) -> tuple[int, str]:
+    """Run bench/<script> --quick; (exit code, output). Its whole process group dies at the timeout."""
     proc = subprocess.Popen(
-        [sys.executable, str(REPO / "bench" / "run_all.py"), "--quick"], cwd=REPO,
+        [sys.executable, str(REPO / "bench" / script), "--quick"], cwd=REPO,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
     try:
-        out, _ = proc.communicate(timeout=540)
+        out, _ = proc.communicate(timeout=timeout)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)  # the benchmarks' children die with their parents
             proc.wait(timeout=30)
+    return proc.returncode, out
+
+
+@pytest.mark.timeout(600)
+def test_run_all_quick_prints_one_table() -> None:
+    returncode, out = _quick("run_all.py", timeout=540)
     failures = [part[:4000] for part in out.split("\n== ") if " FAILED (exit " in part.split("\n", 1)[0]]
-    assert proc.returncode == 0, "\n".join(failures) or out[-5000:]  # the failing bench's own output first
+    assert returncode == 0, "\n".join(failures) or out[-5000:]  # the failing bench's own output first
     assert "k8s-edge benchmarks (quick)" in out
     for bench in ("latency", "catchup", "fanout", "reconnect", "apicost", "memory", "streams", "soak"):
         assert f"| {bench} " in out, f"no figures of {bench}:\n{out[-3000:]}"
@@ -34,17 +40,8 @@ def test_run_all_quick_prints_one_table() -> None:
 
 @pytest.mark.timeout(300)
 def test_soak_quick_converges_exactly_and_prints_the_slopes() -> None:
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "bench" / "soak_bench.py"), "--quick"], cwd=REPO,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )
-    try:
-        out, _ = proc.communicate(timeout=240)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-    assert proc.returncode == 0, out[-5000:]
+    returncode, out = _quick("soak_bench.py", timeout=240)
+    assert returncode == 0, out[-5000:]
     assert "| end state " in out and "converged exactly" in out, out[-3000:]
     for figure in ("store on disk (data.mdb)", "manager heap (anonymous RSS)", "log bytes per event"):
         assert f"| {figure} " in out, out[-3000:]

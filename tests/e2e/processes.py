@@ -8,7 +8,6 @@ Imports only the standard library.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -16,12 +15,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from tools.processes import kill_group
+from tools.processes import DEATHSIG, kill_group
 
 # Die with the test process: setpriv sets PR_SET_PDEATHSIG=SIGKILL and execs the daemon. Not
 # preexec_fn: a fork with Python code in the child can deadlock or abort when the test process
 # has gRPC loaded (other test modules in the same session run in-process gRPC servers).
-_DEATHSIG = ["setpriv", "--pdeathsig", "KILL", "--"] if shutil.which("setpriv") else []
 
 
 def free_port() -> int:
@@ -93,7 +91,7 @@ class Daemon:
             log.write(f"\n===== start #{self.starts + 1}: {' '.join(self.cmd)}\n".encode())
             log.flush()
             self.proc = subprocess.Popen(
-                [*_DEATHSIG, *self.cmd], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                [*DEATHSIG, *self.cmd], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 env=self.env, cwd=self.cwd, start_new_session=True,
             )
         self.starts += 1
