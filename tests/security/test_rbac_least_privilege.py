@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from tests.conftest import CRD_FILE, REPO
+from tests.crd_helpers import wait_established
 from tests.manager.conftest import manager_factory  # noqa: F401 (fixture)
 from tests.manager.fake_agent import FakeAgent
 from tests.manager.manager_helpers import apply, wait_for
@@ -94,7 +95,7 @@ def test_the_cluster_role_grants_exactly_what_the_manager_calls(control_plane_fa
     cp = control_plane_factory(extra_apiserver_args=[f"--audit-log-path={audit_log}",
                                                      f"--audit-policy-file={policy}"])
     cp.kubectl("apply", "-f", CRD_FILE)
-    cp.kubectl("wait", "--for=condition=established", "--timeout=60s", "crd/edgenodes.edge.k8s.io")
+    wait_established(cp)
     cp.kubectl("apply", "-f", RBAC_FILE)
     cp.kubectl("create", "serviceaccount", "default", "-n", "default", check=False)
     ns, data = "default", tmp_path / "data"
