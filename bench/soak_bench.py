@@ -9,7 +9,7 @@ agent (SIGSTOP/SIGCONT), kills one (SIGKILL, restarted), and deletes an EdgeNode
 (re-created later). Every --sample seconds it reads, for the manager and each agent,
 RSS split into heap (Anonymous in /proc/PID/smaps_rollup) and mapped file (Rss -
 Anonymous: LMDB pages, libraries), threads and fds; the store's bytes on disk (data.mdb
-blocks), the retained records (edge_manager_log_bytes) and the bytes of the daemons' logs.
+blocks), the retained records (k8s_edge_manager_log_bytes) and the bytes of the daemons' logs.
 
 Printed: each figure's slope over the second half of the run per 10,000 events (a least
 squares fit against the head offset: flat is ~0), log bytes per event, and the end
@@ -233,8 +233,8 @@ class Soak:
 
     def sample(self, t: float) -> dict[str, float]:
         m = scrape(self.metrics_port)
-        out = {"t": t, "events": m["edge_manager_head_offset"], "first": m["edge_manager_log_first_offset"],
-               "log_records": m["edge_manager_log_bytes"],
+        out = {"t": t, "events": m["k8s_edge_manager_head_offset"], "first": m["k8s_edge_manager_log_first_offset"],
+               "log_records": m["k8s_edge_manager_log_bytes"],
                "store_disk": (self.workdir / "manager" / "eventlog" / "data.mdb").stat().st_blocks * 512,
                "manager_log": (self.workdir / "edge-manager.log").stat().st_size,
                "agent_logs": sum(f.stat().st_size for f in self.workdir.glob("agent-*.log"))}
@@ -350,10 +350,10 @@ def run(a: argparse.Namespace, r: Report, workdir: Path) -> None:
         end = soak.sample(time.monotonic() - t0)
     finally:
         soak.stop()
-    snaps = {k: v for k, v in m.items() if k.startswith("edge_manager_snapshots_sent_total")}
+    snaps = {k: v for k, v in m.items() if k.startswith("k8s_edge_manager_snapshots_sent_total")}
     first_sync = sum(v for k, v in snaps.items() if 'reason="empty_replica"' in k)
     beyond = sum(snaps.values()) - first_sync
-    compacted = m.get("edge_manager_compacted_events_total", 0)
+    compacted = m.get("k8s_edge_manager_compacted_events_total", 0)
     events = end["events"]
     second = [s for s in samples if s["t"] >= samples[-1]["t"] / 2]
     xs = [s["events"] for s in second]

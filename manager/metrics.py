@@ -40,19 +40,19 @@ class _Live(Collector):
     def collect(self) -> Iterator[Metric]:
         """One sample set per scrape; a closed store yields nothing rather than an error."""
         try:
-            yield GaugeMetricFamily("edge_manager_head_offset", "Offset of the newest event in the log.",
+            yield GaugeMetricFamily("k8s_edge_manager_head_offset", "Offset of the newest event in the log.",
                                     value=self._head())
         except Exception:  # the store is closing: skip the sample
             pass
-        yield GaugeMetricFamily("edge_manager_connected_agents", "Agent streams currently open.",
+        yield GaugeMetricFamily("k8s_edge_manager_connected_agents", "Agent streams currently open.",
                                 value=self._agents())
-        lag = GaugeMetricFamily("edge_manager_node_lag_events",
+        lag = GaugeMetricFamily("k8s_edge_manager_node_lag_events",
                                 "Events of the node the agent has not acknowledged (headOffset - syncedOffset).",
                                 labels=["node"])
         for node, value in sorted(self._lag().items()):
             lag.add_metric([node], value)
         yield lag
-        restarts = CounterMetricFamily("edge_manager_watch_restarts",
+        restarts = CounterMetricFamily("k8s_edge_manager_watch_restarts",
                                        "Restarts of a list+watch, by resource and reason.",
                                        labels=["resource", "reason"])
         for (resource, reason), n in sorted(self._restarts().items()):
@@ -60,15 +60,15 @@ class _Live(Collector):
         yield restarts
         if self._streams is not None:
             s = self._streams()
-            yield GaugeMetricFamily("edge_manager_sync_streams_open",
+            yield GaugeMetricFamily("k8s_edge_manager_sync_streams_open",
                                     "Sync streams open (before Hello, live, or replaced and not yet ended).",
                                     value=s["open"])
-            yield CounterMetricFamily("edge_manager_sync_streams_refused",
+            yield CounterMetricFamily("k8s_edge_manager_sync_streams_refused",
                                       "Sync streams refused because --max-streams were open.", value=s["refused"])
-            yield CounterMetricFamily("edge_manager_sync_streams_replaced",
+            yield CounterMetricFamily("k8s_edge_manager_sync_streams_replaced",
                                       "Live sync streams ended by a newer stream of the same node.",
                                       value=s["replaced"])
-            yield CounterMetricFamily("edge_manager_tls_reloads",
+            yield CounterMetricFamily("k8s_edge_manager_tls_reloads",
                                       "Times the sync server read its changed certificate files again.",
                                       value=s["tls_reloads"])
 
@@ -100,18 +100,18 @@ class _Retention(Collector):
             log_bytes, store_bytes = self._log_bytes(), self._store_bytes()
         except Exception:  # the store is closing: skip the samples
             return
-        yield GaugeMetricFamily("edge_manager_log_first_offset",
+        yield GaugeMetricFamily("k8s_edge_manager_log_first_offset",
                                 "Offset of the oldest retained event: an agent at or past first_offset - 1 "
                                 "resumes, one behind it gets a snapshot.", value=first)
         age = 0.0 if oldest is None else max(0.0, (self._clock() - oldest) / 1e9)
-        yield GaugeMetricFamily("edge_manager_log_retained_seconds",
+        yield GaugeMetricFamily("k8s_edge_manager_log_retained_seconds",
                                 "Age of the oldest retained event: an agent offline for less resumes without a "
                                 "snapshot (0 for an empty log).", value=age)
-        yield GaugeMetricFamily("edge_manager_log_bytes", "Bytes of the retained event records (--retain-bytes "
+        yield GaugeMetricFamily("k8s_edge_manager_log_bytes", "Bytes of the retained event records (--retain-bytes "
                                 "bounds this).", value=log_bytes)
-        yield GaugeMetricFamily("edge_manager_store_bytes", "Bytes the event log's LMDB pages take on disk.",
+        yield GaugeMetricFamily("k8s_edge_manager_store_bytes", "Bytes the event log's LMDB pages take on disk.",
                                 value=store_bytes)
-        yield GaugeMetricFamily("edge_manager_recording", "1 while EdgeNode changes are appended to the log; 0 "
+        yield GaugeMetricFamily("k8s_edge_manager_recording", "1 while EdgeNode changes are appended to the log; 0 "
                                 "while the store cannot be written (disk full): /readyz says why.",
                                 value=1 if self._recording() else 0)
 
@@ -121,15 +121,15 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.events_appended = Counter("edge_manager_events_appended", "Events appended to the log, by op.",
+        self.events_appended = Counter("k8s_edge_manager_events_appended", "Events appended to the log, by op.",
                                        ["op"], registry=self.registry)
-        self.snapshots_sent = Counter("edge_manager_snapshots_sent", "Snapshots sent to agents, by reason.",
+        self.snapshots_sent = Counter("k8s_edge_manager_snapshots_sent", "Snapshots sent to agents, by reason.",
                                       ["reason"], registry=self.registry)
-        self.status_writes = Counter("edge_manager_status_writes", "EdgeNode status writes to the API.",
+        self.status_writes = Counter("k8s_edge_manager_status_writes", "EdgeNode status writes to the API.",
                                      registry=self.registry)
-        self.compacted_events = Counter("edge_manager_compacted_events", "Events dropped by compaction.",
+        self.compacted_events = Counter("k8s_edge_manager_compacted_events", "Events dropped by compaction.",
                                         registry=self.registry)
-        self.object_errors = Counter("edge_manager_object_errors",
+        self.object_errors = Counter("k8s_edge_manager_object_errors",
                                      "Unexpected failures handling one EdgeNode (each retried alone with backoff).",
                                      registry=self.registry)
 

@@ -63,7 +63,7 @@ def test_malformed_edgenodes_are_refused_alone_across_a_restart(control_plane_fa
     for i in range(len(MALFORMED_PODS)):  # the well-formed pod beside each malformed one is sent
         assert recorded(data, f"bad{i}", "fine", "pause")
         assert not [e for e in events(data) if e.node == f"bad{i}" and e.name == "bad"]
-    assert "edge_manager_object_errors_total 0.0" in mgr.metrics()  # refused by validation, no exception
+    assert "k8s_edge_manager_object_errors_total 0.0" in mgr.metrics()  # refused by validation, no exception
     assert mgr.stop() == 0
 
     # a restarted manager lists all of them, becomes ready, and the fleet syncs on

@@ -27,19 +27,19 @@ def test_metrics_report_log_agents_lag_and_snapshots(control_plane, edgenode_crd
     agent = FakeAgent(mgr.sync_port, "edge01", data)
     try:
         wait_for(lambda: agent.acked == 2, 60, "the agent's ack")
-        m = wait_for(lambda: (t := mgr.metrics()) and 'edge_manager_node_lag_events{node="edge01"} 0.0' in t and t,
+        m = wait_for(lambda: (t := mgr.metrics()) and 'k8s_edge_manager_node_lag_events{node="edge01"} 0.0' in t and t,
                      30, "lag 0 for edge01")
-        assert sample(m, "edge_manager_head_offset") == 2
-        assert sample(m, "edge_manager_connected_agents") == 1
-        assert sample(m, 'edge_manager_events_appended_total{op="put"}') == 2
-        assert sample(m, 'edge_manager_snapshots_sent_total{reason="empty_replica"}') == 1
-        assert "edge_manager_watch_restarts_total" in m or "edge_manager_watch_restarts" in m
-        assert sample(m, "edge_manager_sync_streams_open") == 1
-        assert sample(m, "edge_manager_sync_streams_refused_total") == 0
-        assert sample(m, "edge_manager_sync_streams_replaced_total") == 0
+        assert sample(m, "k8s_edge_manager_head_offset") == 2
+        assert sample(m, "k8s_edge_manager_connected_agents") == 1
+        assert sample(m, 'k8s_edge_manager_events_appended_total{op="put"}') == 2
+        assert sample(m, 'k8s_edge_manager_snapshots_sent_total{reason="empty_replica"}') == 1
+        assert "k8s_edge_manager_watch_restarts_total" in m or "k8s_edge_manager_watch_restarts" in m
+        assert sample(m, "k8s_edge_manager_sync_streams_open") == 1
+        assert sample(m, "k8s_edge_manager_sync_streams_refused_total") == 0
+        assert sample(m, "k8s_edge_manager_sync_streams_replaced_total") == 0
     finally:
         agent.close()
-    wait_for(lambda: sample(mgr.metrics(), "edge_manager_connected_agents") == 0, 30, "the disconnect")
+    wait_for(lambda: sample(mgr.metrics(), "k8s_edge_manager_connected_agents") == 0, 30, "the disconnect")
     assert mgr.get("/healthz") == 200 and mgr.get("/readyz") == 200 and mgr.get("/nope") == 404
     assert mgr.stop() == 0
 

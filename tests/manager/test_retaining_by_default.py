@@ -43,11 +43,11 @@ def test_metrics_show_how_far_back_the_log_reaches(control_plane, edgenode_crd, 
     assert "retention: events older than 7d or beyond 1024 MiB of records are compacted every 300s" in mgr.log()
     apply(control_plane, "edge01", namespace, {"a": "nginx", "b": "nginx"})
     wait_for(lambda: len(events(data)) == 2, 60, "2 events")
-    m = wait_for(lambda: (t := mgr.metrics()) and (sample(t, "edge_manager_log_retained_seconds") or 0) > 0 and t,
+    m = wait_for(lambda: (t := mgr.metrics()) and (sample(t, "k8s_edge_manager_log_retained_seconds") or 0) > 0 and t,
                  30, "a retained age")
-    assert sample(m, "edge_manager_log_first_offset") == 1
-    assert 0 < sample(m, "edge_manager_log_bytes") <= sample(m, "edge_manager_store_bytes")
-    assert sample(m, "edge_manager_recording") == 1
+    assert sample(m, "k8s_edge_manager_log_first_offset") == 1
+    assert 0 < sample(m, "k8s_edge_manager_log_bytes") <= sample(m, "k8s_edge_manager_store_bytes")
+    assert sample(m, "k8s_edge_manager_recording") == 1
     assert mgr.stop() == 0
 
 

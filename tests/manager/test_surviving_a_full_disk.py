@@ -113,10 +113,10 @@ def test_a_full_disk_stops_recording_and_space_returning_records_every_change(
         final = version + 1
         cp.kubectl("apply", "-f", "-", input=_edgenode("edge01", namespace, version=final))
         cp.kubectl("delete", "edgenode", "edge03", "-n", namespace)
-        wait_for(lambda: sample(mgr.metrics(), 'edge_manager_watch_restarts_total{reason="handler_unavailable",'
+        wait_for(lambda: sample(mgr.metrics(), 'k8s_edge_manager_watch_restarts_total{reason="handler_unavailable",'
                                                'resource="edgenodes"}') >= 3, 90, "three tries to record")
         m = mgr.metrics()
-        assert sample(m, "edge_manager_recording") == 0
+        assert sample(m, "k8s_edge_manager_recording") == 0
         assert mgr.log().count("cannot record EdgeNode changes") == 1  # one line per distinct error
         assert LogStore(data / "eventlog", readonly=True).head_offset == head_when_full
 
@@ -133,7 +133,7 @@ def test_a_full_disk_stops_recording_and_space_returning_records_every_change(
             st = log.node_state("edge01")
             assert rep.cursor().applied_offset == st.head_offset and rep.state().digest == st.digest
         assert managed_files(agent.manifests) == expected_files(log_pods("edge01"))
-        assert sample(mgr.metrics(), "edge_manager_recording") == 1
+        assert sample(mgr.metrics(), "k8s_edge_manager_recording") == 1
     finally:
         agent.kill()
         late.kill()
