@@ -146,6 +146,14 @@ class Joining:
 
     def csr_status(self, caller: Caller, name: str) -> Reply:
         """Pending, Denied (with why) or Issued (with the certificate), for the requester only."""
+        if caller.certificate is not None:  # who asks comes first: no CSR name is confirmed to strangers
+            node = self._certificate_node(caller)
+            if isinstance(node, Reply):
+                return node
+        else:
+            refused = self._token_refusal(caller, node=None)
+            if refused is not None:
+                return refused
         if not name or len(name) > _MAX_CSR_NAME or not all(c.isalnum() or c in "-." for c in name):
             return Reply(404, {"error": f"no CSR {name[:80]!r}"})
         obj = self._api.get(name)
@@ -153,16 +161,10 @@ class Joining:
             return Reply(404, {"error": f"no CSR {name} of signer {SIGNER_NAME}"})
         state = state_of(obj)
         if caller.certificate is not None:
-            node = self._certificate_node(caller)
-            if isinstance(node, Reply):
-                return node
             if node != state.node:
                 return self._refuse(caller, 403, f"CSR {name} is node {state.node}'s, not {node}'s", node=node)
         else:
-            refused = self._token_refusal(caller, node=None)
-            if refused is not None:
-                return refused
-            assert caller.token is not None
+            assert caller.token is not None  # _token_refusal let it through
             if state.token_id != caller.token.token_id:
                 return self._refuse(caller, 403, f"CSR {name} was not requested with bootstrap token "
                                                  f"{caller.token.token_id}", node=state.node)
