@@ -21,6 +21,7 @@ from kubernetes.client.exceptions import ApiException
 from loguru import logger
 
 from manager.bootstrap_tokens import NAMESPACE as TOKEN_NAMESPACE
+from manager.retrying import Backoff, RetryQueue
 from manager.signing import SIGNER_NAME, AgentCa, CsrProblem, check_request, sign
 from manager.watching import Changed, Listed, WatchSettings, WatchStats, watch_forever
 
@@ -184,7 +185,11 @@ class SignerSettings:
 
 
 class Signer:
-    """Signs Approved CSRs of `edge.k8s.io/agent` that are not issued yet, from a list+watch of them."""
+    """Signs Approved CSRs of `edge.k8s.io/agent` that are not issued yet, from a list+watch of them.
+
+    A CSR whose signing fails (the API refused the status write) is retried alone with backoff,
+    read afresh: a watch renewed from its resourceVersion would not show it again.
+    """
 
     def __init__(self, *, api: CsrApi, ca: AgentCa, settings: SignerSettings,
                  watch_settings: WatchSettings = WatchSettings(),
@@ -196,20 +201,45 @@ class Signer:
         self._now = now
         self.stats = WatchStats()
         self.issued = 0
+        self.retries = RetryQueue(backoff=Backoff(max_seconds=60.0))
 
     def run(self, stop: threading.Event) -> None:
         """The watch loop (a thread) until `stop` is set."""
         watch_forever(self._api.list_csrs, handle=self._handle, settings=self._watch_settings, stats=self.stats,
                       stop=stop, what="agent CSRs", field_selector=f"spec.signerName={SIGNER_NAME}")
 
+    def retry_forever(self, stop: threading.Event) -> None:
+        """Retry failed CSRs when their backoff has passed (a thread) until `stop` is set."""
+        while not stop.wait(min(1.0, self.retries.next_due() or 1.0)):
+            for due in self.retries.take_due():
+                try:
+                    obj = self._api.get(str(due.key))
+                except Exception as exc:
+                    self._failed(str(due.key), exc)
+                    continue
+                if obj is None:
+                    self.retries.forget(due.key)
+                else:
+                    self._try(obj)
+
     def _handle(self, item: Listed | Changed) -> None:
         objects = item.objects if isinstance(item, Listed) else [] if item.type == "DELETED" else [item.object]
         for obj in objects:
-            try:
-                self.consider(obj)
-            except Exception as exc:  # one request's failure is that request's; the next event retries it
-                name = (obj.get("metadata") or {}).get("name")
-                logger.warning("CSR {} not signed yet: {}", name, " ".join(str(exc).split())[:300])
+            self._try(obj)
+
+    def _try(self, obj: dict[str, Any]) -> None:
+        name = str((obj.get("metadata") or {}).get("name"))
+        try:
+            self.consider(obj)
+        except Exception as exc:  # one request's failure is that request's: retried alone with backoff
+            self._failed(name, exc)
+        else:
+            self.retries.forget(name)
+
+    def _failed(self, name: str, exc: Exception) -> None:
+        delay = self.retries.failed(name, "changed", None)
+        why = f"HTTP {exc.status} {exc.reason}" if isinstance(exc, ApiException) else " ".join(str(exc).split())[:300]
+        logger.warning("CSR {} not signed yet ({}); retrying in {:.1f}s", name, why, delay)
 
     def consider(self, obj: dict[str, Any]) -> None:
         """Sign one CSR object if it is Approved and not Denied, Failed or issued."""

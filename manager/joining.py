@@ -385,7 +385,8 @@ class JoinService:
                                      joining=self._joining)
         self.port = self._http.server_address[1]
         for name, target in (("join-server", self._http.serve_forever),
-                             ("csr-signer", lambda: self.signer.run(self._stop))):
+                             ("csr-signer", lambda: self.signer.run(self._stop)),
+                             ("csr-signer-retry", lambda: self.signer.retry_forever(self._stop))):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
