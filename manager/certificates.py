@@ -115,6 +115,8 @@ class CsrApi:
         obj = self.get(name)
         if obj is None:
             raise LookupError(f"CSR {name} vanished before its approval")
+        if _condition(obj, "Approved") is not None or _condition(obj, "Denied") is not None:
+            return  # decided meanwhile (a retry after a lost answer, or a human): nothing to add
         self._add_condition(obj, "Approved", reason, message)
         self._certs.replace_certificate_signing_request_approval(name, obj, _preload_content=False,
                                                                  _request_timeout=_TIMEOUT)
@@ -208,19 +210,18 @@ class Signer:
         watch_forever(self._api.list_csrs, handle=self._handle, settings=self._watch_settings, stats=self.stats,
                       stop=stop, what="agent CSRs", field_selector=f"spec.signerName={SIGNER_NAME}")
 
-    def retry_forever(self, stop: threading.Event) -> None:
-        """Retry failed CSRs when their backoff has passed (a thread) until `stop` is set."""
-        while not stop.wait(min(1.0, self.retries.next_due() or 1.0)):
-            for due in self.retries.take_due():
-                try:
-                    obj = self._api.get(str(due.key))
-                except Exception as exc:
-                    self._failed(str(due.key), exc)
-                    continue
-                if obj is None:
-                    self.retries.forget(due.key)
-                else:
-                    self._try(obj)
+    def retry_due(self) -> None:
+        """Sign again the CSRs whose backoff has passed, each read afresh."""
+        for due in self.retries.take_due():
+            try:
+                obj = self._api.get(str(due.key))
+            except Exception as exc:
+                self._failed(str(due.key), exc)
+                continue
+            if obj is None:
+                self.retries.forget(due.key)
+            else:
+                self._try(obj)
 
     def _handle(self, item: Listed | Changed) -> None:
         objects = item.objects if isinstance(item, Listed) else [] if item.type == "DELETED" else [item.object]
@@ -238,8 +239,8 @@ class Signer:
 
     def _failed(self, name: str, exc: Exception) -> None:
         delay = self.retries.failed(name, "changed", None)
-        why = f"HTTP {exc.status} {exc.reason}" if isinstance(exc, ApiException) else " ".join(str(exc).split())[:300]
-        logger.warning("CSR {} not signed yet ({}); retrying in {:.1f}s", name, why, delay)
+        logger.warning("CSR {} not signed yet ({}); retrying in {:.1f}s", name, _why(exc), delay)
+
 
     def consider(self, obj: dict[str, Any]) -> None:
         """Sign one CSR object if it is Approved and not Denied, Failed or issued."""
@@ -263,3 +264,41 @@ class Signer:
         self._api.issue(obj, pem)
         self.issued += 1
         logger.info("CSR {} issued: a certificate for node {} valid {:g}s", name, node, seconds)
+
+
+class AutoApprover:
+    """Approves the CSRs the join listener accepts; an approval the API refuses is retried alone with backoff.
+
+    So a join answered 202 is approved once the API lets us, and the agent, polling, never
+    has to submit its key again (that would be a replay).
+    """
+
+    def __init__(self, api: CsrApi) -> None:
+        self._api = api
+        self.retries = RetryQueue(backoff=Backoff(max_seconds=60.0))
+
+    def approve(self, name: str, *, reason: str, message: str) -> bool:
+        """Approve now; False when it failed and was scheduled again."""
+        try:
+            self._api.approve(name, reason=reason, message=message)
+        except LookupError:
+            self.retries.forget(name)
+            logger.warning("CSR {} was deleted before its approval", name)
+            return False
+        except Exception as exc:
+            delay = self.retries.failed(name, "changed", (reason, message))
+            logger.warning("CSR {} not approved yet ({}); retrying in {:.1f}s", name, _why(exc), delay)
+            return False
+        self.retries.forget(name)
+        return True
+
+    def retry_due(self) -> None:
+        """Approve again the CSRs whose backoff has passed."""
+        for due in self.retries.take_due():
+            reason, message = due.obj
+            self.approve(str(due.key), reason=reason, message=message)
+
+
+def _why(exc: Exception) -> str:
+    """One short line for a failed API call."""
+    return f"HTTP {exc.status} {exc.reason}" if isinstance(exc, ApiException) else " ".join(str(exc).split())[:300]

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from loguru import logger
 
 from manager.bootstrap_tokens import Token, check_token, parse_token
-from manager.certificates import AlreadyExists, CsrApi, CsrPhase, Signer, SignerSettings, state_of
+from manager.certificates import AlreadyExists, AutoApprover, CsrApi, CsrPhase, Signer, SignerSettings, state_of
 from manager.identity import NodeIdentity, certificate_node
 from manager.refusals import REFUSED_LABEL, NodeRefusals
 from manager.signing import (
@@ -111,8 +111,10 @@ class Caller:
 class Joining:
     """The endpoints' logic: each returns a Reply, and logs each refusal once."""
 
-    def __init__(self, *, api: CsrApi, ca: AgentCa, settings: JoinSettings, refusals: NodeRefusals) -> None:
+    def __init__(self, *, api: CsrApi, ca: AgentCa, settings: JoinSettings, refusals: NodeRefusals,
+                 approver: AutoApprover) -> None:
         self._api = api
+        self._approver = approver
         self._ca = ca
         self._settings = settings
         self._refusals = refusals
@@ -194,12 +196,13 @@ class Joining:
         except AlreadyExists:
             return self._refuse(caller, 409, f"replayed request: this key was already submitted as CSR {name}",
                                 node=node)
+        outcome = "waiting for kubectl certificate approve"
         if reason is not None:
             how = f"bootstrap token {token_id}" if token_id else "its current certificate"
-            self._api.approve(name, reason=reason, message=f"node {node} asked with {how}")
+            approved = self._approver.approve(name, reason=reason, message=f"node {node} asked with {how}")
+            outcome = "approved" if approved else "approval retried"
         logger.info("CSR {} created for node {} ({}; {})", name, node,
-                    f"bootstrap token {token_id}" if token_id else "renewal",
-                    "approved" if reason else "waiting for kubectl certificate approve")
+                    f"bootstrap token {token_id}" if token_id else "renewal", outcome)
         return Reply(202, {"name": name})
 
     def _token_refusal(self, caller: Caller, *, node: str | None) -> Reply | None:
@@ -373,7 +376,8 @@ class JoinService:
         self.signer = Signer(api=api, ca=ca, settings=SignerSettings(certificate_seconds=settings.certificate_seconds),
                              watch_settings=watch_settings)
         self._ca = ca
-        self._joining = Joining(api=api, ca=ca, settings=settings, refusals=refusals)
+        self.approver = AutoApprover(api)
+        self._joining = Joining(api=api, ca=ca, settings=settings, refusals=refusals, approver=self.approver)
         self._http: _JoinHttpServer | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -386,7 +390,7 @@ class JoinService:
         self.port = self._http.server_address[1]
         for name, target in (("join-server", self._http.serve_forever),
                              ("csr-signer", lambda: self.signer.run(self._stop)),
-                             ("csr-signer-retry", lambda: self.signer.retry_forever(self._stop))):
+                             ("csr-retry", self._retry_forever)):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
@@ -394,6 +398,13 @@ class JoinService:
         logger.info("join server at {}:{} (HTTPS; approval {}; certificates for {:g}s)",
                     host, self.port, self.settings.approval.value, self.settings.certificate_seconds)
         logger.info("agents join with --discovery-token-ca-cert-hash {}", discovery_hash(self._ca.certificate))
+
+    def _retry_forever(self) -> None:
+        """Approvals and signings the API refused, each retried when its backoff has passed."""
+        while not self._stop.wait(min(d for d in (1.0, self.signer.retries.next_due(),
+                                                  self.approver.retries.next_due()) if d is not None)):
+            self.approver.retry_due()
+            self.signer.retry_due()
 
     def stop(self) -> None:
         """Stop serving and signing."""
