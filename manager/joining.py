@@ -180,6 +180,8 @@ class Joining:
     # -- checks -------------------------------------------------------------------
 
     def _submit(self, caller: Caller, *, node: str, pem: str, token_id: str | None, reason: str | None) -> Reply:
+        if not self._refusals.known.is_set():  # right after a start: a refused node must not slip in
+            return Reply(503, {"error": "the manager has not listed EdgeNodes yet; try again"})
         if self._refusals.is_refused(node):
             return self._refuse(caller, 403, self._refused_text(node), node=node)
         try:
