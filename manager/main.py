@@ -19,6 +19,7 @@ import os
 import re
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -416,3 +417,7 @@ def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> Callable[[], None]:
         stop.set()
     return handler
 
+
+
+if __name__ == "__main__":
+    sys.exit(main())
