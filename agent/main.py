@@ -12,23 +12,22 @@ import argparse
 import asyncio
 import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TypeVar
 
 from loguru import logger
 
 from agent.daemon import EXIT_FAILURE, Agent, open_replica
 from agent.faults import FaultInjector
 from agent.settings import AgentSettings
-from edgecommon.addresses import AddressError, check_dial_target, parse_address
+from edgecommon.addresses import check_dial_target, parse_listen_address
 from edgecommon.files import PrivacyError
 from edgecommon.locks import LockHeld, lock_data_dir
 from edgecommon.logs import add_logging_flags, log_settings, setup
 from edgecommon.names import is_dns1123_subdomain
-from edgecommon.quantities import QuantityError, parse_duration
+from edgecommon.quantities import parse_duration
 from edgecommon.tls import Pem, TlsFileError, check_pem_file
-from edgecommon.usage import Parser, UsageError, report_usage_error
+from edgecommon.usage import Parser, UsageError, flag_value, report_usage_error
 from eventlog import StoreError
 
 PROG = "edge-agent"
@@ -37,8 +36,6 @@ DEFAULT_POD_MANIFEST_PATH = "/etc/kubernetes/manifests"
 DEFAULT_DATA_DIR = "/var/lib/k8s-edge/agent"
 DEFAULT_RESYNC_INTERVAL = "10s"  # the original's --sync-interval
 DEFAULT_CONNECT_TIMEOUT = "5s"  # the original's --sync-timeout
-
-T = TypeVar("T")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,14 +76,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _flag(flag: str, parse: Callable[[str], T], text: str) -> T:
-    """parse(text), a QuantityError or AddressError turned into a usage error naming the flag."""
-    try:
-        return parse(text)
-    except (QuantityError, AddressError) as exc:
-        raise UsageError(f"{flag}: {exc}") from None
-
-
 def _check_tls_files(a: argparse.Namespace) -> None:
     """TLS flags that go together, and files that hold PEM (gRPC would only say so in C-core log spam)."""
     if a.insecure and (a.ca_file or a.cert_file or a.key_file):
@@ -113,20 +102,20 @@ def settings_from(a: argparse.Namespace) -> AgentSettings:
     if not is_dns1123_subdomain(node):
         raise UsageError(f"--node-name: not a node name: {node!r} (a DNS-1123 subdomain like a Kubernetes node name)")
     raw_servers = a.sync_server or [DEFAULT_SYNC_SERVER]
-    servers = tuple(_flag("--sync-server", check_dial_target, s.strip())
+    servers = tuple(flag_value("--sync-server", check_dial_target, s.strip())
                     for raw in raw_servers for s in raw.split(",") if s.strip())
     if not servers:
         raise UsageError("--sync-server is empty")
-    resync = _flag("--resync-interval", parse_duration, a.resync_interval)
+    resync = flag_value("--resync-interval", parse_duration, a.resync_interval)
     if resync <= 0:
         raise UsageError("--resync-interval must be positive")
-    connect = _flag("--sync-timeout", parse_duration, a.connect_timeout)
+    connect = flag_value("--sync-timeout", parse_duration, a.connect_timeout)
     if connect <= 0:
         raise UsageError("--sync-timeout must be positive")
     _check_tls_files(a)
     if a.retain_journal < 0:
         raise UsageError("--retain-journal must be 0 (keep all) or positive")
-    metrics_addr = _flag("--metrics-addr", lambda t: parse_address(t, listen=True), a.metrics_addr) \
+    metrics_addr = flag_value("--metrics-addr", parse_listen_address, a.metrics_addr) \
         if a.metrics_addr else None
     return AgentSettings(
         node_name=node,

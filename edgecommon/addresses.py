@@ -46,6 +46,11 @@ def parse_address(text: str, *, listen: bool) -> Address:
     return Address(host, port)
 
 
+def parse_listen_address(text: str) -> Address:
+    """parse_address for a listen flag (--metrics-addr, --sync-server of the manager)."""
+    return parse_address(text, listen=True)
+
+
 def check_dial_target(text: str) -> str:
     """A gRPC target to dial as given: host:port, or one of gRPC's schemes (unix:/path...)."""
     if text.startswith(GRPC_SCHEMES):

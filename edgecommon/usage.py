@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import NoReturn
+from collections.abc import Callable
+from typing import NoReturn, TypeVar
+
+T = TypeVar("T")
 
 EXIT_USAGE = 2  # argparse's and the shells' convention for a command-line mistake
 
@@ -23,6 +26,14 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """argparse's hook for a bad command line."""
         raise UsageError(message)
+
+
+def flag_value(flag: str, parse: Callable[[str], T], text: str) -> T:
+    """parse(text); a ValueError (edgecommon's QuantityError, AddressError) becomes a UsageError naming the flag."""
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise UsageError(f"{flag}: {exc}") from None
 
 
 def report_usage_error(prog: str, exc: UsageError) -> int:

@@ -27,14 +27,14 @@ from typing import Any
 
 from loguru import logger
 
-from edgecommon.addresses import AddressError, parse_address
+from edgecommon.addresses import parse_listen_address
 from edgecommon.files import PrivacyError
 from edgecommon.locks import LockHeld, lock_data_dir, unlock
 from edgecommon.logs import add_logging_flags, log_settings, setup
 from edgecommon.names import is_dns1123_label
-from edgecommon.quantities import QuantityError, parse_duration, parse_size
+from edgecommon.quantities import parse_duration, parse_size
 from edgecommon.tls import Pem, TlsFileError, check_pem_file
-from edgecommon.usage import Parser, UsageError, report_usage_error
+from edgecommon.usage import Parser, UsageError, flag_value, report_usage_error
 from manager.identity import NodeIdentity
 from manager.settings import (
     KubeSettings,
@@ -133,14 +133,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _flag(flag: str, parse: Callable[[str], Any], text: str) -> Any:
-    """parse(text), a QuantityError or AddressError turned into a usage error naming the flag."""
-    try:
-        return parse(text)
-    except (QuantityError, AddressError) as exc:
-        raise UsageError(f"{flag}: {exc}") from None
-
-
 def _server_tls(a: argparse.Namespace) -> ServerTls | None:
     """TLS from the flags, every file checked; None for --insecure. Raises UsageError."""
     tls_given = [f for f, v in (("--tls-cert-file", a.tls_cert_file), ("--tls-private-key-file",
@@ -186,10 +178,10 @@ def settings_from(a: argparse.Namespace) -> ManagerSettings:
         raise UsageError(f"--max-streams must be at least 1, got {a.max_streams}")
     retention = Retention(
         keep_last=a.retain_events,
-        max_age_seconds=None if _off(a.retain_age) else _flag("--retain-age", parse_duration, a.retain_age),
-        max_bytes=None if _off(a.retain_bytes) else _flag("--retain-bytes", parse_size, a.retain_bytes),
+        max_age_seconds=None if _off(a.retain_age) else flag_value("--retain-age", parse_duration, a.retain_age),
+        max_bytes=None if _off(a.retain_bytes) else flag_value("--retain-bytes", parse_size, a.retain_bytes),
     )
-    intervals = {name: _flag("--" + name.replace("_", "-"), parse_duration, getattr(a, name)) for name in
+    intervals = {name: flag_value("--" + name.replace("_", "-"), parse_duration, getattr(a, name)) for name in
                  ("compaction_interval", "status_refresh_interval", "heartbeat_interval", "watch_timeout")}
     if retention.keep_last is not None and retention.keep_last < 0:
         raise UsageError("--retain-events must be >= 0")
@@ -199,8 +191,8 @@ def settings_from(a: argparse.Namespace) -> ManagerSettings:
     for name, value in intervals.items():
         if value <= 0:
             raise UsageError(f"--{name.replace('_', '-')} must be positive")
-    _flag("--sync-server", lambda t: parse_address(t, listen=True), a.sync_server)
-    metrics_addr = _flag("--metrics-addr", lambda t: parse_address(t, listen=True), a.metrics_addr) \
+    flag_value("--sync-server", parse_listen_address, a.sync_server)
+    metrics_addr = flag_value("--metrics-addr", parse_listen_address, a.metrics_addr) \
         if a.metrics_addr else None
     if a.default_pod_security_level == "privileged":
         raise UsageError("--default-pod-security-level: privileged is refused (static pods bypass every API check); "
