@@ -1,4 +1,4 @@
-"""The edge-agent's settings: one frozen, typed tree built from its flags by agent/main.py.
+"""The edge-agent's settings: one frozen, typed tree built from its flags by agent/main.py (which holds the defaults).
 
 Owns the shape of what the agent was told, not the parsing (main.py) nor the wiring
 (daemon.py). Opens nothing, connects nothing; must not import grpc or manager.
@@ -32,6 +32,6 @@ class AgentSettings:
     insecure: bool = False
     metrics_addr: Address | None = None
     """None: no metrics or health endpoint."""
-    retain_journal: int = 100_000
+    retain_journal: int
     """Journal lines kept (0: all); bounds the data dir on a long-lived node."""
-    logging: LogSettings = LogSettings()
+    logging: LogSettings

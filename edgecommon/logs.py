@@ -38,9 +38,9 @@ def setup_logging(*, level: str, fmt: str) -> None:
 class LogSettings:
     """--log-level and --log-format, as read."""
 
-    level: str = "INFO"
+    level: str
     """A loguru level name, upper case."""
-    format: str = "text"
+    format: str
     """text or json."""
 
 

@@ -1,4 +1,4 @@
-"""The edge-manager's settings: one frozen, typed tree built from its flags by main.py.
+"""The edge-manager's settings: one frozen, typed tree built from its flags by main.py (which holds the defaults).
 
 Owns the shape of what the manager was told, not the parsing (main.py) nor the wiring
 (daemon.py). Must not import grpc or kubernetes: `--help` and a usage error load neither.
@@ -44,12 +44,12 @@ class ServerTls:
 class SyncFlags:
     """The sync service as the command line sets it (manager.sync_session.SyncSettings holds the tuning)."""
 
-    address: str = ":50051"
+    address: str
     """Listen address, checked by edgecommon.addresses."""
     tls: ServerTls | None = None
     """None: plaintext (--insecure)."""
-    max_streams: int = 10_000
-    heartbeat_seconds: float = 10.0
+    max_streams: int
+    heartbeat_seconds: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,8 +71,8 @@ class StoreSettings:
     """Where the log lives and how it is kept bounded."""
 
     data_dir: Path
-    retention: Retention = Retention()
-    compaction_interval: float = 300.0
+    retention: Retention
+    compaction_interval: float
     export_dir: Path | None = None
     """Write what compaction drops here first; None: no export."""
 
@@ -81,8 +81,10 @@ class StoreSettings:
 class PodSecurityDefaults:
     """Pod Security of namespaces without the enforce labels."""
 
-    level: str = "baseline"
-    version: str = "latest"
+    level: str
+    """baseline or restricted."""
+    version: str
+    """latest or v1.N."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,12 +94,12 @@ class ManagerSettings:
     kube: KubeSettings
     sync: SyncFlags
     store: StoreSettings
-    pod_security: PodSecurityDefaults = PodSecurityDefaults()
-    status_refresh_seconds: float = 90.0
-    watch_timeout_seconds: float = 60.0
+    pod_security: PodSecurityDefaults
+    status_refresh_seconds: float
+    watch_timeout_seconds: float
     metrics_addr: Address | None = None
     """None: no /metrics, /healthz, /readyz."""
-    logging: LogSettings = LogSettings()
+    logging: LogSettings
 
 
 def describe_retention(r: Retention, interval: float) -> str:
