@@ -36,10 +36,10 @@ from edgecommon.quantities import parse_duration, parse_size
 from edgecommon.tls import Pem, TlsFileError, check_pem_file
 from edgecommon.usage import Parser, UsageError, flag_value, report_usage_error
 from manager.identity import NodeIdentity
+from manager.podsecurity import ENFORCE_VERSION_LABEL, Level, Policy, policy_of
 from manager.settings import (
     KubeSettings,
     ManagerSettings,
-    PodSecurityDefaults,
     Retention,
     ServerTls,
     StoreSettings,
@@ -212,8 +212,8 @@ def settings_from(a: argparse.Namespace) -> ManagerSettings:
         store=StoreSettings(data_dir=a.data_dir, retention=retention,
                             compaction_interval=intervals["compaction_interval"],
                             export_dir=a.export_before_compaction),
-        pod_security=PodSecurityDefaults(level=a.default_pod_security_level,
-                                         version=a.default_pod_security_version),
+        default_pod_security=policy_of({ENFORCE_VERSION_LABEL: a.default_pod_security_version},
+                                       default=Policy(Level(a.default_pod_security_level))),
         status_refresh_seconds=intervals["status_refresh_interval"],
         watch_timeout_seconds=intervals["watch_timeout"],
         metrics_addr=metrics_addr,
@@ -333,7 +333,6 @@ async def run(s: ManagerSettings) -> int:
     from eventlog.opening import MANAGER_SUBDIR
     from manager.admitting import NamespaceAdmission
     from manager.daemon import BindError, Daemon
-    from manager.podsecurity import Level, Policy, policy_of
     from manager.sync_service import SyncSettings
     from manager.watching import WatchSettings
 
@@ -360,8 +359,7 @@ async def run(s: ManagerSettings) -> int:
         info = store.info()
         logger.info("event log in {}: log_id {}, head offset {}, {} event(s) retained", store_dir, info.log_id,
                     info.head_offset, info.event_count)
-        default_policy = policy_of({"pod-security.kubernetes.io/enforce-version": s.pod_security.version},
-                                   default=Policy(Level(s.pod_security.level)))
+        default_policy = s.default_pod_security
         logger.info("Pod Security of namespaces without the enforce label: {}", default_policy)
         logger.info("retention: {}", describe_retention(s.store.retention, s.store.compaction_interval))
         daemon = Daemon(

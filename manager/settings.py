@@ -12,6 +12,7 @@ from pathlib import Path
 from edgecommon.addresses import Address
 from edgecommon.logs import LogSettings
 from manager.identity import NodeIdentity
+from manager.podsecurity import Policy
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -78,23 +79,14 @@ class StoreSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class PodSecurityDefaults:
-    """Pod Security of namespaces without the enforce labels."""
-
-    level: str
-    """baseline or restricted."""
-    version: str
-    """latest or v1.N."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class ManagerSettings:
     """Everything the manager was told on its command line, checked."""
 
     kube: KubeSettings
     sync: SyncFlags
     store: StoreSettings
-    pod_security: PodSecurityDefaults
+    default_pod_security: Policy
+    """Pod Security of namespaces without the enforce label (--default-pod-security-level and -version)."""
     status_refresh_seconds: float
     watch_timeout_seconds: float
     metrics_addr: Address | None = None
