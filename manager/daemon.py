@@ -1,7 +1,8 @@
 """The running manager: wires store, recorder, watches, sync server, status writer, Events, metrics, compaction.
 
-Owns start and stop order and the hand-over between the watch threads and the event
-loop. Given ready-made kubernetes API objects by main; builds no clients itself.
+Owns start and stop order, what each watch's items are handed to, and the hand-over
+between the watch threads and the event loop; the pieces themselves live in their
+modules. Given ready-made kubernetes API objects by main; builds no clients itself.
 Must not import the agent package.
 """
 
@@ -9,24 +10,25 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Callable
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from loguru import logger
 
 from eventlog import Appended, LogStore, StoreFullError
-from eventlog.export import export_file
 from manager.admitting import NamespaceAdmission
-from manager.events import EdgeNodeEvents, EventNotFound, EventRecorder
+from manager.agent_activity import AgentActivity
+from manager.compacting import Compactor, RetentionBounds
+from manager.events import EdgeNodeEvents, EventRecorder
+from manager.kubeapi import GROUP, PLURAL, VERSION, ApiEventSink, CoreApi, CustomObjectsApi, EventsApi, StatusPatcher
 from manager.metrics import Metrics, serve
 from manager.recording import MANAGED_BY_LABEL, MANAGED_BY_VALUE, DesiredNode, Recorder, key_of
-from manager.status import Conflict, NotFound, StatusSettings, StatusWriter
+from manager.status import StatusSettings, StatusWriter, mirror_pod_key, pod_running
 from manager.sync_service import BindProblem, LogNotifier, ServerTls, SyncSettings, create_server
 from manager.watching import Changed, HandlerUnavailable, Listed, WatchSettings, WatchStats, watch_forever
 
-GROUP, VERSION, PLURAL = "edge.k8s.io", "v1alpha1", "edgenodes"
 STOP_GRACE_SECONDS = 5.0  # streams get this long to finish before the server cancels them
 
 
@@ -45,76 +47,6 @@ def _reason(exc: OSError) -> str:
     return why[:1].lower() + why[1:]
 
 
-class _Observer:
-    """The sync service's observer: status plus metrics, on the loop thread."""
-
-    def __init__(self, status: StatusWriter, metrics: Metrics, events: EdgeNodeEvents | None = None) -> None:
-        self._status = status
-        self._metrics = metrics
-        self._events = events
-        self.connected_agents = 0
-
-    def connected(self, node: str, *, peer: str) -> None:
-        self.connected_agents += 1
-        logger.info("agent of node {} connected from {}", node, peer)
-        self._status.connected(node, peer=peer)
-        if self._events:
-            self._events.connected(node, peer=peer)
-
-    def acknowledged(self, node: str, *, applied_offset: int, digest: int) -> None:
-        self._status.acknowledged(node, applied_offset=applied_offset, digest=digest)
-
-    def reported(self, node: str, *, manifests_ok: bool, message: str, managed_manifests: int) -> None:
-        self._status.reported(node, manifests_ok=manifests_ok, message=message, managed_manifests=managed_manifests)
-        if self._events:
-            self._events.reported(node, manifests_ok=manifests_ok, message=message)
-
-    def disconnected(self, node: str) -> None:
-        self.connected_agents = max(0, self.connected_agents - 1)
-        logger.info("agent of node {} disconnected", node)
-        self._status.disconnected(node)
-        if self._events:
-            agent = self._status.agents.get(node)
-            self._events.disconnected(node, offline=agent is None or agent.connected == 0)
-
-    def snapshot_sent(self, node: str, *, reason: str) -> None:
-        self._metrics.snapshots_sent.labels(reason=_reason_label(reason)).inc()
-        self._status.snapshot_sent(node, reason=reason)
-        if self._events:
-            self._events.snapshot_sent(node, reason=reason)
-
-
-class _EventSink:
-    """events.k8s.io/v1 writes through the kubernetes client (on the event recorder's worker thread)."""
-
-    def __init__(self, api: Any) -> None:
-        self._api = api  # an EventsV1Api
-
-    def create(self, namespace: str, body: dict[str, Any]) -> None:
-        """Create an Event."""
-        self._api.create_namespaced_event(namespace, body, _preload_content=False, _request_timeout=(5, 15))
-
-    def patch(self, namespace: str, name: str, body: dict[str, Any]) -> None:
-        """Merge-patch an Event (its series)."""
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            self._api.patch_namespaced_event(name, namespace, body, _preload_content=False,
-                                             _content_type="application/merge-patch+json", _request_timeout=(5, 15))
-        except ApiException as exc:
-            if exc.status == 404:
-                raise EventNotFound(f"{namespace}/{name}") from None
-            raise
-
-
-def _reason_label(reason: str) -> str:
-    """A bounded label value for a snapshot reason (offsets in reasons would explode cardinality)."""
-    for word in ("unknown log_id", "empty replica", "compacted", "beyond", "digest"):
-        if word in reason:
-            return word.replace(" ", "_")
-    return "other"
-
-
 class Daemon:
     """One manager process's moving parts."""
 
@@ -122,22 +54,20 @@ class Daemon:
         self,
         *,
         store: LogStore,
-        api: Any,
-        custom: Any,
-        core: Any,
+        custom: CustomObjectsApi,
+        core: CoreApi,
         namespace: str | None,
-        retention: Any,
+        retention: RetentionBounds,
         compaction_interval: float,
         status_refresh_seconds: float,
         sync_settings: SyncSettings,
         watch_settings: WatchSettings = WatchSettings(),
-        events: Any = None,
+        events: EventsApi | None = None,
         reporting_instance: str = "edge-manager",
         admission: NamespaceAdmission | None = None,
         export_dir: Path | None = None,
     ) -> None:
         self.store = store
-        self._api = api
         self._custom = custom
         self._core = core
         self._namespace = namespace
@@ -148,14 +78,16 @@ class Daemon:
         self.metrics = Metrics()
         self.notifier = LogNotifier()
         self.status = StatusWriter(
-            patch=self._patch_status, head_offset=self._head_offset,
+            patch=StatusPatcher(custom), head_offset=self._head_offset,
             settings=StatusSettings(refresh_seconds=status_refresh_seconds),
             on_write=self.metrics.status_writes.inc,
         )
-        self.event_recorder = (EventRecorder(_EventSink(events), reporting_instance=reporting_instance)
+        self.event_recorder = (EventRecorder(ApiEventSink(events), reporting_instance=reporting_instance)
                                if events is not None else None)
         self.events = EdgeNodeEvents(self.event_recorder) if self.event_recorder else None
-        self.observer = _Observer(self.status, self.metrics, self.events)
+        self.observer = AgentActivity(status=self.status, metrics=self.metrics, events=self.events)
+        self.compactor = Compactor(store=store, retention=retention, export_dir=export_dir,
+                                   on_dropped=self.metrics.compacted_events.inc)
         self.edgenode_stats = WatchStats()
         self.pod_stats = WatchStats()
         self.namespace_stats = WatchStats()
@@ -166,13 +98,9 @@ class Daemon:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._threads: list[threading.Thread] = []
         self._tasks: list[asyncio.Task[None]] = []
-        self._server: Any = None
-        self._http: Any = None
+        self._server: Any = None  # create_server's grpc.aio.Server, which also carries stream_table and tls_files
+        self._http: ThreadingHTTPServer | None = None
         self._listed = threading.Event()
-        self._compacting = threading.Lock()  # held while compaction writes, so stop() can wait for it
-        self._export_dir = export_dir
-        self._export_error: str | None = None  # last export failure logged (one line per distinct error)
-        self._compact_error: str | None = None  # likewise for compaction
         self.unwritable: str | None = None  # why EdgeNode changes cannot be recorded now (disk full)
         self.recorder = Recorder(
             store, notify=self.notifier.notify_threadsafe, namespace=namespace,
@@ -204,7 +132,7 @@ class Daemon:
         self.metrics.add_live(
             head_offset=lambda: self.store.head_offset,
             connected_agents=lambda: self.observer.connected_agents,
-            node_lag=self._node_lag,
+            node_lag=self.status.node_lag,
             watch_restarts=self._restarts,
             sync_streams=self._sync_streams,
         )
@@ -230,7 +158,8 @@ class Daemon:
         self._tasks.append(asyncio.create_task(self._announce_listed(), name="listed"))
         self._tasks.append(asyncio.create_task(self.status.run(self._stop_tasks), name="status"))
         if self._retention.enabled:
-            self._tasks.append(asyncio.create_task(self._compact_forever(), name="compaction"))
+            self._tasks.append(asyncio.create_task(self.compactor.run_forever(self._compaction_interval),
+                                                   name="compaction"))
         else:
             logger.warning("retention is off (--retain-age none --retain-bytes none): the event log grows "
                            "without bound")
@@ -248,7 +177,7 @@ class Daemon:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await asyncio.to_thread(self._compacting.acquire)  # a compaction thread outlives its cancelled task
+        await self.compactor.stopped()
         if self._http is not None:
             self._http.shutdown()
             self._http.server_close()
@@ -372,12 +301,11 @@ class Daemon:
 
     def _handle_pod(self, item: Listed | Changed) -> None:
         if isinstance(item, Listed):
-            pods = {_pod_key(p): _pod_running(p) for p in item.objects}
+            pods = {mirror_pod_key(p): pod_running(p) for p in item.objects}
             self._to_loop(self.status.mirror_pods_listed, pods)
         else:
-            running = None if item.type == "DELETED" else _pod_running(item.object)
-            ns, name = _pod_key(item.object)
-            self._to_loop(lambda: self.status.mirror_pod(ns, name, running=running))
+            pod, deleted = item.object, item.type == "DELETED"
+            self._to_loop(lambda: self.status.mirror_pod_changed(pod, deleted=deleted))
 
     # -- hand-over to the loop ------------------------------------------------------
 
@@ -417,21 +345,7 @@ class Daemon:
             await asyncio.sleep(0.1)
         logger.info("Starting workers (EdgeNodes listed; head offset {})", self.store.head_offset)
 
-    # -- status writes, metrics, compaction ----------------------------------------
-
-    def _patch_status(self, namespace: str, name: str, body: dict[str, Any]) -> None:
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            self._custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, PLURAL, name, body,
-                _content_type="application/merge-patch+json", _request_timeout=(5, 15))
-        except ApiException as exc:
-            if exc.status == 404:
-                raise NotFound(f"{namespace}/{name}") from None
-            if exc.status == 409:
-                raise Conflict(f"{namespace}/{name}") from None
-            raise
+    # -- metrics read at scrape time ----------------------------------------------
 
     def _sync_streams(self) -> dict[str, int]:
         table = self._server.stream_table
@@ -443,79 +357,8 @@ class Daemon:
         st = self.store.node_state(node)
         return st.head_offset if st else 0
 
-    def _node_lag(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for node, agent in list(self.status.agents.items()):
-            if agent.synced_offset is not None:
-                out[node] = max(0, self._head_offset(node) - agent.synced_offset)
-        return out
-
     def _restarts(self) -> dict[tuple[str, str], int]:
         out = {("edgenodes", r): n for r, n in list(self.edgenode_stats.restarts.items())}
         out.update({("pods", r): n for r, n in list(self.pod_stats.restarts.items())})
         out.update({("namespaces", r): n for r, n in list(self.namespace_stats.restarts.items())})
         return out
-
-    async def _compact_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self._compaction_interval)
-            await self.compact_once()
-
-    async def compact_once(self) -> None:
-        """Apply retention once: export what it drops first (when asked to), then drop it."""
-        r = self._retention
-        older = time.time_ns() - int(r.max_age_seconds * 1e9) if r.max_age_seconds is not None else None
-        try:
-            res = await asyncio.to_thread(self._compact, keep_last=r.keep_last, older_than_ns=older,
-                                          max_bytes=r.max_bytes)
-        except Exception as exc:
-            why = " ".join(str(exc).split())
-            if why != self._compact_error:  # one line per distinct error: a full disk fails every interval
-                logger.warning("compaction failed: {}", why)
-            self._compact_error = why
-            return
-        self._compact_error = None
-        if res is not None and res.dropped:
-            self.metrics.compacted_events.inc(res.dropped)
-            logger.info("compaction dropped {} event(s); the log now starts at offset {}",
-                        res.dropped, res.first_offset)
-
-    def _compact(self, **bounds: Any) -> Any:
-        with self._compacting:
-            first = self.store.first_offset
-            cut = self.store.compaction_cut(**bounds)
-            if cut <= first:
-                return None
-            if self._export_dir is not None and not self._export(first, cut - 1):
-                return None  # nothing is dropped that was not exported first
-            return self.store.compact_before(cut)
-
-    def _export(self, first: int, last: int) -> bool:
-        """Write what compaction is about to drop into the export directory; False when it could not."""
-        try:
-            path = export_file(self.store, self._export_dir, first=first, last=last)  # type: ignore[arg-type]
-        except OSError as exc:
-            why = f"{exc.filename or self._export_dir}: {exc.strerror or exc}"
-        except Exception as exc:
-            why = " ".join(str(exc).split())
-        else:
-            if self._export_error is not None:
-                logger.info("export before compaction works again")
-            self._export_error = None
-            logger.info("exported offsets {}..{} to {} before compaction", first, last, path)
-            return True
-        if why != self._export_error:
-            logger.error("cannot export offsets {}..{} before compaction, so nothing is compacted: {}",
-                         first, last, why)
-        self._export_error = why
-        return False
-
-
-def _pod_key(pod: dict[str, Any]) -> tuple[str, str]:
-    meta = pod.get("metadata") or {}
-    return (meta.get("namespace") or "", meta.get("name") or "")
-
-
-def _pod_running(pod: dict[str, Any]) -> bool:
-    return ((pod.get("status") or {}).get("phase")) == "Running"
-

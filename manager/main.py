@@ -421,7 +421,7 @@ async def run(a: argparse.Namespace, *, tls: Any, retention: Retention, interval
         logger.info("retention: {}", describe_retention(retention, intervals["compaction_interval"]))
         daemon = Daemon(
             admission=NamespaceAdmission(default_policy=default_policy),
-            store=store, api=api, custom=client.CustomObjectsApi(api), core=client.CoreV1Api(api),
+            store=store, custom=client.CustomObjectsApi(api), core=client.CoreV1Api(api),
             namespace=a.namespace, retention=retention,
             events=client.EventsV1Api(api), reporting_instance=f"edge-manager-{socket.gethostname()}",
             compaction_interval=intervals["compaction_interval"],

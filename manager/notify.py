@@ -36,12 +36,6 @@ class LogNotifier:
             for event in self._waiters.get(node, ()):
                 event.set()
 
-    def notify_all(self) -> None:
-        """Wake every stream (after a bulk change such as a relist); loop thread only."""
-        for waiters in self._waiters.values():
-            for event in waiters:
-                event.set()
-
     def notify_threadsafe(self, nodes: Iterable[str]) -> None:
         """notify() from any thread; a no-op while no stream has subscribed."""
         loop = self._loop

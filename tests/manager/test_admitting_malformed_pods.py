@@ -289,7 +289,7 @@ class TestDaemonHandlingOneObject:
         from manager.sync_service import SyncSettings
         from manager.watching import Changed, Listed
 
-        daemon = Daemon(store=store, api=None, custom=None, core=None, namespace=None, retention=None,
+        daemon = Daemon(store=store, custom=None, core=None, namespace=None, retention=None,
                         compaction_interval=60, status_refresh_seconds=90, sync_settings=SyncSettings())
 
         def boom(obj):
