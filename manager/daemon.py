@@ -27,7 +27,7 @@ from manager.metrics import Metrics, serve
 from manager.recording import MANAGED_BY_LABEL, MANAGED_BY_VALUE, DesiredNode, Recorder, key_of
 from manager.status import StatusSettings, StatusWriter, mirror_pod_key, pod_running
 from manager.sync_service import BindProblem, LogNotifier, ServerTls, SyncSettings, create_server
-from manager.watching import Changed, HandlerUnavailable, Listed, WatchSettings, WatchStats, watch_forever
+from manager.watching import Changed, HandlerUnavailable, Listed, ListFn, WatchSettings, WatchStats, watch_forever
 
 STOP_GRACE_SECONDS = 5.0  # streams get this long to finish before the server cancels them
 
@@ -223,6 +223,7 @@ class Daemon:
         while not self._namespaces_listed.wait(0.5):
             if self._stop_threads.is_set():
                 return
+        list_fn: ListFn
         if self._namespace:
             list_fn, kwargs = self._custom.list_namespaced_custom_object, {"namespace": self._namespace}
         else:
@@ -292,6 +293,7 @@ class Daemon:
 
     def _watch_mirror_pods(self) -> None:
         selector = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
+        list_fn: ListFn
         if self._namespace:
             list_fn, kwargs = self._core.list_namespaced_pod, {"namespace": self._namespace}
         else:

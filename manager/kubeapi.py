@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from manager.events import EventNotFound
 from manager.status import Conflict, NotFound
+from manager.watching import ListFn
 
 GROUP, VERSION, PLURAL = "edge.k8s.io", "v1alpha1", "edgenodes"
 _TIMEOUT = (5, 15)  # (connect, read) seconds of one write: a hung API server must not hold a writer thread
@@ -19,33 +20,41 @@ _MERGE_PATCH = "application/merge-patch+json"
 
 
 class CoreApi(Protocol):
-    """What the manager calls of kubernetes.client.CoreV1Api (list+watch of namespaces and mirror pods)."""
+    """What the manager calls of kubernetes.client.CoreV1Api: list+watch of namespaces and mirror pods."""
 
-    def list_namespace(self, **kwargs: Any) -> Any: ...
+    @property
+    def list_namespace(self) -> ListFn: ...
 
-    def list_namespaced_pod(self, namespace: str, **kwargs: Any) -> Any: ...
+    @property
+    def list_namespaced_pod(self) -> ListFn: ...
 
-    def list_pod_for_all_namespaces(self, **kwargs: Any) -> Any: ...
+    @property
+    def list_pod_for_all_namespaces(self) -> ListFn: ...
 
 
 class CustomObjectsApi(Protocol):
-    """What the manager calls of kubernetes.client.CustomObjectsApi (EdgeNodes and their status)."""
+    """What the manager calls of kubernetes.client.CustomObjectsApi: list+watch of EdgeNodes, their status."""
 
-    def list_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str,
-                                      **kwargs: Any) -> Any: ...
+    @property
+    def list_namespaced_custom_object(self) -> ListFn: ...
 
-    def list_cluster_custom_object(self, group: str, version: str, plural: str, **kwargs: Any) -> Any: ...
+    @property
+    def list_cluster_custom_object(self) -> ListFn: ...
 
-    def patch_namespaced_custom_object_status(self, group: str, version: str, namespace: str, plural: str,
-                                              name: str, body: Any, **kwargs: Any) -> Any: ...
+    def patch_namespaced_custom_object_status(
+        self, group: str, version: str, namespace: str, plural: str, name: str, body: Any, *,
+        _content_type: str, _request_timeout: tuple[int, int],
+    ) -> Any: ...
 
 
 class EventsApi(Protocol):
     """What the manager calls of kubernetes.client.EventsV1Api."""
 
-    def create_namespaced_event(self, namespace: str, body: Any, **kwargs: Any) -> Any: ...
+    def create_namespaced_event(self, namespace: str, body: Any, *, _preload_content: bool,
+                                _request_timeout: tuple[int, int]) -> Any: ...
 
-    def patch_namespaced_event(self, name: str, namespace: str, body: Any, **kwargs: Any) -> Any: ...
+    def patch_namespaced_event(self, name: str, namespace: str, body: Any, *, _preload_content: bool,
+                               _content_type: str, _request_timeout: tuple[int, int]) -> Any: ...
 
 
 def _status_code(exc: Exception) -> int | None:
