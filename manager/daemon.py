@@ -13,22 +13,24 @@ import threading
 from collections.abc import Callable
 from http.server import ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVarTuple
 
 from loguru import logger
 
-from eventlog import Appended, LogStore, StoreFullError
+from eventlog import Appended, LogStore
 from manager.admitting import NamespaceAdmission
 from manager.agent_activity import AgentActivity
 from manager.compacting import Compactor, RetentionBounds
 from manager.events import EdgeNodeEvents, EventRecorder
 from manager.kubeapi import GROUP, PLURAL, VERSION, ApiEventSink, CoreApi, CustomObjectsApi, EventsApi, StatusPatcher
 from manager.metrics import Metrics, serve
-from manager.recording import MANAGED_BY_LABEL, MANAGED_BY_VALUE, DesiredNode, Recorder, key_of
+from manager.intake import Intake
+from manager.recording import MANAGED_BY_LABEL, MANAGED_BY_VALUE, DesiredNode, Recorder
 from manager.status import StatusSettings, StatusWriter, mirror_pod_key, pod_running
 from manager.sync_service import BindProblem, LogNotifier, ServerTls, SyncSettings, create_server
-from manager.watching import Changed, HandlerUnavailable, Listed, ListFn, WatchSettings, WatchStats, watch_forever
+from manager.watching import Changed, Listed, ListFn, WatchSettings, WatchStats, watch_forever
 
+_Ts = TypeVarTuple("_Ts")  # the arguments of a call handed to the loop
 STOP_GRACE_SECONDS = 5.0  # streams get this long to finish before the server cancels them
 
 
@@ -92,7 +94,6 @@ class Daemon:
         self.pod_stats = WatchStats()
         self.namespace_stats = WatchStats()
         self.admission = admission if admission is not None else NamespaceAdmission()
-        self._namespaces_listed = threading.Event()
         self._stop_threads = threading.Event()
         self._stop_tasks = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -100,8 +101,6 @@ class Daemon:
         self._tasks: list[asyncio.Task[None]] = []
         self._server: Any = None  # create_server's grpc.aio.Server, which also carries stream_table and tls_files
         self._http: ThreadingHTTPServer | None = None
-        self._listed = threading.Event()
-        self.unwritable: str | None = None  # why EdgeNode changes cannot be recorded now (disk full)
         self.recorder = Recorder(
             store, notify=self.notifier.notify_threadsafe, namespace=namespace,
             on_desired=lambda d: self._to_loop(self._edgenode_changed, d),
@@ -112,6 +111,8 @@ class Daemon:
             pod_check=self.admission,
             on_error=lambda _key, _exc: self.metrics.object_errors.inc(),
         )
+        self.intake = Intake(recorder=self.recorder, admission=self.admission, head_offset=lambda: store.head_offset,
+                             on_object_error=self.metrics.object_errors.inc)
 
     # -- start and stop -------------------------------------------------------------
 
@@ -141,19 +142,19 @@ class Daemon:
             oldest_event_time_ns=self.store.oldest_event_time_ns,
             log_bytes=lambda: self.store.log_bytes,
             store_bytes=lambda: self.store.info().size_bytes,
-            recording=lambda: self.unwritable is None,
+            recording=lambda: self.intake.unwritable is None,
         )
         if metrics_address is not None:
             try:
                 self._http = serve(metrics_address, metrics=self.metrics, ready=self.ready,
-                                   not_ready_reason=lambda: self.unwritable)
+                                   not_ready_reason=lambda: self.intake.unwritable)
             except OSError as exc:
                 raise BindError("metrics", _reason(exc)) from None
         logger.info("Starting edge controller")
         self._start_thread("namespace-watch", self._watch_namespaces)
         self._start_thread("edgenode-watch", self._watch_edgenodes)
         self._start_thread("mirror-pod-watch", self._watch_mirror_pods)
-        self._start_thread("edgenode-retry", self._retry_edgenodes)
+        self._start_thread("edgenode-retry", lambda: self.intake.retry_forever(self._stop_threads))
         logger.info("Waiting for the informer cache to sync")
         self._tasks.append(asyncio.create_task(self._announce_listed(), name="listed"))
         self._tasks.append(asyncio.create_task(self.status.run(self._stop_tasks), name="status"))
@@ -184,7 +185,7 @@ class Daemon:
 
     def ready(self) -> bool:
         """Listed EdgeNodes once and serving agents."""
-        return self._listed.is_set() and self._server is not None
+        return self.intake.edgenodes_listed.is_set() and self._server is not None
 
     # -- watches (threads) ----------------------------------------------------------
 
@@ -195,32 +196,12 @@ class Daemon:
 
     def _watch_namespaces(self) -> None:
         kwargs = {"field_selector": f"metadata.name={self._namespace}"} if self._namespace else {}
-        watch_forever(self._core.list_namespace, handle=self._handle_namespace, settings=self._watch_settings,
+        watch_forever(self._core.list_namespace, handle=self.intake.namespace_item, settings=self._watch_settings,
                       stats=self.namespace_stats, stop=self._stop_threads, what="namespaces", **kwargs)
-
-    def _handle_namespace(self, item: Listed | Changed) -> None:
-        if isinstance(item, Listed):
-            moved = self.admission.listed(item.objects)
-        elif item.type == "DELETED":
-            self.admission.deleted(item.object)
-            moved = set()
-        else:
-            name = (item.object.get("metadata") or {}).get("name") or ""
-            moved = {name} if self.admission.changed(item.object) else set()
-        for ns in sorted(moved):
-            rules = self.admission.rules(ns)
-            rec = self.recorder.reevaluate(ns)
-            # at INFO only when the edge changes: a first list sees every labelled namespace "change"
-            logger.log("INFO" if rec.events else "DEBUG",
-                       "namespace {}: Pod Security {}, edge nodes {}; EdgeNodes re-evaluated, {} event(s) appended",
-                       ns, rules.policy,
-                       "any" if rules.allowed_nodes is None else ",".join(sorted(rules.allowed_nodes)),
-                       len(rec.events))
-        self._namespaces_listed.set()
 
     def _watch_edgenodes(self) -> None:
         # pods are judged by their namespace's labels: know them before the first EdgeNode list
-        while not self._namespaces_listed.wait(0.5):
+        while not self.intake.namespaces_listed.wait(0.5):
             if self._stop_threads.is_set():
                 return
         list_fn: ListFn
@@ -228,68 +209,9 @@ class Daemon:
             list_fn, kwargs = self._custom.list_namespaced_custom_object, {"namespace": self._namespace}
         else:
             list_fn, kwargs = self._custom.list_cluster_custom_object, {}
-        watch_forever(list_fn, handle=self._handle_edgenode, settings=self._watch_settings,
+        watch_forever(list_fn, handle=self.intake.edgenode_item, settings=self._watch_settings,
                       stats=self.edgenode_stats, stop=self._stop_threads, what="EdgeNodes",
                       group=GROUP, version=VERSION, plural=PLURAL, **kwargs)
-
-    def _retry_edgenodes(self) -> None:
-        """Hand failed EdgeNodes back to the recorder when their backoff has passed."""
-        while not self._stop_threads.wait(min(1.0, self.recorder.retries.next_due() or 1.0)):
-            try:
-                if self.recorder.retry_due() and self.unwritable is not None:
-                    logger.info("the event log takes appends again (a retried EdgeNode was recorded)")
-                    self.unwritable = None
-            except StoreFullError as exc:  # kept for a later try, as a watch event would be
-                self._recording_stopped(str(exc))
-            except Exception as exc:  # the recorder counts its own failures; this is a bug of the loop
-                logger.opt(exception=exc).error("retrying EdgeNodes failed")
-
-    def _handle_edgenode(self, item: Listed | Changed) -> None:
-        """One watch item; an object's failure is that object's (a failed list fails the watch).
-
-        A store that cannot be written (disk full) is everyone's problem instead: recording
-        stops, /readyz says why, and the watch relists with backoff until appends work again.
-        """
-        try:
-            self._record(item)
-        except StoreFullError as exc:
-            self._recording_stopped(str(exc))
-            raise HandlerUnavailable(str(exc)) from None
-        except Exception as exc:
-            if isinstance(item, Listed):
-                raise  # watch_forever counts it and lists again with backoff
-            self.metrics.object_errors.inc()
-            key = key_of(item.object)
-            if key is None:
-                logger.opt(exception=exc).error("an EdgeNode event could not be handled; skipped")
-                return
-            delay = self.recorder.retries.failed(key, "deleted" if item.type == "DELETED" else "changed", item.object)
-            logger.opt(exception=exc).error("EdgeNode {}/{} could not be handled; retrying in {:.1f}s",
-                                            *key, delay)
-            return
-        if self.unwritable is not None:
-            # only a relist gets here after a failure: it appended everything the API holds
-            logger.info("the event log takes appends again; recording resumed (head offset {})",
-                        self.store.head_offset)
-            self.unwritable = None
-
-    def _recording_stopped(self, why: str) -> None:
-        """Not ready, with the reason; one log line per distinct reason, not one per retry."""
-        if why != self.unwritable:
-            logger.error("cannot record EdgeNode changes: {}; agents are still served what the log holds, and "
-                         "recording resumes with a relist once the store can be written", why)
-        self.unwritable = why
-
-    def _record(self, item: Listed | Changed) -> None:
-        if isinstance(item, Listed):
-            rec = self.recorder.listed(item.objects)
-            logger.info("EdgeNodes listed: {} object(s), {} event(s) appended to catch up",
-                        len(item.objects), len(rec.events))
-            self._listed.set()
-        elif item.type == "DELETED":
-            self.recorder.deleted(item.object)
-        else:
-            self.recorder.changed(item.object)
 
     def _watch_mirror_pods(self) -> None:
         selector = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
@@ -311,7 +233,7 @@ class Daemon:
 
     # -- hand-over to the loop ------------------------------------------------------
 
-    def _to_loop(self, fn: Callable[..., None], *args: Any) -> None:
+    def _to_loop(self, fn: Callable[[*_Ts], None], *args: *_Ts) -> None:
         loop = self._loop
         if loop is not None and not loop.is_closed():
             try:
@@ -343,7 +265,7 @@ class Daemon:
         self._to_loop(self.status.appended, set(appended.nodes))
 
     async def _announce_listed(self) -> None:
-        while not self._listed.is_set():
+        while not self.intake.edgenodes_listed.is_set():
             await asyncio.sleep(0.1)
         logger.info("Starting workers (EdgeNodes listed; head offset {})", self.store.head_offset)
 
