@@ -150,6 +150,7 @@ class Daemon:
                                    not_ready_reason=lambda: self.intake.unwritable)
             except OSError as exc:
                 raise BindError("metrics", _reason(exc)) from None
+        # "edge controller", "informer cache", "workers": the original edge-manager's start-up lines, word for word
         logger.info("Starting edge controller")
         self._start_thread("namespace-watch", self._watch_namespaces)
         self._start_thread("edgenode-watch", self._watch_edgenodes)

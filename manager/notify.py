@@ -1,7 +1,7 @@
 """In-process wakeups from the recorder to the sync streams of the nodes it appended for.
 
 Owns the per-node subscriber sets. Imports neither grpc nor kubernetes: the
-recorder calls notify() after each append, so streams never poll the store.
+recorder calls notify_threadsafe() after each append, so streams never poll the store.
 """
 
 from __future__ import annotations
