@@ -71,23 +71,12 @@ class Report:
 class SyncProgress(Protocol):
     """What a SyncClient shows of its progress (read by the metrics at scrape time)."""
 
-    @property
-    def connected(self) -> bool: ...
-
-    @property
-    def head_offset(self) -> int: ...
-
-    @property
-    def events_applied(self) -> int: ...
-
-    @property
-    def batches_applied(self) -> int: ...
-
-    @property
-    def snapshots_installed(self) -> int: ...
-
-    @property
-    def reconnects(self) -> int: ...
+    connected: bool
+    head_offset: int
+    events_applied: int
+    batches_applied: int
+    snapshots_installed: int
+    reconnects: int
 
 
 class StreamDead(Exception):
