@@ -22,9 +22,9 @@ from manager.admitting import NamespaceAdmission
 from manager.agent_activity import AgentActivity
 from manager.compacting import Compactor, RetentionBounds
 from manager.events import EdgeNodeEvents, EventRecorder
+from manager.intake import Intake
 from manager.kubeapi import GROUP, PLURAL, VERSION, ApiEventSink, CoreApi, CustomObjectsApi, EventsApi, StatusPatcher
 from manager.metrics import Metrics, serve
-from manager.intake import Intake
 from manager.recording import MANAGED_BY_LABEL, MANAGED_BY_VALUE, DesiredNode, Recorder
 from manager.status import StatusSettings, StatusWriter, mirror_pod_key, pod_running
 from manager.sync_service import BindProblem, LogNotifier, ServerTls, SyncSettings, create_server

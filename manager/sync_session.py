@@ -41,7 +41,7 @@ MAX_LOG_ID_CHARS = 64  # a log_id is 32 hex digits; anything longer is not one o
 _TRUNCATED = "... (truncated)"
 SILENT_HEARTBEATS = 3  # an agent that answers heartbeats and is silent this many is considered gone
 HELLO_TIMEOUT_SECONDS = 30.0  # a connection that never says Hello does not hold a stream forever
-_P = ParamSpec("_P")
+_P = ParamSpec("_P")  # what an AgentObserver method takes after the node
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
