@@ -349,7 +349,7 @@ class SyncClient:
             except TimeoutError:
                 what = "no Welcome" if not log_id else "nothing from the manager"
                 raise StreamDead(f"{what} for {silence:g}s") from None
-            if message is None:
+            if message is None:  # the manager ended the stream cleanly
                 return
             kind = message.WhichOneof("kind")
             if kind == "welcome":
