@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVarTuple
 
 from loguru import logger
 
+from edgecommon.addresses import Address
+from edgecommon.serving import HealthServer
 from eventlog import Appended, LogStore
 from manager.admitting import NamespaceAdmission
 from manager.agent_activity import AgentActivity
@@ -100,7 +101,7 @@ class Daemon:
         self._threads: list[threading.Thread] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._server: Any = None  # create_server's grpc.aio.Server, which also carries stream_table and tls_files
-        self._http: ThreadingHTTPServer | None = None
+        self._http: HealthServer | None = None
         self.recorder = Recorder(
             store, notify=self.notifier.notify_threadsafe, namespace=namespace,
             on_desired=lambda d: self._to_loop(self._edgenode_changed, d),
@@ -116,7 +117,7 @@ class Daemon:
 
     # -- start and stop -------------------------------------------------------------
 
-    async def start(self, *, sync_address: str, tls: ServerTls | None, metrics_address: tuple[str, int] | None) -> None:
+    async def start(self, *, sync_address: str, tls: ServerTls | None, metrics_address: Address | None) -> None:
         """Start serving agents, metrics, then the watches and the background tasks."""
         self._loop = asyncio.get_running_loop()
         logger.info("Starting sync service")
@@ -181,8 +182,7 @@ class Daemon:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.compactor.stopped()
         if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
+            self._http.stop()
 
     def ready(self) -> bool:
         """Listed EdgeNodes once and serving agents."""
