@@ -39,7 +39,9 @@ from eventlog.records import (
     PodEntry,
     PodKey,
     Snapshot,
+    SnapshotCause,
     SnapshotPlan,
+    SnapshotReason,
     Source,
     StoreInfo,
 )

@@ -32,7 +32,7 @@ from eventlog.encoding import (
 )
 from eventlog.environment import DEFAULT_MAP_SIZE, Environment
 from eventlog.errors import CompactedError, CorruptRecordError, OffsetOutOfRangeError
-from eventlog.records import Appended, Change, CompactionResult, Event, NodeState, PodEntry, PodKey, Snapshot, SnapshotPlan, StoreInfo
+from eventlog.records import Appended, Change, CompactionResult, Event, NodeState, PodEntry, PodKey, Snapshot, SnapshotCause, SnapshotPlan, SnapshotReason, StoreInfo
 from eventlog.view import ViewWriter, read_node, read_nodes, read_pods
 
 ROLE = "manager"
@@ -414,19 +414,22 @@ class LogStore:
                 f"{info.first_offset - 1} on)"
             )
 
-    def resume_reason(self, node: str, *, log_id: str, applied_offset: int, digest: int) -> str | None:
+    def resume_reason(self, node: str, *, log_id: str, applied_offset: int, digest: int) -> SnapshotCause | None:
         """Why an agent at this position needs a snapshot; None when it can resume."""
         if log_id != self.log_id:
-            return "unknown log_id" if log_id else "empty replica"
+            if log_id:
+                return SnapshotCause(SnapshotReason.UNKNOWN_LOG_ID, "unknown log_id")
+            return SnapshotCause(SnapshotReason.EMPTY_REPLICA, "empty replica")
         st = self.node_state(node)
         head = st.head_offset if st else 0
         if applied_offset > head:
-            return f"applied offset {applied_offset} is beyond the node's head {head}"
+            return SnapshotCause(SnapshotReason.BEYOND_HEAD,
+                                 f"applied offset {applied_offset} is beyond the node's head {head}")
         if st is not None and applied_offset < st.compacted_through:
-            return f"offset {applied_offset} was compacted"
+            return SnapshotCause(SnapshotReason.COMPACTED, f"offset {applied_offset} was compacted")
         expected = self.digest_at(node, applied_offset)
         if expected is not None and expected != digest:
-            return "digest mismatch"
+            return SnapshotCause(SnapshotReason.DIGEST_MISMATCH, "digest mismatch")
         return None
 
     def close(self) -> None:

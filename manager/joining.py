@@ -10,7 +10,6 @@ signing.py, the API calls and the signer live in certificates.py. Must not impor
 
 from __future__ import annotations
 
-import enum
 import json
 import socket
 import ssl
@@ -18,73 +17,26 @@ import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from loguru import logger
 
+from edgecommon.addresses import Address
 from manager.bootstrap_tokens import Token, check_token, parse_token
 from manager.certificates import AlreadyExists, AutoApprover, CsrApi, CsrPhase, Signer, SignerSettings, state_of
 from manager.identity import NodeIdentity, certificate_node
 from manager.refusals import REFUSED_LABEL, NodeRefusals
+from manager.settings import Approval, JoinSettings
 from manager.signing import (
     SIGNER_NAME, AgentCa, CsrProblem, certificate_subject, check_request, csr_object_name, discovery_hash, usages,
 )
 from manager.watching import WatchSettings
 
-DEFAULT_JOIN_SERVER = ":50052"
-DEFAULT_CERTIFICATE_DURATION = "8760h"  # kube-controller-manager's --cluster-signing-duration default
 MAX_BODY_BYTES = 64 * 1024  # a CSR is ~1 KiB; bigger bodies are refused unread
 REQUEST_TIMEOUT_SECONDS = 10.0  # each socket operation (handshake, headers, body): a slow client loses its slot
 MAX_CONCURRENT_REQUESTS = 32  # beyond, new connections are closed at once
 _MAX_CSR_NAME = 253
-
-
-class Approval(enum.Enum):
-    """--join-approval: who approves a join's CSR."""
-
-    AUTO = "auto"
-    """A valid bootstrap token approves it (reason AutoApproved)."""
-    MANUAL = "manual"
-    """It waits for `kubectl certificate approve|deny`."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class JoinSettings:
-    """The join listener's flags, checked."""
-
-    ca_namespace: str
-    ca_name: str
-    address: tuple[str, int]
-    approval: Approval = Approval.AUTO
-    certificate_seconds: float = 365 * 86400
-    cert_file: Path
-    key_file: Path
-
-
-def join_settings(*, ca_secret: str | None, address: tuple[str, int], approval: str, certificate_seconds: float,
-                  tls: Any, node_identity: str | None, allow_unauthenticated: bool) -> JoinSettings | None:
-    """JoinSettings from the flags, None without --agent-ca-secret; ValueError naming the flag at fault."""
-    if ca_secret is None:
-        return None
-    namespace, sep, name = ca_secret.partition("/")
-    if not sep or not namespace or not name or "/" in name:
-        raise ValueError(f"--agent-ca-secret: not NAMESPACE/NAME: {ca_secret!r}")
-    if tls is None:
-        raise ValueError("--agent-ca-secret needs TLS (--tls-cert-file, --tls-private-key-file): agents join over "
-                         "HTTPS and sync with the certificates it signs")
-    if allow_unauthenticated:
-        raise ValueError("--agent-ca-secret cannot be combined with --allow-unauthenticated-agents: the sync "
-                         "service then checks every client certificate against the agent CA")
-    if node_identity == NodeIdentity.CN.value:
-        raise ValueError("--agent-ca-secret cannot be combined with --node-identity=cn: the agent CA issues "
-                         "kubelet-style certificates (CN=system:node:<node>, O=system:nodes)")
-    if certificate_seconds < 60:
-        raise ValueError(f"--agent-certificate-duration must be at least 60s, got {certificate_seconds:g}s")
-    return JoinSettings(ca_namespace=namespace, ca_name=name, address=address,
-                        approval=Approval(approval), certificate_seconds=certificate_seconds,
-                        cert_file=tls.cert_file, key_file=tls.key_file)
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,13 +272,13 @@ class _JoinHttpServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 64
 
-    def __init__(self, address: tuple[str, int], *, context: ssl.SSLContext, joining: Joining) -> None:
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+    def __init__(self, address: Address, *, context: ssl.SSLContext, joining: Joining) -> None:
+        self.address_family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
         self.context = context
         self.joining = joining
         self.busy = 0  # connections closed at once because every slot was taken, since start
         self._slots = threading.BoundedSemaphore(MAX_CONCURRENT_REQUESTS)
-        super().__init__(address, _Handler)
+        super().__init__((address.bind_host(), address.port), _Handler)
 
     def get_request(self) -> tuple[Any, Any]:
         sock, addr = self.socket.accept()
@@ -393,7 +345,7 @@ class JoinService:
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
-        host = self.settings.address[0] or "0.0.0.0"
+        host = self.settings.address.bind_host()
         logger.info("join server at {}:{} (HTTPS; approval {}; certificates for {:g}s)",
                     host, self.port, self.settings.approval.value, self.settings.certificate_seconds)
         logger.info("agents join with --discovery-token-ca-cert-hash {}", discovery_hash(self._ca.certificate))
