@@ -225,6 +225,12 @@ class Daemon:
             self._to_loop(self._apply_refusals, change)
         self.intake.edgenode_item(item)
 
+    def join_refused(self, node: str, message: str) -> None:
+        """A JoinRefused Event on the node's EdgeNodes (from a join server thread)."""
+        events = self.events
+        if events is not None:
+            self._to_loop(lambda: events.join_refused(node, message=message))
+
     def _apply_refusals(self, change: RefusalChange) -> None:
         table = self._server.stream_table
         table.allow_nodes(change.allowed)

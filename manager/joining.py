@@ -14,6 +14,7 @@ import json
 import socket
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,7 +26,7 @@ from loguru import logger
 from edgecommon.addresses import Address
 from manager.bootstrap_tokens import Token, check_token, parse_token
 from manager.certificates import AlreadyExists, AutoApprover, CsrApi, CsrPhase, Signer, SignerSettings, state_of
-from manager.identity import NodeIdentity, certificate_node
+from manager.identity import NodeIdentity, certificate_node, node_name_problem
 from manager.refusals import REFUSED_LABEL, NodeRefusals
 from manager.settings import Approval, JoinSettings
 from manager.signing import (
@@ -61,9 +62,10 @@ class Joining:
     """The endpoints' logic: each returns a Reply, and logs each refusal once."""
 
     def __init__(self, *, api: CsrApi, ca: AgentCa, settings: JoinSettings, refusals: NodeRefusals,
-                 approver: AutoApprover) -> None:
+                 approver: AutoApprover, on_refused: Callable[[str, str], None] | None = None) -> None:
         self._api = api
         self._approver = approver
+        self._on_refused = on_refused  # (node, message): a Warning Event JoinRefused on its EdgeNodes
         self._ca = ca
         self._settings = settings
         self._refusals = refusals
@@ -135,18 +137,18 @@ class Joining:
         if not self._refusals.known.is_set():  # right after a start: a refused node must not slip in
             return Reply(503, {"error": "the manager has not listed EdgeNodes yet; try again"})
         if self._refusals.is_refused(node):
-            return self._refuse(caller, 403, self._refused_text(node), node=node)
+            return self._refuse(caller, 403, self._refused_text(node), node=node, event=True)
         try:
             csr = check_request(pem.encode(), node=node)
         except CsrProblem as exc:
-            return self._refuse(caller, 400, str(exc), node=node)
+            return self._refuse(caller, 400, str(exc), node=node, event=True)
         name = csr_object_name(node, csr)
         try:
             self._api.create(name, request_pem=pem.encode(), usages=usages(csr), node=node, token_id=token_id,
                              expiration_seconds=int(self._settings.certificate_seconds))
         except AlreadyExists:
             return self._refuse(caller, 409, f"replayed request: this key was already submitted as CSR {name}",
-                                node=node)
+                                node=node, event=True)
         outcome = "waiting for kubectl certificate approve"
         if reason is not None:
             how = f"bootstrap token {token_id}" if token_id else "its current certificate"
@@ -164,8 +166,9 @@ class Joining:
             return self._refuse(caller, 401, what, node=node)
         verdict = check_token(caller.token, self._api.token_secret(caller.token.secret_name),
                               now=datetime.now(UTC), node=node)
-        if verdict.refusal is not None:
-            return self._refuse(caller, verdict.refusal.status, verdict.message, node=node)
+        if verdict.refusal is not None:  # a 403 is a token whose secret matched: worth an Event on the node
+            return self._refuse(caller, verdict.refusal.status, verdict.message, node=node,
+                                event=verdict.refusal.status == 403)
         return None
 
     def _certificate_node(self, caller: Caller) -> str | Reply:
@@ -182,11 +185,15 @@ class Joining:
     def _refused_text(node: str) -> str:
         return f"node {node} is refused (its EdgeNode has the label {REFUSED_LABEL}=true)"
 
-    @staticmethod
-    def _refuse(caller: Caller, status: int, message: str, *, node: str | None = None) -> Reply:
+    def _refuse(self, caller: Caller, status: int, message: str, *, node: str | None = None,
+                event: bool = False) -> Reply:
+        """One WARNING line; with event (authenticated callers only, so strangers cannot write Events), a
+        JoinRefused Event on the node's EdgeNodes too."""
         host = caller.peer.rpartition(":")[0] or caller.peer
         logger.warning("join request from {} refused ({}){}: {}", host, status,
                        f" for node {node[:80]}" if node else "", message)
+        if event and node and self._on_refused is not None and node_name_problem(node) is None:
+            self._on_refused(node, f"join refused ({status}): {message}")
         return Reply(status, {"error": message})
 
 
@@ -322,13 +329,15 @@ class JoinService:
     """The join listener and the signer, each in its own thread."""
 
     def __init__(self, *, api: CsrApi, ca: AgentCa, settings: JoinSettings, refusals: NodeRefusals,
+                 on_refused: Callable[[str, str], None] | None = None,
                  watch_settings: WatchSettings = WatchSettings()) -> None:
         self.settings = settings
         self.signer = Signer(api=api, ca=ca, settings=SignerSettings(certificate_seconds=settings.certificate_seconds),
                              watch_settings=watch_settings)
         self._ca = ca
         self.approver = AutoApprover(api)
-        self._joining = Joining(api=api, ca=ca, settings=settings, refusals=refusals, approver=self.approver)
+        self._joining = Joining(api=api, ca=ca, settings=settings, refusals=refusals, approver=self.approver,
+                                on_refused=on_refused)
         self._http: _JoinHttpServer | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []

@@ -453,7 +453,8 @@ async def run(s: ManagerSettings) -> int:
         if s.join is not None:
             from manager.joining import JoinService
 
-            join_service = JoinService(api=csrs, ca=agent_ca, settings=s.join, refusals=daemon.refusals)
+            join_service = JoinService(api=csrs, ca=agent_ca, settings=s.join, refusals=daemon.refusals,
+                                       on_refused=daemon.join_refused)
             try:
                 join_service.start()
             except OSError as exc:
