@@ -175,8 +175,10 @@ KEY_SEP_TEXT = KEY_SEP.decode()  # so no node, namespace or name may hold it
 # join_key((node, namespace, name)), fields as bytes: a view key. The bound method itself, as
 # u64: the append and apply loops build one per event.
 join_key = KEY_SEP.join
-# key[INDEX_OFFSET]: the u64(offset) a node-index key ends with, which is the log's key of that event
+# key[INDEX_OFFSET]: the u64(offset) a node-index key ends with, which is the log's key of that event;
+# key[INDEX_NODE]: the node's name before the NUL
 INDEX_OFFSET = slice(-_U64.size, None)
+INDEX_NODE = slice(None, -_U64.size - 1)
 # value[VIEW_OFFSET]: the u64(offset) a view value starts with, which is the log's key of that version
 VIEW_OFFSET = slice(0, _U64.size)
 
@@ -202,11 +204,6 @@ def split_view_key(k: bytes) -> tuple[str, str, str]:
 def node_index_key(node: str, offset: int) -> bytes:
     """Key of a node's event in the per-node index: node, NUL, offset."""
     return node_prefix(node) + _U64.pack(offset)
-
-
-def index_key_node(k: bytes) -> str:
-    """The node of a node-index key; a name that is not UTF-8 is shown with replacements."""
-    return bytes(k[: -_U64.size - 1]).decode(errors="replace")
 
 
 def encode_view_value(offset: int, pod_hash: int, manifest: bytes = b"") -> bytes:

@@ -132,15 +132,19 @@ class Environment:
     @contextmanager
     def read(self) -> Iterator[lmdb.Transaction]:
         """A read transaction; never blocks the writer (MVCC)."""
-        try:
-            txn = self.env.begin()
-        except lmdb.MapResizedError:
-            self.env.set_mapsize(0)  # another process grew the map: adopt its size
-            txn = self.env.begin()
+        txn = self.begin_read()
         try:
             yield txn
         finally:
             txn.abort()
+
+    def begin_read(self) -> lmdb.Transaction:
+        """A read transaction the caller must abort (read() does); for readers that are context managers."""
+        try:
+            return self.env.begin()
+        except lmdb.MapResizedError:
+            self.env.set_mapsize(0)  # another process grew the map: adopt its size
+            return self.env.begin()
 
     def write(self, fn: Callable[[lmdb.Transaction], T]) -> T:
         """Run fn in one write transaction, growing the map and retrying when full.

@@ -13,13 +13,13 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from itertools import islice
 
 import lmdb
 
 from eventlog.digest import pod_hash_bytes
 from eventlog.encoding import (
+    INDEX_NODE,
     INDEX_OFFSET,
     KEY_SEP_TEXT,
     OP_DELETE,
@@ -31,7 +31,6 @@ from eventlog.encoding import (
     event_manifest,
     frame_event,
     from_u64,
-    index_key_node,
     join_key,
     node_index_key,
     node_prefix,
@@ -227,11 +226,9 @@ class LogStore:
 
     # -- reading -----------------------------------------------------------
 
-    @contextmanager
-    def reader(self) -> Iterator[LogReader]:
-        """One read transaction for reads that must agree (tools, verify, export); never blocks the writer."""
-        with self._env.read() as txn:
-            yield LogReader(self, txn)
+    def reader(self) -> LogReader:
+        """`with store.reader() as r`: reads in one read transaction, so they agree (tools, verify, export); never blocks the writer."""
+        return LogReader(self)
 
     def node_state(self, node: str) -> NodeState | None:
         """A node's head offset, digest and pod count; None if the log never saw it."""
@@ -416,9 +413,16 @@ class LogReader:
     Valid only inside its `with` block; iterators must be consumed there too.
     """
 
-    def __init__(self, store: LogStore, txn: lmdb.Transaction) -> None:
+    def __init__(self, store: LogStore) -> None:
         self._store = store
-        self._txn = txn
+        self._txn: lmdb.Transaction = None  # type: ignore[assignment]  # set by __enter__
+
+    def __enter__(self) -> LogReader:
+        self._txn = self._store._env.begin_read()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._txn.abort()
 
     def head_offset(self) -> int:
         """Offset of the newest event (0 for an empty log)."""
@@ -503,8 +507,8 @@ class LogReader:
         """The log's (key, framed event) pairs after an offset, in order; keys are u64(offset) (verify checks)."""
         cur = self._txn.cursor(db=self._store._log)
         if after and not cur.set_range(u64(after + 1)):
-            return
-        yield from cur
+            return iter(())
+        return cur.iternext()  # the cursor's own iterator: no Python frame per record
 
     def node_records(self, node: str, *, after: int = 0, through: int | None = None) -> Iterator[bytes]:
         """A node's retained framed events with after < offset <= through, in order, through the node index.
@@ -536,8 +540,8 @@ class LogReader:
         """Entries of the node index per node: one per retained event of the node."""
         counts: dict[str, int] = defaultdict(int)
         for k in self._txn.cursor(db=self._store._index).iternext(values=False):
-            counts[index_key_node(k)] += 1
-        return dict(counts)
+            counts[k[INDEX_NODE].decode(errors="replace")] += 1  # a name that is not UTF-8 shown with replacements
+        return counts
 
 
 def _check_change(c: Change) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from itertools import islice
 
 import lmdb
@@ -98,11 +97,9 @@ class ReplicaStore:
                 seq - first + 1, self._env.size_bytes(),
             )
 
-    @contextmanager
-    def reader(self) -> Iterator[ReplicaReader]:
-        """One read transaction for reads that must agree (tools, verify); never blocks the writer."""
-        with self._env.read() as txn:
-            yield ReplicaReader(self, txn)
+    def reader(self) -> ReplicaReader:
+        """`with replica.reader() as r`: reads in one read transaction, so they agree (tools, verify); never blocks the writer."""
+        return ReplicaReader(self)
 
     def apply(self, events: Sequence[Event], *, log_id: str, applied_ns: int | None = None) -> ApplyResult:
         """Apply a batch in one transaction; events at or below applied_offset are skipped."""
@@ -224,9 +221,16 @@ class ReplicaReader:
     Valid only inside its `with` block; iterators must be consumed there too.
     """
 
-    def __init__(self, store: ReplicaStore, txn: lmdb.Transaction) -> None:
+    def __init__(self, store: ReplicaStore) -> None:
         self._store = store
-        self._txn = txn
+        self._txn: lmdb.Transaction = None  # type: ignore[assignment]  # set by __enter__
+
+    def __enter__(self) -> ReplicaReader:
+        self._txn = self._store._env.begin_read()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._txn.abort()
 
     def cursor(self) -> Cursor:
         """Which log the replica follows and the newest offset it applied."""
