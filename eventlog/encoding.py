@@ -1,4 +1,4 @@
-"""The one place that turns records into bytes and back.
+"""The one place that turns records into bytes and back, and that lays out the stores' keys.
 
 Manifests are canonical JSON (orjson, sorted keys, no spaces) so every side
 hashes the same bytes for the same pod. Records are a small binary frame: a
