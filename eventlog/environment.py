@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Self, TypeVar
 
 import lmdb
 
@@ -193,6 +193,32 @@ class Environment:
     def close(self) -> None:
         """Close the environment; safe to call twice."""
         self.env.close()
+
+
+class Reader:
+    """Reads within one read transaction, begun and ended by `with`: the base of LogReader and ReplicaReader.
+
+    Valid only inside its `with` block; iterators it returns must be consumed there too.
+    """
+
+    def __init__(self, env: Environment) -> None:
+        self._env = env
+        self._txn: lmdb.Transaction = None  # type: ignore[assignment]  # set by __enter__
+
+    def __enter__(self) -> Self:
+        self._txn = self._env.begin_read()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._txn.abort()
+
+    def format_version(self) -> int:
+        """The store format the store was written in."""
+        return self._env.get_meta(self._txn, b"format")
+
+    def size_bytes(self) -> int:
+        """Bytes the store's pages take on disk now (the file, not this transaction's view of it)."""
+        return self._env.size_bytes()
 
 
 def _make_private(path: Path) -> None:

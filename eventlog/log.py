@@ -38,7 +38,7 @@ from eventlog.encoding import (
     u64,
     view_key,
 )
-from eventlog.environment import DEFAULT_MAP_SIZE, Environment
+from eventlog.environment import DEFAULT_MAP_SIZE, Environment, Reader
 from eventlog.errors import CompactedError, CorruptRecordError, OffsetOutOfRangeError
 from eventlog.records import Appended, Change, CompactionResult, Event, NodeState, PodEntry, PodKey, Snapshot, SnapshotCause, SnapshotPlan, SnapshotReason, StoreInfo
 from eventlog.view import ViewWriter, read_all_pods, read_node, read_nodes, read_pods
@@ -407,42 +407,24 @@ class LogStore:
         self.close()
 
 
-class LogReader:
-    """Reads of a LogStore within one read transaction (from LogStore.reader()), so all of them agree.
-
-    Valid only inside its `with` block; iterators must be consumed there too.
-    """
+class LogReader(Reader):
+    """Reads of a LogStore that agree with each other: `with store.reader() as r`."""
 
     def __init__(self, store: LogStore) -> None:
+        super().__init__(store._env)
         self._store = store
-        self._txn: lmdb.Transaction = None  # type: ignore[assignment]  # set by __enter__
-
-    def __enter__(self) -> LogReader:
-        self._txn = self._store._env.begin_read()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._txn.abort()
 
     def head_offset(self) -> int:
         """Offset of the newest event (0 for an empty log)."""
-        return self._store._env.get_meta(self._txn, b"head")
+        return self._env.get_meta(self._txn, b"head")
 
     def first_offset(self) -> int:
         """Offset of the oldest retained event (head + 1 when none is retained)."""
-        return self._store._env.get_meta(self._txn, b"first", 1)
+        return self._env.get_meta(self._txn, b"first", 1)
 
     def log_bytes(self) -> int:
         """Bytes of the retained event records, as the store counts them."""
-        return self._store._env.get_meta(self._txn, b"log_bytes")
-
-    def format_version(self) -> int:
-        """The store format the log was written in."""
-        return self._store._env.get_meta(self._txn, b"format")
-
-    def size_bytes(self) -> int:
-        """Bytes the store's pages take on disk now (the file, not this transaction's view of it)."""
-        return self._store._env.size_bytes()
+        return self._env.get_meta(self._txn, b"log_bytes")
 
     def node_state(self, node: str) -> NodeState | None:
         """A node's head offset, digest and pod count; None if the log never saw it."""

@@ -28,7 +28,7 @@ from eventlog.encoding import (
     journal_event_prefix,
     u64,
 )
-from eventlog.environment import Environment
+from eventlog.environment import Environment, Reader
 from eventlog.errors import DigestMismatchError, LogMismatchError, NotAStoreError
 from eventlog.records import ApplyResult, Cursor, Event, JournalEntry, NodeState, PodEntry, PodKey, Snapshot, StoreInfo
 from eventlog.view import ViewWriter, read_all_pods, read_node, read_nodes, read_pods
@@ -215,39 +215,20 @@ class ReplicaStore:
         self.close()
 
 
-class ReplicaReader:
-    """Reads of a ReplicaStore within one read transaction (from ReplicaStore.reader()), so all of them agree.
-
-    Valid only inside its `with` block; iterators must be consumed there too.
-    """
+class ReplicaReader(Reader):
+    """Reads of a ReplicaStore that agree with each other: `with store.reader() as r`."""
 
     def __init__(self, store: ReplicaStore) -> None:
+        super().__init__(store._env)
         self._store = store
-        self._txn: lmdb.Transaction = None  # type: ignore[assignment]  # set by __enter__
-
-    def __enter__(self) -> ReplicaReader:
-        self._txn = self._store._env.begin_read()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._txn.abort()
 
     def cursor(self) -> Cursor:
         """Which log the replica follows and the newest offset it applied."""
-        env = self._store._env
-        return Cursor(env.get_meta_str(self._txn, b"log_id"), env.get_meta(self._txn, b"applied"))
+        return Cursor(self._env.get_meta_str(self._txn, b"log_id"), self._env.get_meta(self._txn, b"applied"))
 
     def journal_seq(self) -> int:
         """Sequence number of the newest journal line (0: none yet)."""
-        return self._store._env.get_meta(self._txn, b"journal_seq")
-
-    def format_version(self) -> int:
-        """The store format the replica was written in."""
-        return self._store._env.get_meta(self._txn, b"format")
-
-    def size_bytes(self) -> int:
-        """Bytes the store's pages take on disk now (the file, not this transaction's view of it)."""
-        return self._store._env.size_bytes()
+        return self._env.get_meta(self._txn, b"journal_seq")
 
     def nodes(self) -> list[NodeState]:
         """Every node summary the store holds, by name (a sound replica holds only its own)."""
