@@ -23,7 +23,7 @@ from loguru import logger
 
 from manager.bootstrap_tokens import NAMESPACE as TOKEN_NAMESPACE
 from manager.retrying import Backoff, RetryQueue
-from manager.signing import SIGNER_NAME, AgentCa, CsrProblem, check_request, sign
+from manager.signing import SIGNER_NAME, AgentCa, CsrProblem, check_request, lifetime_text, sign
 from manager.watching import Changed, Listed, ListFn, WatchSettings, WatchStats, watch_forever
 
 NODE_ANNOTATION = "edge.k8s.io/node"
@@ -285,7 +285,7 @@ class Signer:
         pem = sign(self._ca, csr, seconds=seconds, now=self._now())
         self._api.issue(obj, pem)
         self.issued += 1
-        logger.info("CSR {} issued: a certificate for node {} valid {:g}s", name, node, seconds)
+        logger.info("CSR {} issued: a certificate for node {} valid {}", name, node, lifetime_text(seconds))
 
 
 class AutoApprover:

@@ -30,7 +30,8 @@ from manager.identity import NodeIdentity, certificate_node, node_name_problem
 from manager.refusals import REFUSED_LABEL, NodeRefusals
 from manager.settings import Approval, JoinSettings
 from manager.signing import (
-    SIGNER_NAME, AgentCa, CsrProblem, certificate_subject, check_request, csr_object_name, discovery_hash, usages,
+    SIGNER_NAME, AgentCa, CsrProblem, certificate_subject, check_request, csr_object_name, discovery_hash,
+    lifetime_text, usages,
 )
 from manager.watching import WatchSettings
 
@@ -355,8 +356,8 @@ class JoinService:
             t.start()
             self._threads.append(t)
         host = self.settings.address.bind_host()
-        logger.info("join server at {}:{} (HTTPS; approval {}; certificates for {:g}s)",
-                    host, self.port, self.settings.approval.value, self.settings.certificate_seconds)
+        logger.info("join server at {}:{} (HTTPS; approval {}; certificates for {})",
+                    host, self.port, self.settings.approval.value, lifetime_text(self.settings.certificate_seconds))
         logger.info("agents join with --discovery-token-ca-cert-hash {}", discovery_hash(self._ca.certificate))
 
     def _retry_forever(self) -> None:

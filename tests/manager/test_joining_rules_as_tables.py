@@ -17,7 +17,7 @@ from cryptography.x509.oid import NameOID
 
 from manager.bootstrap_tokens import Refusal, Token, check_token, parse_token
 from manager.refusals import NodeRefusals
-from manager.signing import CaError, CsrProblem, check_request, csr_object_name, load_ca, sign
+from manager.signing import CaError, CsrProblem, check_request, csr_object_name, lifetime_text, load_ca, sign
 from tests.manager.join_client import make_join_pki, node_csr
 
 NOW = datetime(2026, 12, 2, 8, 0, tzinfo=UTC)
@@ -143,6 +143,12 @@ def test_the_ca_must_be_a_ca_with_its_key(tmp_path):
     csr = check_request(node_csr("edge01").csr_pem.encode(), node="edge01")
     cert = x509.load_pem_x509_certificate(sign(ca, csr, seconds=10 * 365 * 86400, now=datetime.now(UTC)))
     assert cert.not_valid_after_utc == ca.certificate.not_valid_after_utc
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(31536000, "8760h"), (1800, "30m"), (20, "20s"), (90, "90s"),
+                                               (0.5, "0.5s")])
+def test_a_lifetime_is_logged_as_the_flag_spells_it(seconds, text):
+    assert lifetime_text(seconds) == text
 
 
 def test_a_node_is_refused_while_any_edgenode_of_its_name_is_labelled():
