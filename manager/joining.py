@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from loguru import logger
 
 from edgecommon.addresses import Address
+from edgecommon.tls import ReloadingFiles
 from manager.bootstrap_tokens import Token, check_token, parse_token
 from manager.certificates import AlreadyExists, AutoApprover, CsrApi, CsrPhase, Signer, SignerSettings, state_of
 from manager.identity import NodeIdentity, certificate_node, node_name_problem
@@ -280,9 +281,9 @@ class _JoinHttpServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 64
 
-    def __init__(self, address: Address, *, context: ssl.SSLContext, joining: Joining) -> None:
+    def __init__(self, address: Address, *, tls: ReloadingFiles[ssl.SSLContext], joining: Joining) -> None:
         self.address_family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
-        self.context = context
+        self.tls = tls  # the serving certificate, read again when its files change (as the sync service does)
         self.joining = joining
         self.busy = 0  # connections closed at once because every slot was taken, since start
         self._slots = threading.BoundedSemaphore(MAX_CONCURRENT_REQUESTS)
@@ -290,7 +291,8 @@ class _JoinHttpServer(ThreadingHTTPServer):
 
     def get_request(self) -> tuple[Any, Any]:
         sock, addr = self.socket.accept()
-        return self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
+        self.tls.reload_if_changed()
+        return self.tls.current.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):
@@ -346,8 +348,10 @@ class JoinService:
 
     def start(self) -> None:
         """Bind (OSError when the address cannot be), then serve and sign in threads."""
-        self._http = _JoinHttpServer(self.settings.address, context=server_context(self.settings, self._ca),
-                                     joining=self._joining)
+        files = [self.settings.cert_file, self.settings.key_file]
+        tls = ReloadingFiles(files, key_file=self.settings.key_file,
+                             load=lambda: server_context(self.settings, self._ca))
+        self._http = _JoinHttpServer(self.settings.address, tls=tls, joining=self._joining)
         self.port = self._http.server_address[1]
         for name, target in (("join-server", self._http.serve_forever),
                              ("csr-signer", lambda: self.signer.run(self._stop)),
