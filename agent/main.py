@@ -31,7 +31,9 @@ from loguru import logger
 from prometheus_client import CollectorRegistry
 
 from agent.faults import FaultInjector
+from agent.joining import JoinError
 from agent.reconciling import ManifestReconciler, Outcome
+from agent.renewing import start_renewing
 from agent.serving import AgentCollector, HealthServer, Readiness
 from agent.settings import AgentSettings, SettingsError, parse_args
 from edgecommon.files import PrivacyError, ensure_private_dir
@@ -121,11 +123,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         logger.error("cannot open the replica in {}: {}", settings.data_dir, exc.strerror or exc)
         return EXIT_FAILURE
+    renewer = None
     try:
+        if settings.join is not None:  # the pki the sync client's TLS files point at: joined now, or reused
+            try:
+                renewer = start_renewing(settings.join, node=settings.node_name, data_dir=settings.data_dir)
+            except JoinError as exc:
+                print(f"edge-agent: {exc}", file=sys.stderr)
+                return EXIT_FAILURE
         return asyncio.run(Agent(settings, replica, faults).run())
     except KeyboardInterrupt:
         return 0
     finally:
+        if renewer is not None:
+            renewer.stop()
         replica.close()  # after asyncio.run: every worker thread touching the store has finished
         logger.info("edge agent stopped")
 

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.join_settings import JoinSettings, add_join_flags, join_settings
+from agent.pki import AGENT_FILE, CA_FILE, pki_dir
 from edgecommon.files import PrivacyError, check_private_key_mode
 
 DEFAULT_SYNC_SERVER = "localhost:50051"  # the original agent's default
@@ -51,6 +53,7 @@ class AgentSettings:
     retain_journal: int = 100_000  # journal lines kept (0: all); bounds the data dir on a long-lived node
     log_level: str = "INFO"
     log_format: str = "text"
+    join: JoinSettings | None = None  # joining: ca_file/cert_file/key_file are then <data_dir>/pki's, made by joining
 
 
 def parse_duration(text: str) -> float:
@@ -133,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="info", choices=["trace", "debug", "info", "warning", "error"],
                    type=str.lower)
     p.add_argument("--log-format", default="text", choices=["text", "json"])
+    add_join_flags(p)
     return p
 
 
@@ -142,7 +146,11 @@ def parse_args(argv: Sequence[str] | None = None) -> AgentSettings:
     node = (a.node_name if a.node_name is not None else socket.gethostname()).strip().lower()
     if not node or len(node) > 253 or not _NODE_RE.fullmatch(node):
         raise SettingsError(f"invalid --node-name {node!r}: must be a DNS-1123 subdomain like a Kubernetes node name")
-    raw_servers = a.sync_server or [DEFAULT_SYNC_SERVER]
+    try:
+        join = join_settings(a, timeout=parse_duration(a.join_timeout))
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+    raw_servers = a.sync_server or [join.default_sync_server() if join else DEFAULT_SYNC_SERVER]
     servers = tuple(_check_address(s.strip()) for raw in raw_servers for s in raw.split(",") if s.strip())
     if not servers:
         raise SettingsError("--sync-server is empty")
@@ -158,9 +166,10 @@ def parse_args(argv: Sequence[str] | None = None) -> AgentSettings:
         raise SettingsError("--cert-file and --key-file go together")
     if a.cert_file is not None and a.ca_file is None:
         raise SettingsError("--cert-file needs --ca-file to verify the manager")
-    if a.ca_file is None and not a.insecure:
+    if a.ca_file is None and not a.insecure and join is None:
         raise SettingsError(
-            "refusing plaintext gRPC to the manager: give --ca-file (and --cert-file/--key-file), or --insecure"
+            "refusing plaintext gRPC to the manager: give --join-server (with a token), or --ca-file "
+            "(and --cert-file/--key-file), or --insecure"
         )
     for flag, path, marker in (("--ca-file", a.ca_file, b"CERTIFICATE-----"),
                                ("--cert-file", a.cert_file, b"CERTIFICATE-----"),
@@ -180,6 +189,9 @@ def parse_args(argv: Sequence[str] | None = None) -> AgentSettings:
                 raise SettingsError(f"{flag} {exc}") from None
     if a.retain_journal < 0:
         raise SettingsError("--retain-journal must be 0 (keep all) or positive")
+    if join is not None:  # the files joining makes (or made on an earlier start)
+        pki = pki_dir(Path(a.data_dir))
+        a.ca_file, a.cert_file, a.key_file = pki / CA_FILE, pki / AGENT_FILE, pki / AGENT_FILE
     return AgentSettings(
         node_name=node,
         sync_servers=servers,
@@ -195,4 +207,5 @@ def parse_args(argv: Sequence[str] | None = None) -> AgentSettings:
         retain_journal=a.retain_journal,
         log_level=a.log_level.upper(),
         log_format=a.log_format,
+        join=join,
     )
