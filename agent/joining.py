@@ -4,7 +4,7 @@ Owns the agent's half of the join API (docs/joining.md): HTTPS+JSON with the sta
 library, discovery WITHOUT verification whose CA bundle is trusted only when it hashes to a
 pinned value, then every request verified with that bundle (hostname or IP checked as usual).
 Nothing is written before a certificate is issued (agent.pki writes it whole). Raises
-JoinError with one line the daemon prints as `edge-agent: ...`. Must not import manager or grpc.
+JoinError with one line the daemon prints as `edge-agent: error: ...`. Must not import manager or grpc.
 """
 
 from __future__ import annotations
@@ -245,7 +245,8 @@ def wait_issued(api: JoinApi, name: str, *, token: str | None, deadline: float, 
 
 
 def request_certificate(api: JoinApi, *, node: str, token: str | None, deadline: float,
-                        now: Callable[[], datetime]) -> tuple[bytes, Identity]:
+                        now: Callable[[], datetime], submitted: Callable[[], None] = lambda: None,
+                        ) -> tuple[bytes, Identity]:
     """A fresh key and CSR, submitted and waited for; (agent.pem content, identity). Nothing is written."""
     key = new_key()
     body = {"csr": certificate_request(key, node).decode()}
@@ -254,6 +255,7 @@ def request_certificate(api: JoinApi, *, node: str, token: str | None, deadline:
     quiet = token is None  # a renewal: the renewer logs each distinct failure once
     name = retrying(lambda: api.submit(token=token, body=body), deadline=deadline, what="submitting the request",
                     quiet=quiet)
+    submitted()  # a test's fault point: the manager holds the request, the edge holds nothing yet
     issued = wait_issued(api, name, token=token, deadline=deadline, quiet=quiet)
     assert api.bundle_pem is not None
     bundle = parse_certificates(api.bundle_pem, what=CA_FILE)
@@ -271,7 +273,8 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def join(settings: JoinSettings, *, node: str, data_dir: Path, now: Callable[[], datetime] = _now) -> Identity:
+def join(settings: JoinSettings, *, node: str, data_dir: Path, now: Callable[[], datetime] = _now,
+         submitted: Callable[[], None] = lambda: None) -> Identity:
     """Discovery, join, wait for the certificate, then write <data-dir>/pki whole; the identity stored."""
     deadline = time.monotonic() + settings.timeout
     token = read_token(settings)
@@ -280,7 +283,7 @@ def join(settings: JoinSettings, *, node: str, data_dir: Path, now: Callable[[],
     api = JoinApi(settings)
     bundle_pem = retrying(api.discover, deadline=deadline, what="discovery")
     logger.info("the manager at {} has the expected CA ({})", settings.address, ", ".join(settings.ca_cert_hashes))
-    pem, identity = request_certificate(api, node=node, token=token, deadline=deadline, now=now)
+    pem, identity = request_certificate(api, node=node, token=token, deadline=deadline, now=now, submitted=submitted)
     try:
         write_identity(data_dir, bundle_pem=bundle_pem, pem=pem)
     except OSError as exc:

@@ -127,9 +127,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if settings.join is not None:  # the pki the sync client's TLS files point at: joined now, or reused
             try:
-                renewer = start_renewing(settings.join, node=settings.node_name, data_dir=settings.data_dir)
+                renewer = start_renewing(settings.join, node=settings.node_name, data_dir=settings.data_dir,
+                                         submitted=lambda: faults.reached("crash-after-join-request"))
             except JoinError as exc:
-                print(f"edge-agent: {exc}", file=sys.stderr)
+                print(f"edge-agent: error: {exc}", file=sys.stderr)
                 return EXIT_FAILURE
         return asyncio.run(Agent(settings, replica, faults).run())
     except KeyboardInterrupt:
