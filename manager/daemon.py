@@ -22,6 +22,7 @@ from manager.admitting import NamespaceAdmission
 from manager.events import EdgeNodeEvents, EventNotFound, EventRecorder
 from manager.metrics import Metrics, serve
 from manager.recording import MANAGED_BY_LABEL, MANAGED_BY_VALUE, DesiredNode, Recorder, key_of
+from manager.refusals import REFUSED_LABEL, NodeRefusals, RefusalChange
 from manager.status import Conflict, NotFound, StatusSettings, StatusWriter
 from manager.sync_service import BindProblem, LogNotifier, ServerTls, SyncSettings, create_server
 from manager.watching import Changed, HandlerUnavailable, Listed, WatchSettings, WatchStats, watch_forever
@@ -174,6 +175,7 @@ class Daemon:
         self._export_error: str | None = None  # last export failure logged (one line per distinct error)
         self._compact_error: str | None = None  # likewise for compaction
         self.unwritable: str | None = None  # why EdgeNode changes cannot be recorded now (disk full)
+        self.refusals = NodeRefusals()  # EdgeNodes labelled edge.k8s.io/agent-refused (docs/joining.md)
         self.recorder = Recorder(
             store, notify=self.notifier.notify_threadsafe, namespace=namespace,
             on_desired=lambda d: self._to_loop(self._edgenode_changed, d),
@@ -198,7 +200,7 @@ class Daemon:
             raise BindError("sync", exc.reason) from None
         await self._server.start()
         host = sync_address.rpartition(":")[0] or "[::]"
-        mode = "plaintext" if tls is None else ("mTLS" if tls.client_ca_file else "TLS")
+        mode = "plaintext" if tls is None else ("mTLS" if tls.checks_clients else "TLS")
         logger.info("Starting sync service api server: listening on {}:{} ({})", host, port, mode)
         self.sync_port = port
         self.metrics.add_live(
@@ -342,6 +344,23 @@ class Daemon:
             logger.info("the event log takes appends again; recording resumed (head offset {})",
                         self.store.head_offset)
             self.unwritable = None
+
+    def _observe_refusals(self, item: Listed | Changed) -> None:
+        """Refused nodes follow their EdgeNode's label; a newly refused node's live stream ends at once."""
+        change = (self.refusals.listed(item.objects) if isinstance(item, Listed)
+                  else self.refusals.changed(item.type, item.object))
+        if change:
+            self._to_loop(self._apply_refusals, change)
+
+    def _apply_refusals(self, change: RefusalChange) -> None:
+        table = self._server.stream_table
+        table.allow_nodes(change.allowed)
+        for node in sorted(change.allowed):
+            logger.info("node {} is no longer refused (label {} removed)", node, REFUSED_LABEL)
+        for node in sorted(change.refused):
+            logger.warning("node {} is refused (label {}=true on its EdgeNode): its stream is dropped, its joins "
+                           "and renewals are refused", node, REFUSED_LABEL)
+        table.refuse_nodes(change.refused, why=f"node refused: its EdgeNode has the label {REFUSED_LABEL}=true")
 
     def _recording_stopped(self, why: str) -> None:
         """Not ready, with the reason; one log line per distinct reason, not one per retry."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import re
 import signal
@@ -147,6 +148,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--default-pod-security-version", default="latest", metavar="VERSION",
                    help="Pod Security version for namespaces without the enforce-version label: latest or v1.N "
                         "(default latest)")
+    # joining (docs/joining.md): agents get their certificates with a bootstrap token
+    p.add_argument("--agent-ca-secret", default=None, metavar="NAMESPACE/NAME",
+                   help="a kubernetes.io/tls Secret holding the CA that signs agents' client certificates; enables "
+                        "joining with bootstrap tokens, and the sync service trusts this CA too")
+    p.add_argument("--join-server", default=":50052", metavar="ADDR",
+                   help="listen address of the HTTPS join service (default :50052; with --agent-ca-secret)")
+    p.add_argument("--join-approval", choices=["auto", "manual"], default="auto",
+                   help="auto (default): a valid bootstrap token approves the CSR; manual: it waits for "
+                        "kubectl certificate approve|deny")
+    p.add_argument("--agent-certificate-duration", default="8760h", metavar="DURATION",
+                   help="lifetime of the agent certificates it signs (default 8760h, as kube-controller-manager's "
+                        "--cluster-signing-duration); a CSR's expirationSeconds may shorten it")
     p.add_argument("--log-level", default="INFO", type=str.upper,
                    choices=["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"])
     p.add_argument("--log-format", default="text", choices=["text", "json"])
@@ -214,7 +227,7 @@ def check_flags(a: argparse.Namespace) -> tuple[Any, Retention, dict[str, float]
             check_private_key_mode(a.tls_private_key_file)  # issue 12: a group/world-readable key is refused
         except PrivacyError as exc:
             raise UsageError(f"--tls-private-key-file {exc}") from None
-        if a.client_ca_file is None and not a.allow_unauthenticated_agents:
+        if a.client_ca_file is None and not a.allow_unauthenticated_agents and a.agent_ca_secret is None:
             raise UsageError("TLS without --client-ca-file would let any client sync any node: pass --client-ca-file "
                              "(or --allow-unauthenticated-agents to accept that)")
         if a.client_ca_file is not None and a.allow_unauthenticated_agents:
@@ -266,6 +279,36 @@ def check_flags(a: argparse.Namespace) -> tuple[Any, Retention, dict[str, float]
     if a.namespace is not None and not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", a.namespace):
         raise UsageError(f"--namespace: not a namespace name: {a.namespace!r}")
     return tls, retention, intervals
+
+
+def check_join_flags(a: argparse.Namespace, tls: Any) -> Any:
+    """JoinSettings from the joining flags, None without --agent-ca-secret; UsageError naming the flag."""
+    from manager.joining import join_settings
+
+    try:
+        seconds = parse_duration(a.agent_certificate_duration)
+        return join_settings(ca_secret=a.agent_ca_secret, address=a.join_server, approval=a.join_approval,
+                             certificate_seconds=seconds, tls=tls, node_identity=a.node_identity,
+                             allow_unauthenticated=a.allow_unauthenticated_agents)
+    except ValueError as exc:
+        text = str(exc)
+        raise UsageError(text if text.startswith("--") else f"--agent-certificate-duration: {text}") from None
+
+
+def load_agent_ca(api: Any, join: Any) -> tuple[Any, Any]:
+    """(CsrApi, AgentCa) of --agent-ca-secret; StartupError when the Secret cannot be read or cannot sign."""
+    from datetime import UTC, datetime
+
+    from kubernetes import client
+
+    from manager.certificates import CsrApi, SecretUnreadable
+    from manager.signing import CaError, load_ca
+
+    csrs = CsrApi(certificates=client.CertificatesV1Api(api), core=client.CoreV1Api(api))
+    try:
+        return csrs, load_ca(*csrs.tls_secret(join.ca_namespace, join.ca_name), now=datetime.now(UTC))
+    except (SecretUnreadable, CaError) as exc:
+        raise StartupError(f"--agent-ca-secret {join.ca_namespace}/{join.ca_name}: {exc}") from None
 
 
 def api_client(a: argparse.Namespace) -> Any:
@@ -369,11 +412,12 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(level=a.log_level, fmt=a.log_format)
     try:
         tls, retention, intervals = check_flags(a)
+        join = check_join_flags(a, tls)
     except UsageError as exc:
         logger.error("{}", exc)
         return 2
     try:
-        return asyncio.run(run(a, tls=tls, retention=retention, intervals=intervals))
+        return asyncio.run(run(a, tls=tls, retention=retention, intervals=intervals, join=join))
     except StartupError as exc:
         logger.error("{}", exc)
         return 1
@@ -381,7 +425,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
-async def run(a: argparse.Namespace, *, tls: Any, retention: Retention, intervals: dict[str, float]) -> int:
+async def run(a: argparse.Namespace, *, tls: Any, retention: Retention, intervals: dict[str, float],
+              join: Any = None) -> int:
     """Start everything, wait for SIGTERM/SIGINT, stop everything in order."""
     from kubernetes import client
 
@@ -397,7 +442,7 @@ async def run(a: argparse.Namespace, *, tls: Any, retention: Retention, interval
     if tls is None:
         logger.warning("--insecure: the sync service serves plaintext gRPC without authentication; "
                        "any client can read every node's pods")
-    elif tls.client_ca_file is None:
+    elif tls.client_ca_file is None and join is None:
         logger.warning("--allow-unauthenticated-agents: the sync service checks no client certificate; "
                        "any client can read every node's pods and change its EdgeNode status")
     elif tls.node_identity.value == "cn":
@@ -405,6 +450,10 @@ async def run(a: argparse.Namespace, *, tls: Any, retention: Retention, interval
                        "--client-ca-file must be a CA dedicated to agents")
     api = await asyncio.to_thread(api_client, a)
     await asyncio.to_thread(probe_api, api, namespace=a.namespace)
+    join_service = None
+    if join is not None:
+        csrs, agent_ca = await asyncio.to_thread(load_agent_ca, api, join)
+        tls = dataclasses.replace(tls, agent_ca_pem=agent_ca.certificate_pem)  # the sync service trusts it too
     store_dir = a.data_dir / MANAGER_SUBDIR
     lock = lock_data_dir(a.data_dir)  # held until exit: one writer per log, or offsets would interleave
     try:
@@ -446,8 +495,19 @@ async def run(a: argparse.Namespace, *, tls: Any, retention: Retention, interval
         except OSError as exc:
             await daemon.stop()
             raise StartupError(" ".join(str(exc).split())) from None
+        if join is not None:
+            from manager.joining import JoinService
+
+            join_service = JoinService(api=csrs, ca=agent_ca, settings=join, refusals=daemon.refusals)
+            try:
+                join_service.start()
+            except OSError as exc:
+                await daemon.stop()
+                raise StartupError(f"--join-server {a.join_server}: {exc.strerror or exc}") from None
         await stop.wait()
         logger.info("Stopping edge manager")
+        if join_service is not None:
+            await asyncio.to_thread(join_service.stop)
         await daemon.stop()
     finally:
         t0 = time.monotonic()

@@ -54,6 +54,13 @@ class ServerTls:
     key_file: Path
     client_ca_file: Path | None = None
     node_identity: NodeIdentity = NodeIdentity.KUBELET
+    agent_ca_pem: bytes | None = None
+    """The agent CA of --agent-ca-secret (docs/joining.md): trusted for client certificates beside client_ca_file."""
+
+    @property
+    def checks_clients(self) -> bool:
+        """Whether client certificates are required and name the node."""
+        return self.client_ca_file is not None or self.agent_ca_pem is not None
 
 
 class TlsFiles:
@@ -77,9 +84,10 @@ class TlsFiles:
 
     def _configuration(self) -> grpc.ServerCertificateConfiguration:
         tls = self.tls
+        roots = (tls.client_ca_file.read_bytes().rstrip(b"\n") + b"\n" if tls.client_ca_file else b"") \
+            + (tls.agent_ca_pem or b"")
         return grpc.ssl_server_certificate_configuration(
-            [(tls.key_file.read_bytes(), tls.cert_file.read_bytes())],
-            root_certificates=tls.client_ca_file.read_bytes() if tls.client_ca_file else None,
+            [(tls.key_file.read_bytes(), tls.cert_file.read_bytes())], root_certificates=roots or None,
         )
 
     def fetch(self) -> grpc.ServerCertificateConfiguration | None:
@@ -208,7 +216,7 @@ def create_server(
     Without a client CA (plaintext, or TLS alone) no node identity is checked: main refuses
     that unless --insecure or --allow-unauthenticated-agents says so.
     """
-    identity = tls.node_identity if tls is not None and tls.client_ca_file is not None else None
+    identity = tls.node_identity if tls is not None and tls.checks_clients else None
     servicer = SyncServicer(
         store=store, notifier=notifier, observer=observer, settings=settings, identity=identity,
         table=StreamTable(max_streams=settings.max_streams),
