@@ -42,6 +42,9 @@ class ManagerProc(SpawnedDaemon):
         wait_for(started, timeout=90, what="edge-manager to list EdgeNodes", on_timeout=self.log_tail)
         return self
 
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
     def store(self) -> LogStore:
         """The manager's log, read-only (readers never block the manager)."""
         return LogStore(self.data_dir / "eventlog", readonly=True)
