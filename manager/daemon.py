@@ -322,6 +322,7 @@ class Daemon:
         A store that cannot be written (disk full) is everyone's problem instead: recording
         stops, /readyz says why, and the watch relists with backoff until appends work again.
         """
+        self._observe_refusals(item)
         try:
             self._record(item)
         except StoreFullError as exc:

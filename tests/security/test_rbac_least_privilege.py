@@ -5,7 +5,8 @@ be worth no more than what the manager needs. Proof by the apiserver itself: a p
 control plane with an audit log runs the real edge-manager as that ServiceAccount (a token
 from `kubectl create token`, no other rights) through every API path it has, and the
 (group, resource, verb) triples the audit log shows must equal the ClusterRole's rules,
-none missing (no request was forbidden) and none unused.
+none missing (no request was forbidden) and none unused. The run joins and renews an agent's
+certificate with a bootstrap token (docs/joining.md), so the joining rules are proven too.
 """
 
 from __future__ import annotations
@@ -15,11 +16,15 @@ import time
 from pathlib import Path
 
 import yaml
+from cryptography.hazmat.primitives import serialization
 
 from tests.conftest import CRD_FILE, REPO
 from tests.crd_helpers import wait_established
 from tests.manager.conftest import manager_factory  # noqa: F401 (fixture)
 from tests.manager.fake_agent import FakeAgent
+from tests.manager.join_client import (
+    JoinClient, issued, join_port, joining_args, make_join_pki, node_csr, put_ca_secret, put_token, sync_credentials,
+)
 from tests.manager.manager_helpers import apply, wait_for
 from tests.manager.test_status_columns import mirror_pod
 
@@ -40,6 +45,20 @@ USED = {
     ("", "namespaces", "watch"),
     ("events.k8s.io", "events", "create"),  # Events on EdgeNodes (manager/events.py)
     ("events.k8s.io", "events", "patch"),  # a repeated Event counts up its series
+    # joining (docs/joining.md, with --agent-ca-secret)
+    ("", "secrets", "get"),  # the agent CA Secret at start; a bootstrap-token Secret of kube-system at each join
+    ("certificates.k8s.io", "certificatesigningrequests", "create"),  # one CSR per join or renewal
+    ("certificates.k8s.io", "certificatesigningrequests", "get"),  # read back to approve; polled for the agent
+    ("certificates.k8s.io", "certificatesigningrequests", "list"),  # the signer's list+watch
+    ("certificates.k8s.io", "certificatesigningrequests", "watch"),
+    ("certificates.k8s.io", "certificatesigningrequests/approval", "update"),  # --join-approval auto, renewals
+    ("certificates.k8s.io", "certificatesigningrequests/status", "update"),  # the signer writes the certificate
+}
+# Granted but never a request of their own: the API server's CertificateApproval and CertificateSigning
+# admission check them on the approval and status updates above (proven below by a join failing without them).
+CHECKED_BY_ADMISSION = {
+    ("certificates.k8s.io", "signers", "approve"),
+    ("certificates.k8s.io", "signers", "sign"),
 }
 
 POLICY = """apiVersion: audit.k8s.io/v1
@@ -51,10 +70,10 @@ rules:
 
 
 def granted(rbac_text: str) -> set[tuple[str, str, str]]:
-    """(group, resource, verb) triples of the edge-manager ClusterRole."""
-    role = next(d for d in yaml.safe_load_all(rbac_text) if d and d["kind"] == "ClusterRole"
-                and d["metadata"]["name"] == "edge-manager")
-    return {(g, r, v) for rule in role["rules"] for g in rule.get("apiGroups", [""])
+    """(group, resource, verb) triples of the edge-manager ClusterRole and of its Roles (edge-manager-*)."""
+    roles = [d for d in yaml.safe_load_all(rbac_text) if d and d["kind"] in ("ClusterRole", "Role")
+             and d["metadata"]["name"].startswith("edge-manager")]
+    return {(g, r, v) for role in roles for rule in role["rules"] for g in rule.get("apiGroups", [""])
             for r in rule.get("resources", []) for v in rule.get("verbs", [])}
 
 
@@ -99,12 +118,25 @@ def test_the_cluster_role_grants_exactly_what_the_manager_calls(control_plane_fa
     cp.kubectl("apply", "-f", RBAC_FILE)
     cp.kubectl("create", "serviceaccount", "default", "-n", "default", check=False)
     ns, data = "default", tmp_path / "data"
-    # cluster-wide, as deploy/manager.yaml runs it
-    mgr = manager_factory(kubeconfig=sa_kubeconfig(cp, tmp_path / "sa.kubeconfig"), data_dir=data,
-                          args=["--status-refresh-interval", "2s", "--heartbeat-interval", "1s"])
+    pki = make_join_pki(tmp_path / "pki")
+    put_ca_secret(cp, pki)
+    # cluster-wide, as deploy/manager.yaml runs it, with joining on: the agent joins with a token
+    mgr = manager_factory(kubeconfig=sa_kubeconfig(cp, tmp_path / "sa.kubeconfig"), data_dir=data, insecure=False,
+                          args=joining_args(pki, "--status-refresh-interval", "2s", "--heartbeat-interval", "1s"))
+    port = join_port(mgr.log())
+    client = JoinClient(port, ca_pem=pki.ca_cert)
+    token, key = put_token(cp), node_csr("edge01")
+    status, body = client.join(token, "edge01", key.csr_pem)
+    assert status == 202, body
+    cert = issued(client.wait_status(body["name"], token=token)).public_bytes(serialization.Encoding.PEM)
+    credentials = sync_credentials(pki, cert, key.key_pem)
+    renewing = JoinClient(port, ca_pem=pki.ca_cert, cert_pem=cert, key_pem=key.key_pem)
+    status, body = renewing.renew(node_csr("edge01").csr_pem)
+    assert status == 202, body
+    assert issued(renewing.wait_status(body["name"]))
     apply(cp, "edge01", ns, {"web": "nginx"})
     mirror_pod(cp, ns, "web-edge01", "edge01", "Running")  # a pod event through the pod watch
-    agent = FakeAgent(mgr.sync_port, "edge01", data)  # an agent's ack and report: status patches
+    agent = FakeAgent(mgr.sync_port, "edge01", data, credentials=credentials)  # an ack and report: status patches
     try:
         wait_for(lambda: json.loads(cp.kubectl("get", "edgenode", "edge01", "-n", ns, "-o", "json").stdout)
                  .get("status", {}).get("phase") == "Running", 60, "the status written as the ServiceAccount")
@@ -112,18 +144,27 @@ def test_the_cluster_role_grants_exactly_what_the_manager_calls(control_plane_fa
         agent.close()
     # the same disconnect twice: the second AgentDisconnected Event patches the first's series
     wait_for(lambda: _disconnected(cp, ns) == [1], 60, "the first AgentDisconnected Event")
-    again = FakeAgent(mgr.sync_port, "edge01", data)
+    again = FakeAgent(mgr.sync_port, "edge01", data, credentials=credentials)
     wait_for(lambda: again.acked > 0, 60, "the agent back")
     again.close()
     wait_for(lambda: _disconnected(cp, ns) == [2], 60, "a repeated Event patched")
     time.sleep(2)  # the audit log is written asynchronously
-    assert mgr.stop() == 0
     used, refused = audited(audit_log, SERVICE_ACCOUNT)
     assert refused == [], [(e["verb"], e.get("objectRef"), e["responseStatus"]) for e in refused]
     assert used == USED, f"the manager made {sorted(used - USED)} beyond the table, not {sorted(USED - used)}"
     rules = granted(RBAC_FILE.read_text())
-    assert rules == USED, f"crd/rbac.yaml grants unused {sorted(rules - USED)}, lacks {sorted(USED - rules)}"
+    assert rules == USED | CHECKED_BY_ADMISSION, \
+        f"crd/rbac.yaml grants unused {sorted(rules - USED - CHECKED_BY_ADMISSION)}, lacks {sorted(USED - rules)}"
     assert "forbidden" not in mgr.log().lower()
+
+    # approve on the signer is needed: without it the API server refuses the approval, and the join with it
+    role = json.loads(cp.kubectl("get", "clusterrole", "edge-manager", "-o", "json").stdout)
+    role["rules"] = [r for r in role["rules"] if "signers" not in r.get("resources", [])]
+    cp.kubectl("replace", "-f", "-", input=json.dumps(role))
+    status, body = client.join(put_token(cp), "edge02", node_csr("edge02").csr_pem)
+    assert status == 503, body
+    assert "forbidden" in body["error"].lower() or "403" in body["error"], body
+    assert mgr.stop() == 0
 
 
 def _disconnected(cp, ns: str) -> list[dict]:
