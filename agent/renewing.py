@@ -38,15 +38,13 @@ def rotation_deadline(identity: Identity, *, received: datetime | None = None,
                       rng: Callable[[], float] = random.random) -> datetime:
     """When to renew: a uniformly jittered point between 70% and 90% of the certificate's lifetime.
 
-    A certificate backdated by its signer (kube's signer backdates notBefore 5 minutes) so far that
-    the point had passed when it was `received` is scheduled over what remained of it then: a short
-    lifetime is renewed before it ends, not in a loop.
+    The lifetime counts from notBefore, or from when the certificate was `received` if that is
+    later: kube's signer backdates notBefore 5 minutes, which would put a short certificate's
+    70-90% at or just after its arrival and renew it in a loop.
     """
+    start = identity.not_before if received is None else max(identity.not_before, received)
     fraction = ROTATION_START + ROTATION_JITTER * rng()
-    deadline = identity.not_before + timedelta(seconds=identity.lifetime() * fraction)
-    if received is not None and deadline <= received:
-        deadline = received + (identity.not_after - received) * fraction
-    return deadline
+    return start + (identity.not_after - start) * fraction
 
 
 class Renewer:

@@ -30,12 +30,13 @@ def test_jitter_spreads_nodes_that_joined_together():
     assert all(NOW + timedelta(days=255) < d < NOW + timedelta(days=329) for d in deadlines)
 
 
-def test_a_short_certificate_backdated_by_its_signer_is_renewed_before_its_end_not_at_once():
-    # kube's signer backdates notBefore 5 minutes: a 20 s certificate is "90% old" when it arrives
-    short = Identity(node="edge01", serial=2, not_before=NOW - timedelta(minutes=5), not_after=NOW + timedelta(seconds=20))
-    assert rotation_deadline(short, rng=lambda: 0.5) < NOW  # kubelet's rule alone: renew at once, again and again
-    deadline = rotation_deadline(short, received=NOW, rng=lambda: 0.5)
-    assert deadline == NOW + timedelta(seconds=16)
+@pytest.mark.parametrize("draw", [0.0, 0.5, 0.999999])
+def test_a_backdated_certificate_counts_its_lifetime_from_its_arrival(draw):
+    # kube's signer backdates notBefore 5 minutes: a 60 s certificate would be 70-90% old within 24 s of arriving
+    short = Identity(node="edge01", serial=2, not_before=NOW - timedelta(minutes=5), not_after=NOW + timedelta(seconds=60))
+    assert rotation_deadline(short, rng=lambda: draw) < NOW + timedelta(seconds=25)  # kubelet's rule alone
+    deadline = rotation_deadline(short, received=NOW, rng=lambda: draw)
+    assert abs((deadline - NOW).total_seconds() - 60 * (0.7 + 0.2 * draw)) < 0.01
 
 
 def test_a_certificate_read_from_disk_past_its_deadline_is_renewed_at_once():
