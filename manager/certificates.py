@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
 from loguru import logger
 
 from manager.bootstrap_tokens import NAMESPACE as TOKEN_NAMESPACE
@@ -88,8 +89,6 @@ class CsrApi:
     def create(self, name: str, *, request_pem: bytes, usages: list[str], expiration_seconds: int,
                node: str, token_id: str | None) -> None:
         """Create the CSR object; AlreadyExists when that name (that key) was submitted before."""
-        from kubernetes.client.exceptions import ApiException
-
         annotations = {NODE_ANNOTATION: node}
         if token_id is not None:
             annotations[TOKEN_ANNOTATION] = token_id
@@ -108,16 +107,7 @@ class CsrApi:
 
     def get(self, name: str) -> dict[str, Any] | None:
         """The CSR object, None when there is none."""
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            resp = self._certs.read_certificate_signing_request(name, _preload_content=False,
-                                                                 _request_timeout=_TIMEOUT)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return json.loads(resp.data)
+        return _read_or_none(self._certs.read_certificate_signing_request, name)
 
     def approve(self, name: str, *, reason: str, message: str) -> None:
         """Add the Approved condition through the approval subresource (as `kubectl certificate approve`)."""
@@ -157,8 +147,6 @@ class CsrApi:
 
     def tls_secret(self, namespace: str, name: str) -> tuple[bytes, bytes]:
         """(tls.crt, tls.key) of a kubernetes.io/tls Secret; SecretUnreadable naming what is wrong."""
-        from kubernetes.client.exceptions import ApiException
-
         try:
             secret = self._secret(namespace, name)
         except ApiException as exc:
@@ -173,16 +161,18 @@ class CsrApi:
         return base64.b64decode(data["tls.crt"]), base64.b64decode(data["tls.key"])
 
     def _secret(self, namespace: str, name: str) -> dict[str, Any] | None:
-        from kubernetes.client.exceptions import ApiException
+        return _read_or_none(self._core.read_namespaced_secret, name, namespace)
 
-        try:
-            resp = self._core.read_namespaced_secret(name, namespace, _preload_content=False,
-                                                     _request_timeout=_TIMEOUT)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return json.loads(resp.data)
+
+def _read_or_none(read: Callable[..., Any], *args: str) -> dict[str, Any] | None:
+    """The object a read_* call returns, as the API's dict; None on 404."""
+    try:
+        resp = read(*args, _preload_content=False, _request_timeout=_TIMEOUT)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return json.loads(resp.data)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -237,7 +237,7 @@ def check_flags(a: argparse.Namespace) -> tuple[Any, Retention, dict[str, float]
     elif not a.insecure:
         raise UsageError("refusing to serve agents without TLS: pass --tls-cert-file and --tls-private-key-file "
                          "(and --client-ca-file), or --insecure for plaintext")
-    if a.node_identity is not None and a.client_ca_file is None:
+    if a.node_identity is not None and a.client_ca_file is None and a.agent_ca_secret is None:
         raise UsageError("--node-identity needs --client-ca-file (without it no certificate is checked)")
     if a.allow_unauthenticated_agents and a.insecure:
         raise UsageError("--allow-unauthenticated-agents is for TLS without --client-ca-file; --insecure already "
