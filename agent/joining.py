@@ -13,6 +13,7 @@ import http.client
 import json
 import ssl
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -55,7 +56,7 @@ class Unreachable(JoinError):
 
 
 class Refused(JoinError):
-    """The manager answered with an error (4xx/5xx) and its one-line reason."""
+    """The manager answered with a refusal (4xx) and its one-line reason."""
 
     def __init__(self, status: int, reason: str, *, where: str) -> None:
         super().__init__(f"the manager at {where} refused (HTTP {status}): {reason}")
@@ -133,7 +134,7 @@ class JoinApi:
 
     def status(self, name: str, *, token: str | None) -> CsrStatus:
         """GET /v1/csr/<name>."""
-        answer = self._call("GET", f"/v1/csr/{name}", token=token)
+        answer = self._call("GET", f"/v1/csr/{urllib.parse.quote(name, safe='')}", token=token)
         status = answer.get("status")
         if status not in ("Pending", "Denied", "Issued"):
             raise JoinError(f"the manager at {self.settings.address} answered status {status!r} for {name}")
@@ -182,8 +183,10 @@ class JoinApi:
             answer = None
         if resp.status >= 400:
             reason = answer.get("error") if isinstance(answer, dict) else None
-            why = reason if isinstance(reason, str) and reason else resp.reason
-            raise Refused(resp.status, _one_line(why), where=where)
+            why = _one_line(reason if isinstance(reason, str) and reason else resp.reason)
+            if resp.status >= 500:  # the manager cannot serve now (its API is away): answered, so safe to try again
+                raise Unreachable(f"the manager at {where} cannot serve {path} now (HTTP {resp.status}): {why}")
+            raise Refused(resp.status, why, where=where)
         if not isinstance(answer, dict):
             raise JoinError(f"the manager at {where} answered {path} with something other than a JSON object")
         return answer
