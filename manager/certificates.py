@@ -21,6 +21,7 @@ from kubernetes.client.exceptions import ApiException
 from loguru import logger
 
 from manager.bootstrap_tokens import NAMESPACE as TOKEN_NAMESPACE
+from manager.retrying import Backoff, RetryQueue
 from manager.signing import SIGNER_NAME, AgentCa, CsrProblem, check_request, sign
 from manager.watching import Changed, Listed, WatchSettings, WatchStats, watch_forever
 
@@ -114,6 +115,8 @@ class CsrApi:
         obj = self.get(name)
         if obj is None:
             raise LookupError(f"CSR {name} vanished before its approval")
+        if _condition(obj, "Approved") is not None or _condition(obj, "Denied") is not None:
+            return  # decided meanwhile (a retry after a lost answer, or a human): nothing to add
         self._add_condition(obj, "Approved", reason, message)
         self._certs.replace_certificate_signing_request_approval(name, obj, _preload_content=False,
                                                                  _request_timeout=_TIMEOUT)
@@ -184,7 +187,11 @@ class SignerSettings:
 
 
 class Signer:
-    """Signs Approved CSRs of `edge.k8s.io/agent` that are not issued yet, from a list+watch of them."""
+    """Signs Approved CSRs of `edge.k8s.io/agent` that are not issued yet, from a list+watch of them.
+
+    A CSR whose signing fails (the API refused the status write) is retried alone with backoff,
+    read afresh: a watch renewed from its resourceVersion would not show it again.
+    """
 
     def __init__(self, *, api: CsrApi, ca: AgentCa, settings: SignerSettings,
                  watch_settings: WatchSettings = WatchSettings(),
@@ -196,20 +203,44 @@ class Signer:
         self._now = now
         self.stats = WatchStats()
         self.issued = 0
+        self.retries = RetryQueue(backoff=Backoff(max_seconds=60.0))
 
     def run(self, stop: threading.Event) -> None:
         """The watch loop (a thread) until `stop` is set."""
         watch_forever(self._api.list_csrs, handle=self._handle, settings=self._watch_settings, stats=self.stats,
                       stop=stop, what="agent CSRs", field_selector=f"spec.signerName={SIGNER_NAME}")
 
+    def retry_due(self) -> None:
+        """Sign again the CSRs whose backoff has passed, each read afresh."""
+        for due in self.retries.take_due():
+            try:
+                obj = self._api.get(str(due.key))
+            except Exception as exc:
+                self._failed(str(due.key), exc)
+                continue
+            if obj is None:
+                self.retries.forget(due.key)
+            else:
+                self._try(obj)
+
     def _handle(self, item: Listed | Changed) -> None:
         objects = item.objects if isinstance(item, Listed) else [] if item.type == "DELETED" else [item.object]
         for obj in objects:
-            try:
-                self.consider(obj)
-            except Exception as exc:  # one request's failure is that request's; the next event retries it
-                name = (obj.get("metadata") or {}).get("name")
-                logger.warning("CSR {} not signed yet: {}", name, " ".join(str(exc).split())[:300])
+            self._try(obj)
+
+    def _try(self, obj: dict[str, Any]) -> None:
+        name = str((obj.get("metadata") or {}).get("name"))
+        try:
+            self.consider(obj)
+        except Exception as exc:  # one request's failure is that request's: retried alone with backoff
+            self._failed(name, exc)
+        else:
+            self.retries.forget(name)
+
+    def _failed(self, name: str, exc: Exception) -> None:
+        delay = self.retries.failed(name, "changed", None)
+        logger.warning("CSR {} not signed yet ({}); retrying in {:.1f}s", name, _why(exc), delay)
+
 
     def consider(self, obj: dict[str, Any]) -> None:
         """Sign one CSR object if it is Approved and not Denied, Failed or issued."""
@@ -233,3 +264,41 @@ class Signer:
         self._api.issue(obj, pem)
         self.issued += 1
         logger.info("CSR {} issued: a certificate for node {} valid {:g}s", name, node, seconds)
+
+
+class AutoApprover:
+    """Approves the CSRs the join listener accepts; an approval the API refuses is retried alone with backoff.
+
+    So a join answered 202 is approved once the API lets us, and the agent, polling, never
+    has to submit its key again (that would be a replay).
+    """
+
+    def __init__(self, api: CsrApi) -> None:
+        self._api = api
+        self.retries = RetryQueue(backoff=Backoff(max_seconds=60.0))
+
+    def approve(self, name: str, *, reason: str, message: str) -> bool:
+        """Approve now; False when it failed and was scheduled again."""
+        try:
+            self._api.approve(name, reason=reason, message=message)
+        except LookupError:
+            self.retries.forget(name)
+            logger.warning("CSR {} was deleted before its approval", name)
+            return False
+        except Exception as exc:
+            delay = self.retries.failed(name, "changed", (reason, message))
+            logger.warning("CSR {} not approved yet ({}); retrying in {:.1f}s", name, _why(exc), delay)
+            return False
+        self.retries.forget(name)
+        return True
+
+    def retry_due(self) -> None:
+        """Approve again the CSRs whose backoff has passed."""
+        for due in self.retries.take_due():
+            reason, message = due.obj
+            self.approve(str(due.key), reason=reason, message=message)
+
+
+def _why(exc: Exception) -> str:
+    """One short line for a failed API call."""
+    return f"HTTP {exc.status} {exc.reason}" if isinstance(exc, ApiException) else " ".join(str(exc).split())[:300]

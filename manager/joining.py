@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from loguru import logger
 
 from manager.bootstrap_tokens import Token, check_token, parse_token
-from manager.certificates import AlreadyExists, CsrApi, CsrPhase, Signer, SignerSettings, state_of
+from manager.certificates import AlreadyExists, AutoApprover, CsrApi, CsrPhase, Signer, SignerSettings, state_of
 from manager.identity import NodeIdentity, certificate_node
 from manager.refusals import REFUSED_LABEL, NodeRefusals
 from manager.signing import (
@@ -111,8 +111,10 @@ class Caller:
 class Joining:
     """The endpoints' logic: each returns a Reply, and logs each refusal once."""
 
-    def __init__(self, *, api: CsrApi, ca: AgentCa, settings: JoinSettings, refusals: NodeRefusals) -> None:
+    def __init__(self, *, api: CsrApi, ca: AgentCa, settings: JoinSettings, refusals: NodeRefusals,
+                 approver: AutoApprover) -> None:
         self._api = api
+        self._approver = approver
         self._ca = ca
         self._settings = settings
         self._refusals = refusals
@@ -146,6 +148,14 @@ class Joining:
 
     def csr_status(self, caller: Caller, name: str) -> Reply:
         """Pending, Denied (with why) or Issued (with the certificate), for the requester only."""
+        if caller.certificate is not None:  # who asks comes first: no CSR name is confirmed to strangers
+            node = self._certificate_node(caller)
+            if isinstance(node, Reply):
+                return node
+        else:
+            refused = self._token_refusal(caller, node=None)
+            if refused is not None:
+                return refused
         if not name or len(name) > _MAX_CSR_NAME or not all(c.isalnum() or c in "-." for c in name):
             return Reply(404, {"error": f"no CSR {name[:80]!r}"})
         obj = self._api.get(name)
@@ -153,16 +163,10 @@ class Joining:
             return Reply(404, {"error": f"no CSR {name} of signer {SIGNER_NAME}"})
         state = state_of(obj)
         if caller.certificate is not None:
-            node = self._certificate_node(caller)
-            if isinstance(node, Reply):
-                return node
             if node != state.node:
                 return self._refuse(caller, 403, f"CSR {name} is node {state.node}'s, not {node}'s", node=node)
         else:
-            refused = self._token_refusal(caller, node=None)
-            if refused is not None:
-                return refused
-            assert caller.token is not None
+            assert caller.token is not None  # _token_refusal let it through
             if state.token_id != caller.token.token_id:
                 return self._refuse(caller, 403, f"CSR {name} was not requested with bootstrap token "
                                                  f"{caller.token.token_id}", node=state.node)
@@ -192,12 +196,13 @@ class Joining:
         except AlreadyExists:
             return self._refuse(caller, 409, f"replayed request: this key was already submitted as CSR {name}",
                                 node=node)
+        outcome = "waiting for kubectl certificate approve"
         if reason is not None:
             how = f"bootstrap token {token_id}" if token_id else "its current certificate"
-            self._api.approve(name, reason=reason, message=f"node {node} asked with {how}")
+            approved = self._approver.approve(name, reason=reason, message=f"node {node} asked with {how}")
+            outcome = "approved" if approved else "approval retried"
         logger.info("CSR {} created for node {} ({}; {})", name, node,
-                    f"bootstrap token {token_id}" if token_id else "renewal",
-                    "approved" if reason else "waiting for kubectl certificate approve")
+                    f"bootstrap token {token_id}" if token_id else "renewal", outcome)
         return Reply(202, {"name": name})
 
     def _token_refusal(self, caller: Caller, *, node: str | None) -> Reply | None:
@@ -371,7 +376,8 @@ class JoinService:
         self.signer = Signer(api=api, ca=ca, settings=SignerSettings(certificate_seconds=settings.certificate_seconds),
                              watch_settings=watch_settings)
         self._ca = ca
-        self._joining = Joining(api=api, ca=ca, settings=settings, refusals=refusals)
+        self.approver = AutoApprover(api)
+        self._joining = Joining(api=api, ca=ca, settings=settings, refusals=refusals, approver=self.approver)
         self._http: _JoinHttpServer | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -383,7 +389,8 @@ class JoinService:
                                      joining=self._joining)
         self.port = self._http.server_address[1]
         for name, target in (("join-server", self._http.serve_forever),
-                             ("csr-signer", lambda: self.signer.run(self._stop))):
+                             ("csr-signer", lambda: self.signer.run(self._stop)),
+                             ("csr-retry", self._retry_forever)):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
@@ -391,6 +398,13 @@ class JoinService:
         logger.info("join server at {}:{} (HTTPS; approval {}; certificates for {:g}s)",
                     host, self.port, self.settings.approval.value, self.settings.certificate_seconds)
         logger.info("agents join with --discovery-token-ca-cert-hash {}", discovery_hash(self._ca.certificate))
+
+    def _retry_forever(self) -> None:
+        """Approvals and signings the API refused, each retried when its backoff has passed."""
+        while not self._stop.wait(min(d for d in (1.0, self.signer.retries.next_due(),
+                                                  self.approver.retries.next_due()) if d is not None)):
+            self.approver.retry_due()
+            self.signer.retry_due()
 
     def stop(self) -> None:
         """Stop serving and signing."""

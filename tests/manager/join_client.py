@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import base64
 import http.client
 import json
 import re
@@ -20,7 +19,6 @@ import secrets
 import ssl
 import string
 import tempfile
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from ipaddress import ip_address
@@ -228,13 +226,3 @@ def kubectl_csr(cp: Any, name: str) -> dict[str, Any]:
 def csr_condition_types(cp: Any, name: str) -> list[str]:
     """The CSR's condition types (Approved, Denied, Failed)."""
     return [c["type"] for c in (kubectl_csr(cp, name).get("status") or {}).get("conditions") or []]
-
-
-def certificate_of(cp: Any, name: str) -> bytes:
-    """status.certificate of a CSR, decoded."""
-    return base64.b64decode(kubectl_csr(cp, name)["status"]["certificate"])
-
-
-def pause(seconds: float) -> None:
-    """A short wait where the tests must show that nothing happens."""
-    time.sleep(seconds)

@@ -10,6 +10,7 @@ import json
 import subprocess
 from datetime import timedelta
 
+import grpc
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -22,6 +23,7 @@ from tests.manager.join_client import (
     node_csr, put_ca_secret, put_token, sync_credentials,
 )
 from tests.manager.manager_helpers import apply, wait_for
+from tests.sync.sync_helpers import make_pki
 
 
 @pytest.fixture
@@ -203,3 +205,37 @@ def test_a_csr_is_read_by_its_requester_only(control_plane, manager_factory, pki
     assert status == 403 and "was not requested with bootstrap token" in answer["error"], answer
     assert client.csr(body["name"])[0] == 401
     assert client.csr("edge-agent-nosuch-0123456789", token=token)[0] == 404
+
+
+def test_the_sync_service_trusts_the_agent_ca_beside_the_client_ca_file(
+        control_plane, manager_factory, pki, namespace, tmp_path):
+    (tmp_path / "hand").mkdir()
+    (tmp_path / "stranger").mkdir()
+    hand, stranger = make_pki(tmp_path / "hand", ca_name="hand-made CA"), make_pki(tmp_path / "stranger")
+    mgr, port = start(manager_factory, control_plane, pki, "--client-ca-file", str(hand.ca))
+    client = JoinClient(port, ca_pem=pki.ca_cert)
+    token, key = put_token(control_plane), node_csr("edge02")
+    status, body = client.join(token, "edge02", key.csr_pem)
+    assert status == 202, body
+    joined = client.wait_status(body["name"], token=token)["certificate"].encode()
+    apply(control_plane, "edge01", namespace, {"web": "nginx"})
+    apply(control_plane, "edge02", namespace, {"web": "nginx"})
+
+    def agent(node: str, cert: bytes, key_pem: bytes) -> FakeAgent:
+        return FakeAgent(mgr.sync_port, node, mgr.data_dir, credentials=grpc.ssl_channel_credentials(
+            root_certificates=pki.ca_cert, private_key=key_pem, certificate_chain=cert))
+
+    def read(pair: tuple) -> tuple[bytes, bytes]:
+        return pair[0].read_bytes(), pair[1].read_bytes()
+
+    agents = [agent("edge01", *read(hand.client("edge01"))), agent("edge02", joined, key.key_pem)]
+    outsider = agent("edge01", *read(stranger.client("edge01")))  # a CA neither flag names
+    try:
+        for a in agents:
+            wait_for(lambda a=a: a.acked > 0 or a.error, 60, f"{a.node} synced")
+            assert a.error is None, a.error
+        wait_for(lambda: outsider.error, 30, "the outsider refused")
+        assert outsider.acked == 0
+    finally:
+        for a in [*agents, outsider]:
+            a.close()

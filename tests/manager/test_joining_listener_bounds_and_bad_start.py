@@ -30,7 +30,8 @@ def test_bad_joining_flags_are_one_line_and_exit_2(tmp_path, pki):
     for args, words in [
         (["--insecure", "--agent-ca-secret", "k8s-edge/edge-agent-ca"], "--agent-ca-secret needs TLS"),
         ([*tls, "--agent-ca-secret", "edge-agent-ca"], "--agent-ca-secret: not NAMESPACE/NAME"),
-        ([*tls, "--agent-ca-secret", "k8s-edge/ca", "--node-identity", "cn"], "cannot be combined with --node-identity"),
+        ([*tls, "--agent-ca-secret", "k8s-edge/ca", "--node-identity", "cn"],
+         "cannot be combined with --node-identity"),
         ([*tls, "--agent-ca-secret", "k8s-edge/ca", "--allow-unauthenticated-agents"],
          "cannot be combined with --allow-unauthenticated-agents"),
         ([*tls, "--agent-ca-secret", "k8s-edge/ca", "--agent-certificate-duration", "soon"],
