@@ -195,6 +195,7 @@ class JoinApi:
 def read_token(settings: JoinSettings) -> str:
     """The bootstrap token from --token or --token-file; JoinError naming the file, never showing its content."""
     if settings.token is not None:
+        logger.warning("--token is visible to other users of this host (ps); --token-file is safer")
         return settings.token
     if settings.token_file is None:
         raise JoinError("no usable certificate yet and no --token-file to join with: give the bootstrap token "
@@ -296,11 +297,12 @@ def join(settings: JoinSettings, *, node: str, data_dir: Path, now: Callable[[],
     return identity
 
 
-def stored_identity(data_dir: Path, *, node: str, now: Callable[[], datetime] = _now) -> Identity | None:
+def stored_identity(settings: JoinSettings, *, node: str, data_dir: Path,
+                    now: Callable[[], datetime] = _now) -> Identity | None:
     """The usable identity in <data-dir>/pki (restarts need no token), or None: joining is needed."""
     remove_staging(data_dir)
     try:
-        identity = read_identity(data_dir, node=node, now=now())
+        identity = read_identity(data_dir, node=node, now=now(), pins=settings.ca_cert_hashes)
     except PkiError as exc:
         logger.warning("{}: joining again", exc)
         return None

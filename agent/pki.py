@@ -138,8 +138,12 @@ def agent_pem(certificate_pem: bytes, key: ec.EllipticCurvePrivateKey) -> bytes:
     return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs) + key_pem
 
 
-def read_identity(data_dir: Path, *, node: str, now: datetime) -> Identity | None:
-    """The usable identity in <data-dir>/pki, None when there is none; PkiError saying why one cannot be used."""
+def read_identity(data_dir: Path, *, node: str, now: datetime, pins: tuple[str, ...] = ()) -> Identity | None:
+    """The usable identity in <data-dir>/pki, None when there is none; PkiError saying why one cannot be used.
+
+    With `pins` (the --discovery-token-ca-cert-hash values), ca.crt must hold a CA of one of
+    them: an operator who pins another manager's CA gets the node joined to that one.
+    """
     d = pki_dir(data_dir)
     ca_path, agent_path = d / CA_FILE, d / AGENT_FILE
     if not agent_path.exists() and not ca_path.exists():
@@ -153,6 +157,8 @@ def read_identity(data_dir: Path, *, node: str, now: datetime) -> Identity | Non
         raise PkiError(str(exc)) from None
     except OSError as exc:
         raise PkiError(f"{exc.filename or d}: {exc.strerror or exc}") from None
+    if pins and not {ca_cert_hash(ca) for ca in bundle} & set(pins):
+        raise PkiError(f"{ca_path}: no CA in it matches --discovery-token-ca-cert-hash {', '.join(pins)}")
     certs = parse_certificates(data, what=str(agent_path))
     try:
         key = serialization.load_pem_private_key(data, password=None)

@@ -137,7 +137,7 @@ class Renewer:
 def start_renewing(settings: JoinSettings, *, node: str, data_dir: Path,
                    submitted: Callable[[], None] = lambda: None) -> Renewer:
     """The node's identity (the stored one, or a new one by joining: JoinError if that fails), kept renewed."""
-    identity, received = stored_identity(data_dir, node=node), None
+    identity, received = stored_identity(settings, node=node, data_dir=data_dir), None
     if identity is None:
         identity, received = join(settings, node=node, data_dir=data_dir, submitted=submitted), _now()
     return Renewer(settings, node=node, data_dir=data_dir, identity=identity, received=received).start()

@@ -107,6 +107,16 @@ def test_rejoining_over_an_unusable_identity_replaces_both_files(tmp_path):
     assert pki.read_identity(tmp_path, node="edge01", now=NOW).not_after > NOW + timedelta(minutes=30)
 
 
+def test_an_identity_from_a_ca_no_longer_pinned_is_unusable(tmp_path):
+    ca = LocalCa()
+    pem, _ = _issued_pem(ca)
+    pki.write_identity(tmp_path, bundle_pem=ca.pem, pem=pem)
+    assert pki.read_identity(tmp_path, node="edge01", now=NOW, pins=(pki.ca_cert_hash(ca.cert),)) is not None
+    other = pki.ca_cert_hash(LocalCa("the new manager's CA").cert)
+    with pytest.raises(PkiError, match=f"ca.crt: no CA in it matches --discovery-token-ca-cert-hash {other}"):
+        pki.read_identity(tmp_path, node="edge01", now=NOW, pins=(other,))
+
+
 @pytest.mark.parametrize("case, message", [
     ("expired", "the certificate expired at"),
     ("other-node", "names node edge02, not node edge01"),
