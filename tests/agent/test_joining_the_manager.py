@@ -115,3 +115,23 @@ def test_a_join_killed_after_its_request_leaves_nothing_and_the_next_start_joins
     a.start()  # the same token, a new key: a new request, not a replay
     _synced(a, j.manager, node)
     assert len(_csrs(cp, node)) == 2
+
+
+def test_pinning_another_managers_ca_joins_that_manager(control_plane, join_manager, namespace, agents, tmp_path):
+    first = join_manager()
+    cp, node = control_plane, "join-moved"
+    apply(cp, node, namespace, {"web": "nginx:1.25"})
+    a = agents(node=node, servers=[first.manager.address], insecure=False,
+               extra=first.agent_args(first.token_file(first.token())))
+    a.start()
+    _synced(a, first.manager, node)
+    a.stop()
+    first.manager.kill()
+
+    second = join_manager()  # a new CA (Secret replaced), a new hash to pin
+    a.cmd = [*a.cmd[:a.cmd.index("--join-server")], *second.agent_args(second.token_file(second.token())),
+             "--sync-server", second.manager.address]
+    a.start()
+    a.wait_log(f"no CA in it matches --discovery-token-ca-cert-hash {second.ca_hash}: joining again")
+    _synced(a, second.manager, node)
+    assert (a.data_dir / "pki" / "ca.crt").read_bytes() == second.pki.ca_cert
