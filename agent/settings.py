@@ -147,7 +147,11 @@ def parse_args(argv: Sequence[str] | None = None) -> AgentSettings:
     if not node or len(node) > 253 or not _NODE_RE.fullmatch(node):
         raise SettingsError(f"invalid --node-name {node!r}: must be a DNS-1123 subdomain like a Kubernetes node name")
     try:
-        join = join_settings(a, timeout=parse_duration(a.join_timeout))
+        timeout = parse_duration(a.join_timeout)
+    except SettingsError as exc:
+        raise SettingsError(f"--join-timeout: {exc}") from None
+    try:
+        join = join_settings(a, timeout=timeout)
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
     raw_servers = a.sync_server or [join.default_sync_server() if join else DEFAULT_SYNC_SERVER]

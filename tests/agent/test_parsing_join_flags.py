@@ -56,7 +56,7 @@ def test_several_pinned_hashes_may_be_given():
     (["--join-server", "no-port", "--discovery-token-ca-cert-hash", HASH], "invalid --join-server 'no-port'"),
     (["--join-server", "m:70000", "--discovery-token-ca-cert-hash", HASH], "invalid --join-server 'm:70000'"),
     ([*JOIN, "--join-timeout", "0s"], "--join-timeout must be positive"),
-    ([*JOIN, "--join-timeout", "soon"], "invalid duration 'soon'"),
+    ([*JOIN, "--join-timeout", "soon"], "--join-timeout: "),
     (["--insecure", "--token-file", "/t"], "--token-file needs --join-server"),
     (["--insecure", "--discovery-token-ca-cert-hash", HASH], "--discovery-token-ca-cert-hash needs --join-server"),
 ])
@@ -64,7 +64,7 @@ def test_mistakes_are_one_line(argv, message):
     with pytest.raises(SettingsError) as e:
         parse_args(argv)
     assert message in str(e.value)
-    assert "\n" not in str(e.value)
+    assert "\n" not in str(e.value) and ("soon" not in argv or "'soon'" in str(e.value))
     assert "0123456789abcdef" not in str(e.value)  # a token is never echoed
 
 
