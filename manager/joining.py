@@ -63,7 +63,7 @@ class JoinSettings:
     key_file: Path
 
 
-def join_settings(*, ca_secret: str | None, address: str, approval: str, certificate_seconds: float,
+def join_settings(*, ca_secret: str | None, address: tuple[str, int], approval: str, certificate_seconds: float,
                   tls: Any, node_identity: str | None, allow_unauthenticated: bool) -> JoinSettings | None:
     """JoinSettings from the flags, None without --agent-ca-secret; ValueError naming the flag at fault."""
     if ca_secret is None:
@@ -82,10 +82,7 @@ def join_settings(*, ca_secret: str | None, address: str, approval: str, certifi
                          "kubelet-style certificates (CN=system:node:<node>, O=system:nodes)")
     if certificate_seconds < 60:
         raise ValueError(f"--agent-certificate-duration must be at least 60s, got {certificate_seconds:g}s")
-    host, _, port = address.rpartition(":")
-    if not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"--join-server: not an address: {address!r} (use host:port or :port)")
-    return JoinSettings(ca_namespace=namespace, ca_name=name, address=(host.strip("[]"), int(port)),
+    return JoinSettings(ca_namespace=namespace, ca_name=name, address=address,
                         approval=Approval(approval), certificate_seconds=certificate_seconds,
                         cert_file=tls.cert_file, key_file=tls.key_file)
 

@@ -283,16 +283,21 @@ def check_flags(a: argparse.Namespace) -> tuple[Any, Retention, dict[str, float]
 
 def check_join_flags(a: argparse.Namespace, tls: Any) -> Any:
     """JoinSettings from the joining flags, None without --agent-ca-secret; UsageError naming the flag."""
+    if a.agent_ca_secret is None:
+        return None
+    address = split_address(a.join_server, flag="--join-server")
+    try:
+        seconds = parse_duration(a.agent_certificate_duration)
+    except ValueError as exc:
+        raise UsageError(f"--agent-certificate-duration: {exc}") from None
     from manager.joining import join_settings
 
     try:
-        seconds = parse_duration(a.agent_certificate_duration)
-        return join_settings(ca_secret=a.agent_ca_secret, address=a.join_server, approval=a.join_approval,
+        return join_settings(ca_secret=a.agent_ca_secret, address=address, approval=a.join_approval,
                              certificate_seconds=seconds, tls=tls, node_identity=a.node_identity,
                              allow_unauthenticated=a.allow_unauthenticated_agents)
     except ValueError as exc:
-        text = str(exc)
-        raise UsageError(text if text.startswith("--") else f"--agent-certificate-duration: {text}") from None
+        raise UsageError(str(exc)) from None
 
 
 def load_agent_ca(api: Any, join: Any) -> tuple[Any, Any]:

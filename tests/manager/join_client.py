@@ -158,15 +158,21 @@ class JoinClient:
         self._ctx = ctx
 
     def request(self, method: str, path: str, *, token: str | None = None, body: Any = None,
-                raw: bytes | None = None) -> tuple[int, dict[str, Any]]:
-        """(status, JSON body) of one request."""
+                raw: bytes | None = None, declared_length: int | None = None) -> tuple[int, dict[str, Any]]:
+        """(status, JSON body) of one request; with declared_length, its headers only, announcing that body."""
         conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=self._ctx, timeout=30)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         if data is not None:
             headers["Content-Type"] = "application/json"
         try:
-            conn.request(method, path, body=data, headers=headers)
+            if declared_length is None:
+                conn.request(method, path, body=data, headers=headers)
+            else:  # a large body is refused unread: sending it would meet a closed connection
+                conn.putrequest(method, path)
+                for k, v in {**headers, "Content-Length": str(declared_length)}.items():
+                    conn.putheader(k, v)
+                conn.endheaders()
             resp = conn.getresponse()
             return resp.status, json.loads(resp.read() or b"{}")
         finally:

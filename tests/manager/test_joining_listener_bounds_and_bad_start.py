@@ -75,10 +75,11 @@ def test_requests_are_bounded_and_a_stalled_client_blocks_nobody(control_plane, 
     port = join_port(mgr.log())
     client = JoinClient(port, ca_pem=pki.ca_cert)
     token = put_token(control_plane)
-    status, body = client.request("POST", "/v1/join", token=token, raw=b"x" * (64 * 1024 + 1))
+    status, body = client.request("POST", "/v1/join", token=token, declared_length=64 * 1024 + 1)
     assert status == 413 and "at most 65536" in body["error"], body
     assert client.request("POST", "/v1/join", token=token, raw=b"[1, 2]")[0] == 400
     assert client.request("POST", "/v1/join", token=token, raw=b"{not json")[0] == 400
+    assert client.request("POST", "/v1/join", token=token, raw=b"x" * 1000)[0] == 400  # sent whole: answered
     assert client.request("GET", "/v1/nothing")[0] == 404
     # connections that never finish their handshake hold their own slots only, and time out
     stalled = [socket.create_connection(("127.0.0.1", port)) for _ in range(8)]
