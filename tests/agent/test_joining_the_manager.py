@@ -133,5 +133,7 @@ def test_pinning_another_managers_ca_joins_that_manager(control_plane, join_mana
              "--sync-server", second.manager.address]
     a.start()
     a.wait_log(f"no CA in it matches --discovery-token-ca-cert-hash {second.ca_hash}: joining again")
-    _synced(a, second.manager, node)
+    a.wait_log("joined: certificate for node", count=2)
     assert (a.data_dir / "pki" / "ca.crt").read_bytes() == second.pki.ca_cert
+    wait_for(lambda: f"agent {node} connected" in second.manager.log(), timeout=60, what="a stream to the new manager")
+    _synced(a, second.manager, node)
