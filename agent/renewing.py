@@ -27,6 +27,7 @@ ROTATION_START = 0.7  # kubelet: jitteryDuration = Jitter(lifetime, 0.2) - 0.3 x
 ROTATION_JITTER = 0.2
 RETRY_INITIAL_SECONDS = 1.0
 RETRY_MAX_SECONDS = 60.0  # a failing renewal is tried at least once a minute
+ATTEMPT_SECONDS = 60.0  # one renewal attempt (renewals are approved at once): then its failure is logged and retried
 LONGEST_SLEEP_SECONDS = 300.0  # the deadline is wall-clock: look again after a suspend or a clock step
 
 
@@ -100,7 +101,7 @@ class Renewer:
     def renew_once(self) -> Identity:
         """Ask for a new certificate over the current one and store it; raises JoinError."""
         pem, identity = renew(self.settings, node=self.node, data_dir=self.data_dir,
-                              deadline=time.monotonic() + self.settings.timeout, now=self._now)
+                              deadline=time.monotonic() + min(self.settings.timeout, ATTEMPT_SECONDS), now=self._now)
         try:
             write_renewed(self.data_dir, pem)
         except OSError as exc:
