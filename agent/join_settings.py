@@ -2,8 +2,8 @@
 
 Owns argument shapes only: reads no token file and connects nowhere (a token is needed only
 when the data dir holds no usable identity, so a bad token file is reported when joining).
-Raises ValueError with one line; agent/settings.py turns it into its SettingsError. Must not
-import agent.settings (which imports this).
+Raises edgecommon's UsageError with one line, as agent/main.py's other checks do; addresses
+and durations use edgecommon's one syntax. Must not import agent.main or agent.settings.
 """
 
 from __future__ import annotations
@@ -13,12 +13,15 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgecommon.addresses import parse_address
+from edgecommon.quantities import parse_duration
+from edgecommon.usage import UsageError, flag_value
+
 DEFAULT_JOIN_TIMEOUT = "15m"  # kubelet's certificateWaitTimeout: a request may wait for a human's approval
 SYNC_PORT = 50051  # the sync server's default port, on the joined host unless --sync-server says otherwise
 TOKEN_RE = re.compile(r"([a-z0-9]{6})\.([a-z0-9]{16})")  # kubeadm's bootstrap token: <token-id>.<token-secret>
 TOKEN_SHAPE = "<token-id>.<token-secret> (6 and 16 characters of a-z, 0-9)"
 _HASH_RE = re.compile(r"sha256:([0-9a-f]{64})")
-_JOIN_ADDRESS = re.compile(r"(\[[0-9a-fA-F:.]+\]|[^\s:/\[\]]+):(\d{1,5})")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,37 +61,36 @@ def add_join_flags(p: argparse.ArgumentParser) -> None:
                    help=f"how long joining may take, approval included (default {DEFAULT_JOIN_TIMEOUT})")
 
 
-def join_settings(a: argparse.Namespace, *, timeout: float) -> JoinSettings | None:
-    """The parsed joining flags, None without --join-server; ValueError with one line on a mistake."""
+def join_settings(a: argparse.Namespace) -> JoinSettings | None:
+    """The parsed joining flags, None without --join-server; UsageError with one line on a mistake."""
     if a.join_server is None:
         for flag, value in (("--token-file", a.token_file), ("--token", a.token),
                             ("--discovery-token-ca-cert-hash", a.discovery_token_ca_cert_hash)):
             if value is not None:
-                raise ValueError(f"{flag} needs --join-server")
+                raise UsageError(f"{flag} needs --join-server")
         return None
-    m = _JOIN_ADDRESS.fullmatch(a.join_server.strip())
-    if not m or not 0 < int(m.group(2)) < 65536:
-        raise ValueError(f"invalid --join-server {a.join_server!r}: expected host:port, e.g. manager.example:50052")
+    address = flag_value("--join-server", lambda t: parse_address(t, listen=False), a.join_server)
+    timeout = flag_value("--join-timeout", parse_duration, a.join_timeout)
     if a.insecure:
-        raise ValueError("--join-server cannot be combined with --insecure: a joined agent always uses TLS")
+        raise UsageError("--join-server cannot be combined with --insecure: a joined agent always uses TLS")
     if a.ca_file or a.cert_file or a.key_file:
-        raise ValueError("--join-server keeps its own CA, certificate and key in <data-dir>/pki: "
+        raise UsageError("--join-server keeps its own CA, certificate and key in <data-dir>/pki: "
                          "drop --ca-file, --cert-file and --key-file")
     if not a.discovery_token_ca_cert_hash:
-        raise ValueError("--join-server needs --discovery-token-ca-cert-hash sha256:<hex> "
+        raise UsageError("--join-server needs --discovery-token-ca-cert-hash sha256:<hex> "
                          "(the manager logs it at start) to trust the right manager")
     hashes = []
     for raw in a.discovery_token_ca_cert_hash:
         for h in (s.strip().lower() for s in raw.split(",") if s.strip()):
             if not _HASH_RE.fullmatch(h):
-                raise ValueError(f"invalid --discovery-token-ca-cert-hash {h!r}: expected sha256: and 64 hex digits")
+                raise UsageError(f"--discovery-token-ca-cert-hash: not a CA hash: {h!r} (sha256: and 64 hex digits)")
             hashes.append(h)
     if a.token is not None and a.token_file is not None:
-        raise ValueError("give --token-file or --token, not both")
+        raise UsageError("give --token-file or --token, not both")
     if a.token is not None and not TOKEN_RE.fullmatch(a.token.strip()):
-        raise ValueError(f"--token is not a bootstrap token: expected {TOKEN_SHAPE}")  # the value is never echoed
+        raise UsageError(f"--token is not a bootstrap token: expected {TOKEN_SHAPE}")  # the value is never echoed
     if timeout <= 0:
-        raise ValueError("--join-timeout must be positive")
-    return JoinSettings(host=m.group(1).strip("[]"), port=int(m.group(2)), ca_cert_hashes=tuple(hashes),
+        raise UsageError("--join-timeout must be positive")
+    return JoinSettings(host=address.host, port=address.port, ca_cert_hashes=tuple(hashes),
                         token_file=a.token_file, token=a.token.strip() if a.token is not None else None,
                         timeout=timeout)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from agent.backoff import Backoff, ErrorStreak
+from edgecommon.backoff import Backoff, ErrorStreak
 from agent.join_settings import JoinSettings
 from agent.joining import JoinError, join, renew, stored_identity
 from agent.pki import Identity, write_renewed

@@ -1,7 +1,8 @@
 """Agents' CertificateSigningRequests in the Kubernetes API, and the signer of `edge.k8s.io/agent`.
 
 Owns every call to `certificates.k8s.io/v1` and the read of the Secrets joining needs (the
-agent CA, bootstrap tokens), through kubernetes API objects that main.py builds. The signer
+agent CA, bootstrap tokens), through the client objects main.py builds (typed here by the
+methods used, as kubeapi.py types the others). The signer
 is the watch loop of watching.py over CSRs of our signerName: an Approved request not yet
 issued is checked again and signed, or marked Failed with the reason. Must not import grpc.
 """
@@ -15,15 +16,15 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from kubernetes.client.exceptions import ApiException
 from loguru import logger
 
 from manager.bootstrap_tokens import NAMESPACE as TOKEN_NAMESPACE
 from manager.retrying import Backoff, RetryQueue
-from manager.signing import SIGNER_NAME, AgentCa, CsrProblem, check_request, sign
-from manager.watching import Changed, Listed, WatchSettings, WatchStats, watch_forever
+from manager.signing import SIGNER_NAME, AgentCa, CsrProblem, check_request, lifetime_text, sign
+from manager.watching import Changed, Listed, ListFn, WatchSettings, WatchStats, watch_forever
 
 NODE_ANNOTATION = "edge.k8s.io/node"
 TOKEN_ANNOTATION = "edge.k8s.io/token-id"
@@ -80,10 +81,31 @@ def state_of(obj: Mapping[str, Any]) -> CsrState:
     return CsrState(CsrPhase.PENDING, node, token_id)
 
 
-class CsrApi:
-    """The manager's calls on CertificateSigningRequests (a CertificatesV1Api) and Secrets (a CoreV1Api)."""
+class CertificatesApi(Protocol):
+    """What joining calls of kubernetes.client.CertificatesV1Api (raw JSON: _preload_content=False)."""
 
-    def __init__(self, *, certificates: Any, core: Any) -> None:
+    def create_certificate_signing_request(self, body: Any, **kwargs: Any) -> Any: ...
+
+    def read_certificate_signing_request(self, name: str, **kwargs: Any) -> Any: ...
+
+    def replace_certificate_signing_request_approval(self, name: str, body: Any, **kwargs: Any) -> Any: ...
+
+    def replace_certificate_signing_request_status(self, name: str, body: Any, **kwargs: Any) -> Any: ...
+
+    @property
+    def list_certificate_signing_request(self) -> ListFn: ...
+
+
+class SecretsApi(Protocol):
+    """What joining calls of kubernetes.client.CoreV1Api: one Secret by name."""
+
+    def read_namespaced_secret(self, name: str, namespace: str, **kwargs: Any) -> Any: ...
+
+
+class CsrApi:
+    """The manager's calls on CertificateSigningRequests and on the Secrets joining reads."""
+
+    def __init__(self, *, certificates: CertificatesApi, core: SecretsApi) -> None:
         self._certs = certificates
         self._core = core
 
@@ -263,7 +285,7 @@ class Signer:
         pem = sign(self._ca, csr, seconds=seconds, now=self._now())
         self._api.issue(obj, pem)
         self.issued += 1
-        logger.info("CSR {} issued: a certificate for node {} valid {:g}s", name, node, seconds)
+        logger.info("CSR {} issued: a certificate for node {} valid {}", name, node, lifetime_text(seconds))
 
 
 class AutoApprover:

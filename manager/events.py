@@ -1,8 +1,8 @@
 """Kubernetes Events (events.k8s.io/v1) about EdgeNodes, for `kubectl describe edgenode`.
 
 Owns what is worth an Event (agent connected/disconnected, snapshot sent, pod rejected,
-manifests failing), their correlation, and the worker thread that writes them. Writing is a
-sink given by the daemon (the kubernetes client), so this module imports neither grpc nor
+manifests failing), their correlation, and the worker thread that writes them. Writing is an
+EventSink given by the daemon (kubeapi.ApiEventSink), so this module imports neither grpc nor
 the kubernetes client.
 
 Semantics: client-go's `tools/record` correlator (events_cache.go), applied to
@@ -36,6 +36,7 @@ from typing import Any, Protocol
 
 from loguru import logger
 
+from eventlog import SnapshotCause
 from manager.recording import DesiredNode, EdgeNodeKey
 
 REPORTING_CONTROLLER = "edge.k8s.io/edge-manager"
@@ -61,6 +62,7 @@ class Reason(StrEnum):
     SNAPSHOT_SENT = "SnapshotSent"
     POD_REJECTED = "PodRejected"
     MANIFESTS_FAILING = "ManifestsFailing"
+    JOIN_REFUSED = "JoinRefused"
 
 
 _ACTIONS = {  # what the manager (or its agent) was doing when it happened
@@ -69,6 +71,7 @@ _ACTIONS = {  # what the manager (or its agent) was doing when it happened
     Reason.SNAPSHOT_SENT: "Sync",
     Reason.POD_REJECTED: "Record",
     Reason.MANIFESTS_FAILING: "Reconcile",
+    Reason.JOIN_REFUSED: "Join",
 }
 
 
@@ -395,9 +398,9 @@ class EdgeNodeEvents:
             self._node(node, EventType.NORMAL, Reason.AGENT_DISCONNECTED,
                        "agent disconnected; another agent of this node is still connected")
 
-    def snapshot_sent(self, node: str, *, reason: str) -> None:
+    def snapshot_sent(self, node: str, *, cause: SnapshotCause) -> None:
         """The agent got a snapshot instead of events."""
-        self._node(node, EventType.NORMAL, Reason.SNAPSHOT_SENT, f"snapshot sent: {reason}")
+        self._node(node, EventType.NORMAL, Reason.SNAPSHOT_SENT, f"snapshot sent: {cause.text}")
 
     def reported(self, node: str, *, manifests_ok: bool, message: str) -> None:
         """The agent reconciled its manifests; a new failure is worth an Event."""
@@ -408,6 +411,10 @@ class EdgeNodeEvents:
         if not manifests_ok:
             self._node(node, EventType.WARNING, Reason.MANIFESTS_FAILING,
                        f"the agent cannot write its manifests: {message or 'no reason given'}")
+
+    def join_refused(self, node: str, *, message: str) -> None:
+        """An authenticated join or renewal of the node was refused (docs/joining.md)."""
+        self._node(node, EventType.WARNING, Reason.JOIN_REFUSED, message)
 
     # -- EdgeNodes (rejections on the watch thread, the rest on the loop) -----------
 

@@ -10,81 +10,36 @@ signing.py, the API calls and the signer live in certificates.py. Must not impor
 
 from __future__ import annotations
 
-import enum
 import json
 import socket
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from loguru import logger
 
+from edgecommon.addresses import Address
+from edgecommon.tls import ReloadingFiles
 from manager.bootstrap_tokens import Token, check_token, parse_token
 from manager.certificates import AlreadyExists, AutoApprover, CsrApi, CsrPhase, Signer, SignerSettings, state_of
-from manager.identity import NodeIdentity, certificate_node
+from manager.identity import NodeIdentity, certificate_node, node_name_problem
 from manager.refusals import REFUSED_LABEL, NodeRefusals
+from manager.settings import Approval, JoinSettings
 from manager.signing import (
-    SIGNER_NAME, AgentCa, CsrProblem, certificate_subject, check_request, csr_object_name, discovery_hash, usages,
+    SIGNER_NAME, AgentCa, CsrProblem, certificate_subject, check_request, csr_object_name, discovery_hash,
+    lifetime_text, usages,
 )
 from manager.watching import WatchSettings
 
-DEFAULT_JOIN_SERVER = ":50052"
-DEFAULT_CERTIFICATE_DURATION = "8760h"  # kube-controller-manager's --cluster-signing-duration default
 MAX_BODY_BYTES = 64 * 1024  # a CSR is ~1 KiB; bigger bodies are refused unread
 REQUEST_TIMEOUT_SECONDS = 10.0  # each socket operation (handshake, headers, body): a slow client loses its slot
 MAX_CONCURRENT_REQUESTS = 32  # beyond, new connections are closed at once
 _MAX_CSR_NAME = 253
-
-
-class Approval(enum.Enum):
-    """--join-approval: who approves a join's CSR."""
-
-    AUTO = "auto"
-    """A valid bootstrap token approves it (reason AutoApproved)."""
-    MANUAL = "manual"
-    """It waits for `kubectl certificate approve|deny`."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class JoinSettings:
-    """The join listener's flags, checked."""
-
-    ca_namespace: str
-    ca_name: str
-    address: tuple[str, int]
-    approval: Approval = Approval.AUTO
-    certificate_seconds: float = 365 * 86400
-    cert_file: Path
-    key_file: Path
-
-
-def join_settings(*, ca_secret: str | None, address: tuple[str, int], approval: str, certificate_seconds: float,
-                  tls: Any, node_identity: str | None, allow_unauthenticated: bool) -> JoinSettings | None:
-    """JoinSettings from the flags, None without --agent-ca-secret; ValueError naming the flag at fault."""
-    if ca_secret is None:
-        return None
-    namespace, sep, name = ca_secret.partition("/")
-    if not sep or not namespace or not name or "/" in name:
-        raise ValueError(f"--agent-ca-secret: not NAMESPACE/NAME: {ca_secret!r}")
-    if tls is None:
-        raise ValueError("--agent-ca-secret needs TLS (--tls-cert-file, --tls-private-key-file): agents join over "
-                         "HTTPS and sync with the certificates it signs")
-    if allow_unauthenticated:
-        raise ValueError("--agent-ca-secret cannot be combined with --allow-unauthenticated-agents: the sync "
-                         "service then checks every client certificate against the agent CA")
-    if node_identity == NodeIdentity.CN.value:
-        raise ValueError("--agent-ca-secret cannot be combined with --node-identity=cn: the agent CA issues "
-                         "kubelet-style certificates (CN=system:node:<node>, O=system:nodes)")
-    if certificate_seconds < 60:
-        raise ValueError(f"--agent-certificate-duration must be at least 60s, got {certificate_seconds:g}s")
-    return JoinSettings(ca_namespace=namespace, ca_name=name, address=address,
-                        approval=Approval(approval), certificate_seconds=certificate_seconds,
-                        cert_file=tls.cert_file, key_file=tls.key_file)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,9 +64,10 @@ class Joining:
     """The endpoints' logic: each returns a Reply, and logs each refusal once."""
 
     def __init__(self, *, api: CsrApi, ca: AgentCa, settings: JoinSettings, refusals: NodeRefusals,
-                 approver: AutoApprover) -> None:
+                 approver: AutoApprover, on_refused: Callable[[str, str], None] | None = None) -> None:
         self._api = api
         self._approver = approver
+        self._on_refused = on_refused  # (node, message): a Warning Event JoinRefused on its EdgeNodes
         self._ca = ca
         self._settings = settings
         self._refusals = refusals
@@ -180,19 +136,21 @@ class Joining:
     # -- checks -------------------------------------------------------------------
 
     def _submit(self, caller: Caller, *, node: str, pem: str, token_id: str | None, reason: str | None) -> Reply:
+        if not self._refusals.known.is_set():  # right after a start: a refused node must not slip in
+            return Reply(503, {"error": "the manager has not listed EdgeNodes yet; try again"})
         if self._refusals.is_refused(node):
-            return self._refuse(caller, 403, self._refused_text(node), node=node)
+            return self._refuse(caller, 403, self._refused_text(node), node=node, event=True)
         try:
             csr = check_request(pem.encode(), node=node)
         except CsrProblem as exc:
-            return self._refuse(caller, 400, str(exc), node=node)
+            return self._refuse(caller, 400, str(exc), node=node, event=True)
         name = csr_object_name(node, csr)
         try:
             self._api.create(name, request_pem=pem.encode(), usages=usages(csr), node=node, token_id=token_id,
                              expiration_seconds=int(self._settings.certificate_seconds))
         except AlreadyExists:
             return self._refuse(caller, 409, f"replayed request: this key was already submitted as CSR {name}",
-                                node=node)
+                                node=node, event=True)
         outcome = "waiting for kubectl certificate approve"
         if reason is not None:
             how = f"bootstrap token {token_id}" if token_id else "its current certificate"
@@ -210,8 +168,9 @@ class Joining:
             return self._refuse(caller, 401, what, node=node)
         verdict = check_token(caller.token, self._api.token_secret(caller.token.secret_name),
                               now=datetime.now(UTC), node=node)
-        if verdict.refusal is not None:
-            return self._refuse(caller, verdict.refusal.status, verdict.message, node=node)
+        if verdict.refusal is not None:  # a 403 is a token whose secret matched: worth an Event on the node
+            return self._refuse(caller, verdict.refusal.status, verdict.message, node=node,
+                                event=verdict.refusal.status == 403)
         return None
 
     def _certificate_node(self, caller: Caller) -> str | Reply:
@@ -228,11 +187,15 @@ class Joining:
     def _refused_text(node: str) -> str:
         return f"node {node} is refused (its EdgeNode has the label {REFUSED_LABEL}=true)"
 
-    @staticmethod
-    def _refuse(caller: Caller, status: int, message: str, *, node: str | None = None) -> Reply:
+    def _refuse(self, caller: Caller, status: int, message: str, *, node: str | None = None,
+                event: bool = False) -> Reply:
+        """One WARNING line; with event (authenticated callers only, so strangers cannot write Events), a
+        JoinRefused Event on the node's EdgeNodes too."""
         host = caller.peer.rpartition(":")[0] or caller.peer
         logger.warning("join request from {} refused ({}){}: {}", host, status,
                        f" for node {node[:80]}" if node else "", message)
+        if event and node and self._on_refused is not None and node_name_problem(node) is None:
+            self._on_refused(node, f"join refused ({status}): {message}")
         return Reply(status, {"error": message})
 
 
@@ -318,17 +281,18 @@ class _JoinHttpServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 64
 
-    def __init__(self, address: tuple[str, int], *, context: ssl.SSLContext, joining: Joining) -> None:
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self.context = context
+    def __init__(self, address: Address, *, tls: ReloadingFiles[ssl.SSLContext], joining: Joining) -> None:
+        self.address_family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+        self.tls = tls  # the serving certificate, read again when its files change (as the sync service does)
         self.joining = joining
         self.busy = 0  # connections closed at once because every slot was taken, since start
         self._slots = threading.BoundedSemaphore(MAX_CONCURRENT_REQUESTS)
-        super().__init__(address, _Handler)
+        super().__init__((address.bind_host(), address.port), _Handler)
 
     def get_request(self) -> tuple[Any, Any]:
         sock, addr = self.socket.accept()
-        return self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
+        self.tls.reload_if_changed()
+        return self.tls.current.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):
@@ -368,13 +332,15 @@ class JoinService:
     """The join listener and the signer, each in its own thread."""
 
     def __init__(self, *, api: CsrApi, ca: AgentCa, settings: JoinSettings, refusals: NodeRefusals,
+                 on_refused: Callable[[str, str], None] | None = None,
                  watch_settings: WatchSettings = WatchSettings()) -> None:
         self.settings = settings
         self.signer = Signer(api=api, ca=ca, settings=SignerSettings(certificate_seconds=settings.certificate_seconds),
                              watch_settings=watch_settings)
         self._ca = ca
         self.approver = AutoApprover(api)
-        self._joining = Joining(api=api, ca=ca, settings=settings, refusals=refusals, approver=self.approver)
+        self._joining = Joining(api=api, ca=ca, settings=settings, refusals=refusals, approver=self.approver,
+                                on_refused=on_refused)
         self._http: _JoinHttpServer | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -382,8 +348,10 @@ class JoinService:
 
     def start(self) -> None:
         """Bind (OSError when the address cannot be), then serve and sign in threads."""
-        self._http = _JoinHttpServer(self.settings.address, context=server_context(self.settings, self._ca),
-                                     joining=self._joining)
+        files = [self.settings.cert_file, self.settings.key_file]
+        tls = ReloadingFiles(files, key_file=self.settings.key_file,
+                             load=lambda: server_context(self.settings, self._ca))
+        self._http = _JoinHttpServer(self.settings.address, tls=tls, joining=self._joining)
         self.port = self._http.server_address[1]
         for name, target in (("join-server", self._http.serve_forever),
                              ("csr-signer", lambda: self.signer.run(self._stop)),
@@ -391,9 +359,9 @@ class JoinService:
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
-        host = self.settings.address[0] or "0.0.0.0"
-        logger.info("join server at {}:{} (HTTPS; approval {}; certificates for {:g}s)",
-                    host, self.port, self.settings.approval.value, self.settings.certificate_seconds)
+        host = self.settings.address.bind_host()
+        logger.info("join server at {}:{} (HTTPS; approval {}; certificates for {})",
+                    host, self.port, self.settings.approval.value, lifetime_text(self.settings.certificate_seconds))
         logger.info("agents join with --discovery-token-ca-cert-hash {}", discovery_hash(self._ca.certificate))
 
     def _retry_forever(self) -> None:

@@ -41,6 +41,7 @@ class NodeRefusals:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._refused: set[tuple[str, str]] = set()  # (namespace, name) of labelled EdgeNodes
+        self.known = threading.Event()  # set at the first list: before it, no node is known not to be refused
 
     def is_refused(self, node: str) -> bool:
         """Whether `node` is refused now."""
@@ -52,6 +53,7 @@ class NodeRefusals:
         with self._lock:
             before = self._names()
             self._refused = {k for k, refused in filter(None, map(_key_and_refused, objects)) if refused}
+            self.known.set()
             return self._change(before)
 
     def changed(self, event_type: str, obj: dict[str, Any]) -> RefusalChange:

@@ -157,6 +157,14 @@ def sign(ca: AgentCa, csr: x509.CertificateSigningRequest, *, seconds: float, no
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
+def lifetime_text(seconds: float) -> str:
+    """A certificate lifetime for log lines as the flag spells it: 8760h, 30m, 20s."""
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
 def certificate_subject(der: bytes) -> tuple[str, list[str]]:
     """(RFC 4514 subject, DNS SANs) of a DER certificate: what the identity rule reads."""
     cert = x509.load_der_x509_certificate(der)

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-from eventlog import Change, Event, LogStore, canonical_manifest
+from eventlog import Change, Event, LogStore, SnapshotCause, canonical_manifest
 from manager.sync_service import LogNotifier, NullObserver, ServerTls, SyncSettings, create_server
 from tests.e2e.processes import free_port
 
@@ -44,8 +44,8 @@ class RecordingObserver(NullObserver):
     def acknowledged(self, node: str, *, applied_offset: int, digest: int) -> None:
         self.acks.append((node, applied_offset))
 
-    def snapshot_sent(self, node: str, *, reason: str) -> None:
-        self.snapshots.append((node, reason))
+    def snapshot_sent(self, node: str, *, cause: SnapshotCause) -> None:
+        self.snapshots.append((node, cause.text))
 
 
 class LogServer:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.settings import SettingsError, parse_args
+from agent.main import parse_args
+from edgecommon.usage import UsageError as SettingsError
 
 HASH = "sha256:" + "ab" * 32
 TOKEN = "abcdef.0123456789abcdef"
@@ -51,10 +52,11 @@ def test_several_pinned_hashes_may_be_given():
     ([*JOIN, "--ca-file", "/x/ca.crt"], "drop --ca-file, --cert-file and --key-file"),
     ([*JOIN, "--token", TOKEN, "--token-file", "/t"], "give --token-file or --token, not both"),
     ([*JOIN, "--token", "abcdef.short"], "--token is not a bootstrap token"),
-    ([*JOIN[:-1], "sha256:1234"], "invalid --discovery-token-ca-cert-hash 'sha256:1234'"),
-    ([*JOIN[:-1], "md5:" + "a" * 64], "expected sha256: and 64 hex digits"),
-    (["--join-server", "no-port", "--discovery-token-ca-cert-hash", HASH], "invalid --join-server 'no-port'"),
-    (["--join-server", "m:70000", "--discovery-token-ca-cert-hash", HASH], "invalid --join-server 'm:70000'"),
+    ([*JOIN[:-1], "sha256:1234"], "--discovery-token-ca-cert-hash: not a CA hash: 'sha256:1234'"),
+    ([*JOIN[:-1], "md5:" + "a" * 64], "(sha256: and 64 hex digits)"),
+    (["--join-server", "no-port", "--discovery-token-ca-cert-hash", HASH], "--join-server: not an address: 'no-port'"),
+    (["--join-server", "m:70000", "--discovery-token-ca-cert-hash", HASH], "--join-server: not an address: 'm:70000'"),
+    (["--join-server", ":50052", "--discovery-token-ca-cert-hash", HASH], "--join-server: not an address: ':50052'"),
     ([*JOIN, "--join-timeout", "0s"], "--join-timeout must be positive"),
     ([*JOIN, "--join-timeout", "soon"], "--join-timeout: "),
     (["--insecure", "--token-file", "/t"], "--token-file needs --join-server"),

@@ -17,7 +17,7 @@ from cryptography.x509.oid import NameOID
 
 from manager.bootstrap_tokens import Refusal, Token, check_token, parse_token
 from manager.refusals import NodeRefusals
-from manager.signing import CaError, CsrProblem, check_request, csr_object_name, load_ca, sign
+from manager.signing import CaError, CsrProblem, check_request, csr_object_name, lifetime_text, load_ca, sign
 from tests.manager.join_client import make_join_pki, node_csr
 
 NOW = datetime(2026, 12, 2, 8, 0, tzinfo=UTC)
@@ -145,14 +145,21 @@ def test_the_ca_must_be_a_ca_with_its_key(tmp_path):
     assert cert.not_valid_after_utc == ca.certificate.not_valid_after_utc
 
 
+@pytest.mark.parametrize(("seconds", "text"), [(31536000, "8760h"), (1800, "30m"), (20, "20s"), (90, "90s"),
+                                               (0.5, "0.5s")])
+def test_a_lifetime_is_logged_as_the_flag_spells_it(seconds, text):
+    assert lifetime_text(seconds) == text
+
+
 def test_a_node_is_refused_while_any_edgenode_of_its_name_is_labelled():
     def edgenode(ns: str, name: str, refused: bool) -> dict:
         labels = {"edge.k8s.io/agent-refused": "true"} if refused else {"edge.k8s.io/agent-refused": "false"}
         return {"metadata": {"namespace": ns, "name": name, "labels": labels}}
 
     r = NodeRefusals()
+    assert not r.known.is_set()  # joins wait for the first list (503), so a refused node cannot slip in
     change = r.listed([edgenode("a", "edge01", True), edgenode("b", "edge01", False), edgenode("a", "edge02", False)])
-    assert change.refused == {"edge01"} and not change.allowed and r.is_refused("edge01")
+    assert change.refused == {"edge01"} and not change.allowed and r.is_refused("edge01") and r.known.is_set()
     assert not r.changed("MODIFIED", edgenode("b", "edge01", True))  # still refused: nothing changes
     assert not r.changed("MODIFIED", edgenode("a", "edge01", False))  # b still says so
     change = r.changed("DELETED", edgenode("b", "edge01", True))

@@ -7,6 +7,8 @@ join or renew, and is let back when the label goes.
 
 from __future__ import annotations
 
+import json
+
 import grpc
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -94,6 +96,11 @@ def test_a_refused_node_loses_its_stream_at_once_and_cannot_join_or_renew(contro
                                                              node_csr("edge71").csr_pem)
     assert status == 403 and "node edge71 is refused" in body["error"], body
     assert "node edge71 is refused (label edge.k8s.io/agent-refused=true" in mgr.log()
+    # the refusals of authenticated requests are Warning Events on the EdgeNode too (aggregated, rate-limited)
+    wait_for(lambda: [e for e in json.loads(control_plane.kubectl(
+        "get", "events.events.k8s.io", "-n", namespace, "-o", "json").stdout)["items"]
+        if e.get("reason") == "JoinRefused" and e["type"] == "Warning"
+        and "node edge71 is refused" in e.get("note", "")], 30, "a JoinRefused Event")
 
     # removing the label lets it back with the certificate it has
     control_plane.kubectl("label", "edgenode", "edge71", "-n", namespace, "edge.k8s.io/agent-refused-")

@@ -11,7 +11,8 @@ import pytest
 
 from eventlog import LogStore
 from eventlog.export import verify_exports
-from manager.main import UsageError, build_parser, check_flags
+from edgecommon.usage import UsageError
+from manager.main import parse_args
 from tests.manager.manager_helpers import apply, events, wait_for
 
 EDGE_EVENTLOG = Path(sys.executable).parent / "edge-eventlog"
@@ -23,7 +24,7 @@ def sample(metrics: str, name: str) -> float | None:
 
 
 def _retention(*args: str):
-    return check_flags(build_parser().parse_args(["--insecure", *args]))[1]
+    return parse_args(["--insecure", *args]).store.retention
 
 
 def test_the_defaults_bound_the_log_by_age_and_by_size():

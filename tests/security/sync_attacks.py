@@ -77,8 +77,8 @@ def run_manager(*args: str, data_dir: Path, timeout: float = 60) -> subprocess.C
 
 
 def one_error_line(stderr: str) -> str:
-    """The single ERROR line of a refused start (and no traceback)."""
+    """The single error line of a refused start: an ERROR log line, or a usage line `edge-manager: error: ...`."""
     assert "Traceback" not in stderr, stderr
-    errors = [line for line in stderr.splitlines() if " ERROR " in line]
+    errors = [line for line in stderr.splitlines() if " ERROR " in line or line.startswith("edge-manager: error: ")]
     assert len(errors) == 1, stderr
     return errors[0]

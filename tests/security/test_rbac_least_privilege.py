@@ -157,32 +157,27 @@ def test_the_cluster_role_grants_exactly_what_the_manager_calls(control_plane_fa
         f"crd/rbac.yaml grants unused {sorted(rules - USED - CHECKED_BY_ADMISSION)}, lacks {sorted(USED - rules)}"
     assert "forbidden" not in mgr.log().lower()
 
-    # sign on the signer is needed: without it the certificate is not written, and is once it is granted again
-    # (the signer retries that CSR alone; no new watch event is needed)
+    # sign and approve on the signer are each needed: without one, that step is refused (and the join still
+    # answered: the CSR exists), and it is retried alone until the verb is granted again, with no new watch event
+    for node, verb, step in (("edge02", "sign", "signed"), ("edge03", "approve", "approved")):
+        _join_without_signer_verb(cp, mgr, client, node=node, verb=verb, step=step)
+    assert mgr.stop() == 0
+
+
+def _join_without_signer_verb(cp, mgr, client: JoinClient, *, node: str, verb: str, step: str) -> None:
+    """Withhold one verb on the signer, join, see that step refused and retried, grant it back, see the certificate."""
     role = json.loads(cp.kubectl("get", "clusterrole", "edge-manager", "-o", "json").stdout)
     for rule in role["rules"]:
         if "signers" in rule.get("resources", []):
-            rule["verbs"] = ["approve"]
+            rule["verbs"] = [v for v in rule["verbs"] if v != verb]
     cp.kubectl("replace", "-f", "-", input=json.dumps(role))
     token = put_token(cp)
-    status, body = client.join(token, "edge02", node_csr("edge02").csr_pem)
+    status, body = client.join(token, node, node_csr(node).csr_pem)
     assert status == 202, body
-    wait_for(lambda: f"CSR {body['name']} not signed yet (HTTP 403 Forbidden)" in mgr.log(), 30, "signing refused")
+    wait_for(lambda: f"CSR {body['name']} not {step} yet (HTTP 403 Forbidden)" in mgr.log(), 30, f"{verb} refused")
     assert client.csr(body["name"], token=token)[1] == {"status": "Pending"}
     cp.kubectl("apply", "-f", RBAC_FILE)
     assert issued(client.wait_status(body["name"], token=token))
-    # approve on the signer is needed: without it the approval is refused, and retried until it is granted again
-    role = json.loads(cp.kubectl("get", "clusterrole", "edge-manager", "-o", "json").stdout)
-    role["rules"] = [r for r in role["rules"] if "signers" not in r.get("resources", [])]
-    cp.kubectl("replace", "-f", "-", input=json.dumps(role))
-    token = put_token(cp)
-    status, body = client.join(token, "edge03", node_csr("edge03").csr_pem)
-    assert status == 202, body
-    wait_for(lambda: f"CSR {body['name']} not approved yet (HTTP 403 Forbidden)" in mgr.log(), 30, "approval refused")
-    assert client.csr(body["name"], token=token)[1] == {"status": "Pending"}
-    cp.kubectl("apply", "-f", RBAC_FILE)
-    assert issued(client.wait_status(body["name"], token=token))
-    assert mgr.stop() == 0
 
 
 def _disconnected(cp, ns: str) -> list[dict]:

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from eventlog import RECORD_FORMAT, Change, LogStore, decode_entry, decode_event
+from eventlog import RECORD_FORMAT, Change, LogStore, SnapshotCause, decode_entry, decode_event
 from manager.sync_service import LogNotifier, ServerTls, SyncSettings, create_server
 from proto import sync_pb2 as pb
 from proto import sync_pb2_grpc as pb_grpc
@@ -70,8 +70,8 @@ class RecordingObserver:
     def disconnected(self, node: str) -> None:
         self.calls.append(("disconnected", node, {}))
 
-    def snapshot_sent(self, node: str, *, reason: str) -> None:
-        self.calls.append(("snapshot_sent", node, {"reason": reason}))
+    def snapshot_sent(self, node: str, *, cause: SnapshotCause) -> None:
+        self.calls.append(("snapshot_sent", node, {"reason": cause.text, "label": cause.reason.value}))
 
     def of(self, kind: str, node: str | None = None) -> list[dict[str, object]]:
         return [kw for k, n, kw in self.calls if k == kind and (node is None or n == node)]
