@@ -1,8 +1,9 @@
 """The `edge-agent` command: flags, settings, start-up.
 
 Owns the command line (flags -> agent.settings.AgentSettings, one usage line and exit 2 on
-a mistake, a private key others may read included), logging, the data-dir lock and opening
-the replica (one line and exit 1 when that fails); agent.daemon runs the agent. Must not
+a mistake, a private key others may read included), logging, the data-dir lock, opening
+the replica and, with --join-server, the node's identity (joined or reused, then kept renewed:
+agent.renewing) (one line and exit 1 when any fails); agent.daemon runs the agent. Must not
 import grpc (loaded by the daemon) or manager.
 """
 
