@@ -141,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     manifests = demo / NODE / "manifests"
     manifests.mkdir(parents=True)
     (demo / "logs").mkdir(parents=True, exist_ok=True)
+    for log in ("manager.log", "agent.log"):  # this run's lines only (the demo prints some of them)
+        (demo / "logs" / log).unlink(missing_ok=True)
 
     say("Building (cached) and starting a local control plane: etcd + kube-apiserver on 127.0.0.1")
     with ControlPlane(demo / "controlplane") as cp:
