@@ -6,6 +6,8 @@ Points, in the order one applied batch or snapshot passes them:
 - `crash-after-commit`: the replica transaction committed, no manifest written yet;
 - `crash-after-files`: manifests written and fsynced, the Ack not yet sent.
 The tests use it to prove that a crash at either step loses and repeats nothing.
+Joining passes `crash-after-join-request`: the manager accepted the request, no certificate
+is stored yet (nothing may be half-written on the edge).
 Imports nothing of the agent.
 """
 
@@ -18,7 +20,7 @@ import sys
 from loguru import logger
 
 ENV = "K8S_EDGE_FAULT"
-POINTS = ("crash-after-commit", "crash-after-files")
+POINTS = ("crash-after-commit", "crash-after-files", "crash-after-join-request")
 
 
 class FaultInjector:

@@ -1,8 +1,9 @@
 """The `edge-agent` command: flags, settings, start-up.
 
 Owns the command line (flags -> agent.settings.AgentSettings, one usage line and exit 2 on
-a mistake, a private key others may read included), logging, the data-dir lock and opening
-the replica (one line and exit 1 when that fails); agent.daemon runs the agent. Must not
+a mistake, a private key others may read included), logging, the data-dir lock, opening
+the replica and, with --join-server, the node's identity (joined or reused, then kept renewed:
+agent.renewing) (one line and exit 1 when any fails); agent.daemon runs the agent. Must not
 import grpc (loaded by the daemon) or manager.
 """
 
@@ -19,6 +20,10 @@ from loguru import logger
 
 from agent.daemon import EXIT_FAILURE, Agent, open_replica
 from agent.faults import FaultInjector
+from agent.join_settings import add_join_flags, join_settings
+from agent.joining import JoinError
+from agent.pki import AGENT_FILE, CA_FILE, pki_dir
+from agent.renewing import start_renewing
 from agent.settings import AgentSettings
 from edgecommon.addresses import check_dial_target, parse_listen_address
 from edgecommon.files import PrivacyError
@@ -73,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the newest N journal lines (the replica's history of applied events and snapshots); "
                         "0 keeps all (default 100000)")
     add_logging_flags(p)
+    add_join_flags(p)
     return p
 
 
@@ -84,9 +90,9 @@ def _check_tls_files(a: argparse.Namespace) -> None:
         raise UsageError("--cert-file and --key-file go together")
     if a.cert_file is not None and a.ca_file is None:
         raise UsageError("--cert-file needs --ca-file to verify the manager")
-    if a.ca_file is None and not a.insecure:
-        raise UsageError("refusing plaintext gRPC to the manager: give --ca-file (and --cert-file/--key-file), "
-                         "or --insecure")
+    if a.ca_file is None and not a.insecure and a.join_server is None:
+        raise UsageError("refusing plaintext gRPC to the manager: give --join-server (with a token), or --ca-file "
+                         "(and --cert-file/--key-file), or --insecure")
     for flag, path, holds in (("--ca-file", a.ca_file, Pem.CERTIFICATE), ("--cert-file", a.cert_file, Pem.CERTIFICATE),
                               ("--key-file", a.key_file, Pem.PRIVATE_KEY)):
         if path is not None:
@@ -101,7 +107,8 @@ def settings_from(a: argparse.Namespace) -> AgentSettings:
     node = (a.node_name if a.node_name is not None else socket.gethostname()).strip().lower()
     if not is_dns1123_subdomain(node):
         raise UsageError(f"--node-name: not a node name: {node!r} (a DNS-1123 subdomain like a Kubernetes node name)")
-    raw_servers = a.sync_server or [DEFAULT_SYNC_SERVER]
+    join = join_settings(a)
+    raw_servers = a.sync_server or [join.default_sync_server() if join else DEFAULT_SYNC_SERVER]
     servers = tuple(flag_value("--sync-server", check_dial_target, s.strip())
                     for raw in raw_servers for s in raw.split(",") if s.strip())
     if not servers:
@@ -117,6 +124,9 @@ def settings_from(a: argparse.Namespace) -> AgentSettings:
         raise UsageError("--retain-journal must be 0 (keep all) or positive")
     metrics_addr = flag_value("--metrics-addr", parse_listen_address, a.metrics_addr) \
         if a.metrics_addr else None
+    if join is not None:  # the files joining makes (or made on an earlier start)
+        pki = pki_dir(Path(a.data_dir))
+        a.ca_file, a.cert_file, a.key_file = pki / CA_FILE, pki / AGENT_FILE, pki / AGENT_FILE
     return AgentSettings(
         node_name=node,
         sync_servers=servers,
@@ -131,6 +141,7 @@ def settings_from(a: argparse.Namespace) -> AgentSettings:
         metrics_addr=metrics_addr,
         retain_journal=a.retain_journal,
         logging=log_settings(a),
+        join=join,
     )
 
 
@@ -167,11 +178,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         logger.error("cannot open the replica in {}: {}", settings.data_dir, exc.strerror or exc)
         return EXIT_FAILURE
+    renewer = None
     try:
+        if settings.join is not None:  # the pki the sync client's TLS files point at: joined now, or reused
+            try:
+                renewer = start_renewing(settings.join, node=settings.node_name, data_dir=settings.data_dir,
+                                         submitted=lambda: faults.reached("crash-after-join-request"))
+            except JoinError as exc:
+                print(f"edge-agent: error: {exc}", file=sys.stderr)
+                return EXIT_FAILURE
         return asyncio.run(Agent(settings, replica, faults).run())
     except KeyboardInterrupt:
         return 0
     finally:
+        if renewer is not None:
+            renewer.stop()
         replica.close()  # after asyncio.run: every worker thread touching the store has finished
         logger.info("edge agent stopped")
 

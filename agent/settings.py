@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.join_settings import JoinSettings
 from edgecommon.addresses import Address
 from edgecommon.logs import LogSettings
 
@@ -35,3 +36,5 @@ class AgentSettings:
     retain_journal: int
     """Journal lines kept (0: all); bounds the data dir on a long-lived node."""
     logging: LogSettings
+    join: JoinSettings | None = None
+    """Joining (docs/joining.md): ca_file/cert_file/key_file are then <data_dir>/pki's, made by joining."""

@@ -80,3 +80,45 @@ def ensure_private_dir(path: str | os.PathLike[str]) -> Path:
         logger.warning("{}: tightened from mode {} to {:04o}: it holds every manifest of the node(s)",
                        p, _mode(st), tight)
     return p
+
+
+PRIVATE_FILE_MODE = 0o600
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Make the renames in a directory durable; file systems that refuse fsync on directories still order them."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_private_file(path: str | os.PathLike[str], data: bytes) -> None:
+    """Replace `path` with `data`, mode 0600, all or nothing: a dot temp file, fsync, rename, fsync of the directory.
+
+    The temp name is unlinked first and opened O_EXCL|O_NOFOLLOW, so a link planted at it is never written through.
+    """
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, PRIVATE_FILE_MODE)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, p)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(p.parent)

@@ -43,3 +43,20 @@ def manager(tmp_path, control_plane, edgenode_crd, namespace) -> Iterator[Manage
     mp = ManagerProc(tmp_path, kubeconfig=control_plane.kubeconfig, namespace=namespace)
     yield mp
     mp.kill()
+
+
+@pytest.fixture
+def join_manager(tmp_path, control_plane, edgenode_crd, namespace) -> Iterator:
+    """Factory of the real edge-manager with joining on (TLS, the agent CA Secret); see joinsetup.py."""
+    from tests.agent.joinsetup import JoinSetup
+
+    made: list[JoinSetup] = []
+
+    def make(*extra: str, start: bool = True) -> JoinSetup:
+        j = JoinSetup(tmp_path, control_plane, namespace=namespace, extra=list(extra))
+        made.append(j)
+        return j.start() if start else j
+
+    yield make
+    for j in made:
+        j.manager.kill()

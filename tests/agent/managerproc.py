@@ -20,13 +20,14 @@ EDGE_MANAGER = Path(sys.executable).parent / "edge-manager"
 class ManagerProc(SpawnedDaemon):
     """edge-manager on fixed loopback ports, restartable."""
 
-    def __init__(self, tmp: Path, *, kubeconfig: Path, namespace: str, extra: list[str] = ()) -> None:
+    def __init__(self, tmp: Path, *, kubeconfig: Path, namespace: str, extra: list[str] = (),
+                 insecure: bool = True) -> None:
         self.data_dir = tmp / "manager-data"
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         cmd = [str(EDGE_MANAGER), "--kubeconfig", str(kubeconfig), "--data-dir", str(self.data_dir),
                "--namespace", namespace, "--sync-server", self.address, "--metrics-addr", "",
-               "--insecure", "--heartbeat-interval", "1s", "--log-level", "DEBUG", *extra]
+               *(["--insecure"] if insecure else []), "--heartbeat-interval", "1s", "--log-level", "DEBUG", *extra]
         super().__init__("edge-manager", cmd, log_path=tmp / "manager.log", env=dict(os.environ))
 
     def start_and_wait(self) -> ManagerProc:
@@ -40,6 +41,9 @@ class ManagerProc(SpawnedDaemon):
 
         wait_for(started, timeout=90, what="edge-manager to list EdgeNodes", on_timeout=self.log_tail)
         return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def store(self) -> LogStore:
         """The manager's log, read-only (readers never block the manager)."""

@@ -7,29 +7,39 @@ kubectl ─> kube-apiserver <─[proxy "apiserver"]─ edge-manager <─[proxy "
 ```
 Every agent reaches the manager through its own Toxiproxy proxy, and the manager reaches
 kube-apiserver through one too, so a test can cut, reset, black-hole, slow or narrow each
-link. Each agent has its own --data-dir and --pod-manifest-path, with foreign files planted
+link. The sync links are TLS with client certificates that the agents got by joining
+(docs/joining.md): each system has its own CA Secret and one bootstrap token, and each agent
+joins the manager's join listener directly at its first start (later starts reuse its pki/). Each agent has its own --data-dir and --pod-manifest-path, with foreign files planted
 in the folder that the agent must never touch; that folder is the static-pod folder of the
 node's hollow kubelet (kubemark, tools/hollow_kubelet.py: real kubelet code, fake container
 runtime), which talks to kube-apiserver directly. Processes run in their own process groups
 and are killed in `close()` (the fixtures call it in a finalizer).
 
-Imports eventlog (offline log compaction, read-only observation) and the checker; never
-manager or agent code, which runs only as the `edge-manager` / `edge-agent` processes.
+Imports eventlog (offline log compaction, read-only observation), the checker and the join
+test kit (tests/manager/join_client.py: a CA, Secrets through kubectl); never manager or agent
+code, which runs only as the `edge-manager` / `edge-agent` processes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import socket
 import sys
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
 from eventlog import LogStore
+from tests.manager.join_client import make_join_pki, put_ca_secret, put_token
 from tools.hollow_kubelet import HollowKubelet
 
 from . import checker
@@ -117,13 +127,27 @@ class EdgeSystem:
         self.kubeconfig.write_text(Path(control_plane.kubeconfig).read_text().replace(
             control_plane.server, f"https://{self.api_proxy.listen}"))
 
+        # joining: a CA Secret of this system's own, one bootstrap token for its agents, the hash they pin
+        pki = make_join_pki(workdir / "pki")
+        ca_secret = f"edge-agent-ca-{uuid.uuid4().hex[:8]}"
+        put_ca_secret(control_plane, pki, name=ca_secret)
+        self.token_file = workdir / "token"
+        self.token_file.write_text(put_token(control_plane, expires_in=timedelta(hours=6)) + "\n")
+        self.token_file.chmod(0o600)
+        spki = x509.load_pem_x509_certificate(pki.ca_cert).public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        ca_hash = "sha256:" + hashlib.sha256(spki).hexdigest()  # kubeadm's discovery hash
+
         self.manager_data = workdir / "manager"
         self.sync_port = free_port()
+        self.join_port = free_port()
         self.manager_metrics_port = free_port()
         self.manager = Daemon("edge-manager", [
             *_command("edge-manager", "manager"), "--kubeconfig", str(self.kubeconfig),
             "--sync-server", f"127.0.0.1:{self.sync_port}", "--data-dir", str(self.manager_data),
-            "--insecure", "--metrics-addr", f"127.0.0.1:{self.manager_metrics_port}", *manager_args,
+            "--tls-cert-file", str(pki.server_cert), "--tls-private-key-file", str(pki.server_key),
+            "--agent-ca-secret", f"k8s-edge/{ca_secret}", "--join-server", f"127.0.0.1:{self.join_port}",
+            "--metrics-addr", f"127.0.0.1:{self.manager_metrics_port}", *manager_args,
         ], log_path=self.logs / "manager.log", env=env)
 
         self.agents: dict[str, Agent] = {}
@@ -137,8 +161,9 @@ class EdgeSystem:
             daemon = Daemon(f"edge-agent {node}", [
                 *_command("edge-agent", "agent"), "--node-name", node, "--sync-server", proxy.listen,
                 "--pod-manifest-path", str(manifest_dir), "--data-dir", str(data_dir),
-                "--resync-interval", str(resync_interval), "--insecure", "--metrics-addr", f"127.0.0.1:{metrics}",
-                *agent_args,
+                "--resync-interval", str(resync_interval), "--metrics-addr", f"127.0.0.1:{metrics}",
+                "--join-server", f"127.0.0.1:{self.join_port}", "--token-file", str(self.token_file),
+                "--discovery-token-ca-cert-hash", ca_hash, *agent_args,
             ], log_path=self.logs / f"agent-{node}.log", env=env)
             kubelet = HollowKubelet(
                 node, kubemark=Path(control_plane.bin_dir) / "kubemark", kubeconfig=Path(control_plane.kubeconfig),
@@ -181,10 +206,10 @@ class EdgeSystem:
             self.cp.kubectl("delete", "nodes", *nodes, "--wait=false", "--ignore-not-found", check=False, timeout=60)
 
     def start_manager(self) -> None:
-        """Start edge-manager and wait until its sync port accepts connections."""
+        """Start edge-manager and wait until its sync and join ports accept connections."""
         self.manager.start()
-        wait_for(lambda: self.manager.check_alive() or _port_open(self.sync_port), timeout=60,
-                 what="edge-manager's sync port", on_timeout=self.manager.log_tail)
+        wait_for(lambda: self.manager.check_alive() or (_port_open(self.sync_port) and _port_open(self.join_port)),
+                 timeout=60, what="edge-manager's sync and join ports", on_timeout=self.manager.log_tail)
 
     def start_agent(self, node: str) -> None:
         """Start one agent (it connects by itself; nothing to wait for)."""
