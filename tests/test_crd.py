@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.malformed import MALFORMED_PODS
+from tests.kit.malformed import MALFORMED_PODS
 from tools import gen_crd_schema
 
 REPO = Path(__file__).resolve().parent.parent

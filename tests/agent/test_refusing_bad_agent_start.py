@@ -9,7 +9,9 @@ import lmdb
 import pytest
 
 from eventlog import LogStore
-from tests.agent.agentproc import error_lines, make_replica, pod_manifest, run_agent
+from tests.kit.agents import make_replica
+from tests.kit.builders import pod_manifest
+from tests.kit.processes import error_lines, run_agent
 
 BASE = ["--insecure", "--sync-server", "127.0.0.1:1", "--resync-interval", "1s"]
 

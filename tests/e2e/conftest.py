@@ -22,11 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.crd_helpers import wait_established
+from tests.kit.crd import wait_established
+from tests.kit.harness import EdgeSystem, delete_all_edgenodes
+from tests.kit.toxiproxy import ToxiproxyServer, build_toxiproxy
 from tools.controlplane import ControlPlane, build_binaries
 
-from .harness import EdgeSystem, delete_all_edgenodes
-from .toxiproxy import ToxiproxyServer, build_toxiproxy
 
 REPO = Path(__file__).resolve().parents[2]
 

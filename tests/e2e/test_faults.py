@@ -13,10 +13,11 @@ import time
 
 import pytest
 
-from . import checker
-from .harness import EdgeSystem
-from .processes import wait_for
-from .workload import Workload, pod
+from tests.kit import checker
+from tests.kit.harness import EdgeSystem
+from tests.kit.waits import wait_for
+from tests.kit.workload import Workload, pod
+
 
 pytestmark = pytest.mark.timeout(420)
 

@@ -22,8 +22,8 @@ from manager import recording
 from manager.validating import EDGENODE_SELF, MAX_MANIFEST_BYTES, PodCheck, pod_problem
 from manager.recording import Recorder, desired_node
 from manager.retrying import Backoff, RetryQueue
-from tests.kubelet_shape import kubelet_refusal
-from tests.malformed import MALFORMED_PODS
+from tests.kit.kubelet_shape import kubelet_refusal
+from tests.kit.malformed import MALFORMED_PODS
 
 
 def edgenode(name: str, ns: str, *pods: Any, spec: Any = None) -> dict:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import REPO
-from tests.manager.fake_agent import FakeAgent
-from tests.manager.manager_helpers import apply, events, wait_for
+from tests.kit.builders import apply
+from tests.kit.fake_agents import FakeAgent
+from tests.kit.manager import events
+from tests.kit.processes import REPO
+from tests.kit.waits import wait_for
 
 
 def test_deploy_manifests_pass_server_side_validation(control_plane, edgenode_crd):

@@ -9,8 +9,10 @@ import signal
 import pytest
 
 from eventlog import LogStore
-from tests.manager.manager_helpers import apply, events, wait_for
-from tests.manager.fake_agent import FakeAgent
+from tests.kit.builders import apply
+from tests.kit.fake_agents import FakeAgent
+from tests.kit.manager import events
+from tests.kit.waits import wait_for
 
 
 def sample(metrics: str, name: str) -> float | None:

@@ -15,7 +15,10 @@ from pathlib import Path
 
 import orjson
 
-from tests.manager.manager_helpers import apply, events, ops, wait_for
+from tests.kit.builders import apply
+from tests.kit.manager import events, ops
+from tests.kit.waits import wait_for
+
 
 EDGE_EVENTLOG = Path(sys.executable).parent / "edge-eventlog"
 

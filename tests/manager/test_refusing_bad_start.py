@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 
-from tests.manager.manager_helpers import EDGE_MANAGER
+from tests.kit.processes import EDGE_MANAGER
 
 
 def run(*args: str, tmp_path) -> subprocess.CompletedProcess:

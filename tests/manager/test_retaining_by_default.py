@@ -12,7 +12,9 @@ import pytest
 from eventlog import LogStore
 from eventlog.export import verify_exports
 from manager.main import UsageError, build_parser, check_flags
-from tests.manager.manager_helpers import apply, events, wait_for
+from tests.kit.builders import apply
+from tests.kit.manager import events
+from tests.kit.waits import wait_for
 
 EDGE_EVENTLOG = Path(sys.executable).parent / "edge-eventlog"
 

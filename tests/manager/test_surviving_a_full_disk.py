@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from eventlog import LogStore
-from tests.agent.agentproc import AgentProc, expected_files, managed_files
-from tests.manager.manager_helpers import wait_for
+from tests.kit.agents import AgentProc
+from tests.kit.manifests import expected_files, managed_files
+from tests.kit.waits import wait_for
 
 EDGE_EVENTLOG = Path(sys.executable).parent / "edge-eventlog"
 PADDING = "x" * 6000  # big manifests, so a few changes need pages the full disk cannot give

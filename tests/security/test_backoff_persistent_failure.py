@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 
 from eventlog import Change, canonical_manifest
-from tests.agent.agentproc import expected_files, make_replica, managed_files, pod_manifest
-from tests.agent.conftest import agents, logserver  # noqa: F401 (fixtures)
-from tests.e2e.processes import wait_for
+from tests.kit.agents import make_replica
+from tests.kit.builders import pod_manifest
+from tests.kit.manifests import expected_files, managed_files
+from tests.kit.waits import wait_for
 
 WINDOW = 10.0
 BIG_PODS = 8  # x ~128 KiB: a snapshot of ~1 MiB, on a 512 KiB disk

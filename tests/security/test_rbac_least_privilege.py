@@ -16,12 +16,12 @@ from pathlib import Path
 
 import yaml
 
-from tests.conftest import CRD_FILE, REPO
-from tests.crd_helpers import wait_established
-from tests.manager.conftest import manager_factory  # noqa: F401 (fixture)
-from tests.manager.fake_agent import FakeAgent
-from tests.manager.manager_helpers import apply, wait_for
-from tests.manager.test_status_columns import mirror_pod
+from tests.kit.builders import apply, mirror_pod
+from tests.kit.crd import CRD_FILE, wait_established
+from tests.kit.fake_agents import FakeAgent
+from tests.kit.processes import REPO
+from tests.kit.waits import wait_for
+
 
 RBAC_FILE = REPO / "crd" / "rbac.yaml"
 DEPLOY_FILE = REPO / "deploy" / "manager.yaml"

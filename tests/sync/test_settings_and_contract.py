@@ -8,13 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from sync_helpers import run
 
 from agent.backoff import Backoff
 from agent.sync_client import SyncClient, channel_options
 from eventlog import LogStore, ReplicaStore
 from manager.notify import LogNotifier
 from manager.sync_service import NullObserver, SyncSettings, create_server, listen_address, server_options
+from tests.kit.waits import run
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -23,20 +23,19 @@ import json
 import os
 import shutil
 import socket
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from eventlog import LogStore
+from tests.kit import checker
+from tests.kit.processes import Daemon, DaemonDied, command, free_port
+from tests.kit.toxiproxy import Proxy, ToxiproxyServer
+from tests.kit.waits import wait_for
 from tools.hollow_kubelet import HollowKubelet
 
-from . import checker
-from .processes import Daemon, DaemonDied, free_port, wait_for
-from .toxiproxy import Proxy, ToxiproxyServer
 
-VENV_BIN = Path(sys.executable).parent
 FOREIGN_FILES = {  # an operator's own static pods and notes, next to ours
     "kube-vip.yaml": b"apiVersion: v1\nkind: Pod\nmetadata:\n  name: kube-vip\n",
     "README.txt": b"static pods of this node; k8s-edge owns only k8s-edge_* files\n",
@@ -44,12 +43,6 @@ FOREIGN_FILES = {  # an operator's own static pods and notes, next to ours
 }
 MANAGER_STORE = "eventlog"  # eventlog.opening.MANAGER_SUBDIR
 AGENT_STORE = "replica"  # eventlog.opening.AGENT_SUBDIR
-
-
-def _command(script: str, module: str) -> list[str]:
-    """The installed console script, or `python -m <module>` when the venv has none."""
-    exe = VENV_BIN / script
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", module]
 
 
 def _port_open(port: int) -> bool:
@@ -121,7 +114,7 @@ class EdgeSystem:
         self.sync_port = free_port()
         self.manager_metrics_port = free_port()
         self.manager = Daemon("edge-manager", [
-            *_command("edge-manager", "manager"), "--kubeconfig", str(self.kubeconfig),
+            *command("edge-manager", "manager"), "--kubeconfig", str(self.kubeconfig),
             "--sync-server", f"127.0.0.1:{self.sync_port}", "--data-dir", str(self.manager_data),
             "--insecure", "--metrics-addr", f"127.0.0.1:{self.manager_metrics_port}", *manager_args,
         ], log_path=self.logs / "manager.log", env=env)
@@ -135,7 +128,7 @@ class EdgeSystem:
                 (manifest_dir / fname).write_bytes(content)
             metrics = free_port()
             daemon = Daemon(f"edge-agent {node}", [
-                *_command("edge-agent", "agent"), "--node-name", node, "--sync-server", proxy.listen,
+                *command("edge-agent", "agent"), "--node-name", node, "--sync-server", proxy.listen,
                 "--pod-manifest-path", str(manifest_dir), "--data-dir", str(data_dir),
                 "--resync-interval", str(resync_interval), "--insecure", "--metrics-addr", f"127.0.0.1:{metrics}",
                 *agent_args,

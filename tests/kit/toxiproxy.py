@@ -15,7 +15,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .processes import Daemon, free_port, wait_for
+from tests.kit.processes import Daemon, free_port
+from tests.kit.waits import wait_for
+
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "tools" / "build-toxiproxy.sh"
