@@ -78,7 +78,7 @@ def test_sigkill_at_each_step_then_restart(control_plane, manager, namespace, ag
     a.stop()
     a.set_env(K8S_EDGE_FAULT=point)
     a.start()
-    a.wait_log("Starting sync edge spec")
+    a.wait_ready()
     apply(cp, node, namespace, {"p0": "nginx:2", "p2": "nginx:1", "p3": "nginx:1", "p9": "nginx:1"})
     wait_for(lambda: a.proc.poll() is not None, timeout=90, what="the agent to die at its fault point",
              on_timeout=a.log_tail)

@@ -32,7 +32,7 @@ def test_crash_while_applying_events(logserver, agents, point):
 
     a.set_env(K8S_EDGE_FAULT=point)
     a.start()
-    a.wait_log("Starting sync edge spec")
+    a.wait_ready()
     srv.append([put("edge01", "p1", ns="ns", image="nginx:2"), delete("edge01", "p2", ns="ns"), put("edge01", "p9", ns="ns"),
                 put("edge02", "y", ns="ns")])
     wait_killed(a)

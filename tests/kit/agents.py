@@ -79,6 +79,14 @@ class AgentProc(Daemon):
         wait_ready(self.metrics_port, alive=self.check_alive, what=self.name, timeout=timeout,
                    on_timeout=self.log_tail)
 
+    def wait_serving(self, *, timeout: float = 60) -> None:
+        """Until /healthz answers 200: data dir locked, replica open (a never-synced agent is not ready yet)."""
+        def serving() -> bool:
+            self.check_alive()
+            return http_get(self.metrics_port, "/healthz", timeout=5)[0] == 200
+
+        wait_for(serving, timeout, f"{self.name} to answer /healthz 200", on_timeout=self.log_tail)
+
     def wait_log(self, text: str, *, timeout: float = 60, count: int = 1) -> None:
         def seen() -> bool:
             if self.log().count(text) >= count:

@@ -42,7 +42,7 @@ def _loosen(store: Path) -> None:
 def test_agent_creates_its_data_dir_0700_and_replica_files_0600(agents):
     a = agents(node="edge01", servers=[f"127.0.0.1:{free_port()}"])
     a.start()
-    a.wait_log("Starting sync agent")
+    a.wait_serving()
     assert mode(a.data_dir) == 0o700
     assert store_modes(a.data_dir / "replica") == PRIVATE_STORE
 
