@@ -18,17 +18,14 @@ from __future__ import annotations
 import os
 import random
 import uuid
-from pathlib import Path
 
 import pytest
 
 from tests.kit.crd import wait_established
 from tests.kit.harness import EdgeSystem, delete_all_edgenodes
+from tests.kit.processes import REPO
 from tests.kit.toxiproxy import ToxiproxyServer, build_toxiproxy
 from tools.controlplane import ControlPlane, build_binaries
-
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +39,7 @@ def long_run(request: pytest.FixtureRequest) -> bool:
 
 @pytest.fixture(scope="session")
 def e2e_control_plane(tmp_path_factory):
-    # pdeathsig=False: no preexec_fn fork while the session may have gRPC loaded (see processes.py)
+    # pdeathsig=False: no preexec_fn fork while the session may have gRPC loaded (see tests/kit/processes.py)
     cp = ControlPlane(tmp_path_factory.mktemp("e2e-controlplane"), bin_dir=build_binaries(), pdeathsig=False)
     cp.start()
     try:

@@ -19,6 +19,8 @@ from tests.kit.waits import wait_for
 from tests.kit.workload import Workload, pod
 
 
+
+
 pytestmark = pytest.mark.timeout(420)
 
 

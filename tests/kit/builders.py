@@ -5,12 +5,14 @@
   log changes as the recorder makes them (a put carries a Source whose resourceVersion is `rev`).
 - ``big_manifest`` / ``fill_node``: nodes of many large pods (stream bounds).
 - ``edgenode_yaml`` / ``apply``: an EdgeNode through kubectl; ``mirror_pod``: what kubelet would publish;
-  ``edgenode_status``: the status the manager wrote.
+  ``edgenode_status``: the status the manager wrote; ``spec_pod``: a pod of an EdgeNode's spec.
+- ``sa_kubeconfig``: a kubeconfig with only a ServiceAccount's token.
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from eventlog import Change, LogStore, Source, canonical_manifest
@@ -82,3 +84,23 @@ def mirror_pod(cp: Any, ns: str, name: str, node: str, phase: str) -> None:
     }))
     cp.kubectl("patch", "pod", name, "-n", ns, "--subresource=status", "--type=merge",
                "-p", json.dumps({"status": {"phase": phase}}))
+
+
+def spec_pod(name: str, image: str = "nginx", **spec: Any) -> dict:
+    """A pod as it stands in an EdgeNode's spec.pods (no namespace: the manager sets it)."""
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"containers": [{"name": "c", "image": image}], **spec}}
+
+
+def sa_kubeconfig(cp: Any, path: Path, *, account: str = "edge-manager", namespace: str = "k8s-edge") -> Path:
+    """A kubeconfig holding only a token of a ServiceAccount (crd/rbac.yaml's edge-manager by default)."""
+    token = cp.kubectl("create", "token", account, "-n", namespace, "--duration=1h").stdout.strip()
+    ca = cp.kubectl("config", "view", "--raw", "--minify", "-o",
+                    "jsonpath={.clusters[0].cluster.certificate-authority-data}").stdout.strip()
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
+        "clusters": [{"name": "c", "cluster": {"server": cp.server, "certificate-authority-data": ca}}],
+        "users": [{"name": "sa", "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa"}}],
+    }))
+    return path

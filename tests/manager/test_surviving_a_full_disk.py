@@ -11,8 +11,6 @@ import json
 import re
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -20,7 +18,7 @@ import pytest
 from eventlog import LogStore
 from tests.kit.agents import AgentProc
 from tests.kit.manifests import expected_files, managed_files
-from tests.kit.waits import wait_for
+from tests.kit.waits import http_get, wait_for
 
 EDGE_EVENTLOG = Path(sys.executable).parent / "edge-eventlog"
 PADDING = "x" * 6000  # big manifests, so a few changes need pages the full disk cannot give
@@ -40,14 +38,6 @@ def _edgenode(name: str, namespace: str, *, version: int, pods: int = 6) -> str:
                                                     "args": [f"--pad={PADDING}"]}]}}
                           for i in range(pods)]},
     })
-
-
-def _readyz(port: int) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
 
 
 def _fill(path: Path) -> None:
@@ -93,20 +83,20 @@ def test_a_full_disk_stops_recording_and_space_returning_records_every_change(
                 return {k: p.manifest for k, p in s.pods(node).items()}
 
         agent.wait_files(expected_files(log_pods("edge01")), timeout=90)
-        assert _readyz(mgr.metrics_port)[0] == 200
+        assert http_get(mgr.metrics_port, "/readyz")[0] == 200
 
         _fill(data / "ballast")
         version = 0
-        while _readyz(mgr.metrics_port)[0] == 200:  # free pages of the store absorb the first changes
+        while http_get(mgr.metrics_port, "/readyz")[0] == 200:  # free pages of the store absorb the first changes
             version += 1
             assert version <= 40, "the disk never filled up for the store"
             cp.kubectl("apply", "-f", "-", input=_edgenode("edge01", namespace, version=version))
 
             def settled(v: int = version) -> bool:
                 pods = log_pods("edge01").values()
-                return _readyz(mgr.metrics_port)[0] == 503 or any(f"nginx:1.{v}".encode() in m for m in pods)
+                return http_get(mgr.metrics_port, "/readyz")[0] == 503 or any(f"nginx:1.{v}".encode() in m for m in pods)
             wait_for(settled, 30, f"change {version} recorded or refused")
-        code, body = _readyz(mgr.metrics_port)
+        code, body = http_get(mgr.metrics_port, "/readyz")
         assert code == 503 and "No space left on device" in body, body
         head_when_full = LogStore(data / "eventlog", readonly=True).head_offset
 
@@ -125,7 +115,7 @@ def test_a_full_disk_stops_recording_and_space_returning_records_every_change(
         late.wait_files(expected_files(log_pods("edge02")), timeout=90)
 
         (data / "ballast").unlink()  # space returns
-        wait_for(lambda: _readyz(mgr.metrics_port)[0] == 200, 90, "/readyz to turn ok again")
+        wait_for(lambda: http_get(mgr.metrics_port, "/readyz")[0] == 200, 90, "/readyz to turn ok again")
         assert "recording resumed" in mgr.log()
         assert log_pods("edge03") == {}
         assert all(f"nginx:1.{final}".encode() in m for m in log_pods("edge01").values())

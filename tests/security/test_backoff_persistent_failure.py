@@ -5,7 +5,7 @@ to commit. Before issue 12 the backoff was reset by every Welcome: 38 reconnects
 snapshots in 10 s, one log line each (44 snapshots in this test's 10 s against that code).
 Now only progress (an apply that committed) resets it: about 5 tries in 10 s, one line.
 The full disk is real: the agent's --data-dir is a small tmpfs mounted by the test (as root).
-A real agent process against the real sync service (tests/agent/syncserver.py).
+A real agent process against the real sync service (tests/kit/servers.py).
 """
 
 from __future__ import annotations

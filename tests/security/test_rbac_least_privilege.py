@@ -16,11 +16,13 @@ from pathlib import Path
 
 import yaml
 
-from tests.kit.builders import apply, mirror_pod
+from tests.kit.builders import apply, mirror_pod, sa_kubeconfig
 from tests.kit.crd import CRD_FILE, wait_established
 from tests.kit.fake_agents import FakeAgent
 from tests.kit.processes import REPO
 from tests.kit.waits import wait_for
+
+
 
 
 RBAC_FILE = REPO / "crd" / "rbac.yaml"
@@ -74,19 +76,6 @@ def audited(audit_log: Path, user: str) -> tuple[set[tuple[str, str, str]], list
             refused.append(e)
     return used, refused
 
-
-def sa_kubeconfig(cp, path: Path) -> Path:
-    """A kubeconfig holding only a token of the edge-manager ServiceAccount."""
-    token = cp.kubectl("create", "token", "edge-manager", "-n", "k8s-edge", "--duration=1h").stdout.strip()
-    ca = cp.kubectl("config", "view", "--raw", "--minify", "-o",
-                    "jsonpath={.clusters[0].cluster.certificate-authority-data}").stdout.strip()
-    path.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
-        "clusters": [{"name": "c", "cluster": {"server": cp.server, "certificate-authority-data": ca}}],
-        "users": [{"name": "sa", "user": {"token": token}}],
-        "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa"}}],
-    }))
-    return path
 
 
 def test_the_cluster_role_grants_exactly_what_the_manager_calls(control_plane_factory, manager_factory, tmp_path):
