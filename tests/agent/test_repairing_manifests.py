@@ -16,6 +16,7 @@ from tests.kit.waits import wait_for
 
 
 
+
 RESYNC = 2.0
 
 

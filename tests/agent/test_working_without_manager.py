@@ -14,6 +14,7 @@ from tests.kit.processes import free_port
 
 
 
+
 def test_restart_while_manager_down_restores_then_catches_up(logserver, agents):
     srv = logserver
     srv.append([put("edge01", f"p{i}", ns="ns") for i in range(4)])

@@ -28,6 +28,7 @@ from tests.kit.workload import MALFORMED, Workload, malformed_pod
 
 
 
+
 pytestmark = pytest.mark.timeout(3 * 3600)
 
 

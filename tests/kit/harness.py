@@ -174,9 +174,12 @@ class EdgeSystem:
             self.cp.kubectl("delete", "nodes", *nodes, "--wait=false", "--ignore-not-found", check=False, timeout=60)
 
     def start_manager(self) -> None:
-        """Start edge-manager and wait until its sync port accepts connections."""
+        """Start edge-manager and wait until its sync port accepts connections.
+
+        Not /readyz, which waits for the first list: a fault may start the manager while kube-apiserver
+        is restarting, and it serves agents from its log before it can list."""
         self.manager.start()
-        wait_for(lambda: self.manager.check_alive() or _port_open(self.sync_port), timeout=60,
+        wait_for(lambda: self.manager.check_alive() or _port_open(self.sync_port), timeout=60, max_interval=1.0,
                  what="edge-manager's sync port", on_timeout=self.manager.log_tail)
 
     def start_agent(self, node: str) -> None:

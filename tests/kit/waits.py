@@ -25,12 +25,13 @@ class Deadline(AssertionError):
 
 def wait_for(
     cond: Callable[[], object], timeout: float = 60.0, what: str = "condition", *, interval: float = 0.2,
-    on_timeout: Callable[[], str] | None = None,
+    max_interval: float | None = None, on_timeout: Callable[[], str] | None = None,
 ) -> Any:
-    """Poll cond until it returns something truthy; raise Deadline with context after timeout.
+    """Poll cond every `interval` until it returns something truthy; raise Deadline with context after timeout.
 
-    An exception from cond is kept and shown on timeout (a probe may fail while a daemon starts),
-    except DaemonDied, which ends the wait at once.
+    With max_interval the pause grows by half each time up to it (for costly conditions such as
+    the end-to-end observations). An exception from cond is kept and shown on timeout (a probe
+    may fail while a daemon starts), except DaemonDied, which ends the wait at once.
     """
     deadline = time.monotonic() + timeout
     last_exc: BaseException | None = None
@@ -49,7 +50,8 @@ def wait_for(
             extra += f"\n{on_timeout()}" if on_timeout else ""
             raise Deadline(f"timed out after {timeout:.0f}s waiting for {what}{extra}")
         time.sleep(interval)
-        interval = min(interval * 1.5, max(interval, 1.0))
+        if max_interval is not None:
+            interval = min(interval * 1.5, max(interval, max_interval))
 
 
 async def wait_until(predicate: Callable[[], object], *, timeout: float = 20.0, what: str = "condition") -> None:

@@ -18,6 +18,7 @@ from tests.kit.processes import REPO
 
 
 
+
 @pytest.fixture(scope="session")
 def clientgo_correlator(tmp_path_factory) -> Path:
     go = shutil.which("go")

@@ -18,6 +18,7 @@ from tests.kit.waits import wait_for
 
 
 
+
 def test_deploy_manifests_pass_server_side_validation(control_plane, edgenode_crd):
     control_plane.kubectl("apply", "-f", REPO / "crd" / "rbac.yaml")
     out = control_plane.kubectl("apply", "--dry-run=server", "-f", REPO / "deploy" / "manager.yaml").stdout

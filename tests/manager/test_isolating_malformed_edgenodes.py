@@ -20,6 +20,7 @@ from tests.kit.waits import wait_for
 
 
 
+
 SECONDS = 30  # "within seconds", with room for a loaded CI machine
 
 

@@ -19,6 +19,7 @@ from tests.kit.waits import wait_for
 
 
 
+
 PRIVILEGED_REFUSAL = ('violates PodSecurity "baseline:latest": privileged '
                       '(container "app" must not set securityContext.privileged=true)')
 

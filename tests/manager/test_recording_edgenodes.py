@@ -23,6 +23,7 @@ from tests.kit.waits import wait_for
 
 
 
+
 EDGE_EVENTLOG = Path(sys.executable).parent / "edge-eventlog"
 
 

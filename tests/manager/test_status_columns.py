@@ -16,6 +16,7 @@ from tests.kit.waits import wait_for
 
 
 
+
 def conditions(st: dict) -> dict[str, tuple[str, str]]:
     return {c["type"]: (c["status"], c["reason"]) for c in st.get("conditions", [])}
 

@@ -23,6 +23,7 @@ from tests.kit.waits import wait_for
 
 
 
+
 REFRESH = 5.0
 WINDOW = 20.0
 POLICY = """apiVersion: audit.k8s.io/v1

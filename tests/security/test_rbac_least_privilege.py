@@ -25,6 +25,7 @@ from tests.kit.waits import wait_for
 
 
 
+
 RBAC_FILE = REPO / "crd" / "rbac.yaml"
 DEPLOY_FILE = REPO / "deploy" / "manager.yaml"
 SERVICE_ACCOUNT = "system:serviceaccount:k8s-edge:edge-manager"
