@@ -8,10 +8,6 @@ from tests.kit.manifests import expected_files, foreign_files
 from tests.kit.waits import wait_for
 
 
-
-
-
-
 def test_new_agent_gets_its_pods_then_changes_arrive_as_events(logserver, agents):
     srv = logserver
     srv.append([put("edge01", "nginx", ns="default"), put("edge01", "nginx", ns="team-a"),

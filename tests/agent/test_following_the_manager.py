@@ -14,10 +14,6 @@ from tests.kit.manifests import expected_files, foreign_files, managed_files
 from tests.kit.waits import wait_for
 
 
-
-
-
-
 def converge(a, mgr, node: str) -> None:
     """Until the agent applied the manager's head for its node and its folder equals the manager's view."""
     wait_for(lambda: mgr.head(node) > 0 or mgr.desired(node) == {}, timeout=60, what="the manager to record")

@@ -13,10 +13,6 @@ from tests.kit.manifests import expected_files, foreign_files, managed_files
 from tests.kit.waits import wait_for
 
 
-
-
-
-
 RESYNC = 2.0
 
 

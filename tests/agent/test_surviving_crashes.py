@@ -12,10 +12,6 @@ from tests.kit.manifests import expected_files, foreign_files, managed_files
 from tests.kit.waits import wait_for
 
 
-
-
-
-
 def wait_killed(a) -> None:
     wait_for(lambda: a.proc.poll() is not None, timeout=60, what=f"{a.name} to die at its fault point",
              on_timeout=a.log_tail)

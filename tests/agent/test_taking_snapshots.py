@@ -11,10 +11,6 @@ from tests.kit.servers import LogServer
 from tests.kit.waits import wait_for
 
 
-
-
-
-
 def test_unknown_log_id_replaces_the_replica(logserver, agents, tmp_path):
     old = logserver
     old.append([put("edge01", f"p{i}", ns="ns") for i in range(5)] + [put("edge01", "keep", ns="other")])

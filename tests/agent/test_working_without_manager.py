@@ -11,10 +11,6 @@ from tests.kit.manifests import expected_files, foreign_files, managed_files
 from tests.kit.processes import free_port
 
 
-
-
-
-
 def test_restart_while_manager_down_restores_then_catches_up(logserver, agents):
     srv = logserver
     srv.append([put("edge01", f"p{i}", ns="ns") for i in range(4)])

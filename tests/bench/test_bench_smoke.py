@@ -12,8 +12,6 @@ import pytest
 from tests.kit.processes import REPO
 
 
-
-
 def _quick(script: str, *, timeout: float) -> tuple[int, str]:
     """Run bench/<script> --quick; (exit code, output). Its whole process group dies at the timeout."""
     proc = subprocess.Popen(

@@ -20,9 +20,6 @@ from tests.kit.waits import wait_for
 from tests.kit.workload import Workload, pod
 
 
-
-
-
 pytestmark = pytest.mark.timeout(420)
 
 

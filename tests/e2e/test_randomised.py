@@ -26,9 +26,6 @@ from tests.kit.harness import EdgeSystem
 from tests.kit.workload import MALFORMED, Workload, malformed_pod
 
 
-
-
-
 pytestmark = pytest.mark.timeout(3 * 3600)
 
 

@@ -11,6 +11,8 @@
 - ``manager_factory`` (function): ``start(kubeconfig=..., data_dir=..., namespace=..., args=[...],
   insecure=True, wait=True)`` -> ManagerProcess (started; ready unless wait=False), sync port 0.
 - ``procs`` (function): Popen objects a test starts; their process groups are killed at the end.
+- ``tmpfs`` (function): ``mount(path, size="4m") -> path``, a small tmpfs (mode 0700) to fill up;
+  unmounted at the end. Needs root.
 """
 
 from __future__ import annotations
@@ -104,3 +106,22 @@ def procs() -> Iterator[list[subprocess.Popen]]:
     yield started
     for p in started:
         kill_group(p)
+
+
+@pytest.fixture
+def tmpfs() -> Iterator[Callable[..., Path]]:
+    mounted: list[Path] = []
+
+    def mount(path: Path, *, size: str = "4m") -> Path:
+        path.mkdir(parents=True, exist_ok=True)
+        # mode 0700: a tmpfs root is 1777 by default, and a shared (sticky) dir is refused as a data dir
+        res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
+                             capture_output=True, text=True, timeout=30)
+        assert res.returncode == 0, f"cannot mount a tmpfs (the test needs root): {res.stderr}"
+        mounted.append(path)
+        return path
+
+    yield mount
+    for p in mounted:
+        if subprocess.run(["umount", str(p)], capture_output=True, timeout=30).returncode != 0:
+            subprocess.run(["umount", "-l", str(p)], capture_output=True, timeout=30)

@@ -5,6 +5,7 @@
   ``wait_ready()`` polls /readyz (EdgeNodes listed, agents served) and, for a sync port 0,
   reads the bound port from the log.
 - ``events(data_dir)`` / ``ops(events)``: the manager's log, read through a read-only LogStore.
+- ``sample(metrics, name)``: one value of a /metrics text.
 """
 
 from __future__ import annotations
@@ -19,6 +20,12 @@ from tests.kit.processes import EDGE_MANAGER, REPO, Daemon, free_port
 from tests.kit.waits import http_get, wait_ready
 
 _SYNC_PORT = re.compile(r"listening on \S*:(\d+) \(")
+
+
+def sample(metrics: str, name: str) -> float | None:
+    """The value of one Prometheus sample (name with its labels, as exposed) in a /metrics text; None if absent."""
+    m = re.search(r"^%s (\S+)$" % re.escape(name), metrics, re.M)
+    return float(m.group(1)) if m else None
 
 
 def events(data_dir: Path, after: int = 0) -> list[Event]:

@@ -6,6 +6,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
+
 
 @dataclass(frozen=True)
 class Pki:
@@ -17,7 +19,16 @@ class Pki:
     server_key: Path
 
     def client(self, name: str) -> tuple[Path, Path]:
+        """(certificate, key) of a client certificate by name (CLIENTS)."""
         return self.dir / f"{name}.crt", self.dir / f"{name}.key"
+
+    def credentials(self, client: str | None) -> grpc.ChannelCredentials:
+        """gRPC channel credentials trusting this CA, with a client certificate unless client is None."""
+        if client is None:
+            return grpc.ssl_channel_credentials(root_certificates=self.ca.read_bytes())
+        cert, key = self.client(client)
+        return grpc.ssl_channel_credentials(root_certificates=self.ca.read_bytes(), private_key=key.read_bytes(),
+                                            certificate_chain=cert.read_bytes())
 
 
 def _openssl(*args: str, cwd: Path) -> None:

@@ -19,10 +19,6 @@ from tests.kit.processes import Daemon, free_port
 from tests.kit.waits import wait_for
 
 
-
-
-
-
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "tools" / "build-toxiproxy.sh"
 

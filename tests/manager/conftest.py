@@ -16,9 +16,6 @@ import pytest
 from tests.kit.processes import REPO
 
 
-
-
-
 @pytest.fixture(scope="session")
 def clientgo_correlator(tmp_path_factory) -> Path:
     go = shutil.which("go")

@@ -16,9 +16,6 @@ from tests.kit.processes import REPO
 from tests.kit.waits import wait_for
 
 
-
-
-
 def test_deploy_manifests_pass_server_side_validation(control_plane, edgenode_crd):
     control_plane.kubectl("apply", "-f", REPO / "crd" / "rbac.yaml")
     out = control_plane.kubectl("apply", "--dry-run=server", "-f", REPO / "deploy" / "manager.yaml").stdout

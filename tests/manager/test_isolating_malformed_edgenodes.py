@@ -17,10 +17,6 @@ from tests.kit.manager import events
 from tests.kit.waits import wait_for
 
 
-
-
-
-
 SECONDS = 30  # "within seconds", with room for a loaded CI machine
 
 

@@ -16,10 +16,6 @@ from tests.kit.processes import EDGE_MANAGER
 from tests.kit.waits import wait_for
 
 
-
-
-
-
 PRIVILEGED_REFUSAL = ('violates PodSecurity "baseline:latest": privileged '
                       '(container "app" must not set securityContext.privileged=true)')
 

@@ -20,10 +20,6 @@ from tests.kit.manager import events, ops
 from tests.kit.waits import wait_for
 
 
-
-
-
-
 EDGE_EVENTLOG = Path(sys.executable).parent / "edge-eventlog"
 
 

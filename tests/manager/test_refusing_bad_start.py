@@ -8,10 +8,6 @@ import subprocess
 from tests.kit.processes import EDGE_MANAGER
 
 
-
-
-
-
 def run(*args: str, tmp_path) -> subprocess.CompletedProcess:
     return subprocess.run([str(EDGE_MANAGER), "--data-dir", str(tmp_path / "data"), "--metrics-addr", "",
                            "--sync-server", "127.0.0.1:0", *args],

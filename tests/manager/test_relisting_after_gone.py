@@ -19,10 +19,6 @@ from tests.kit.manager import events, ops
 from tests.kit.waits import wait_for
 
 
-
-
-
-
 def restarts(metrics: str, reason: str) -> float:
     m = re.search(r'k8s_edge_manager_watch_restarts_total\{reason="%s",resource="edgenodes"\} (\S+)' % reason, metrics)
     return float(m.group(1)) if m else 0.0

@@ -13,10 +13,6 @@ from tests.kit.fake_agents import FakeAgent
 from tests.kit.waits import wait_for
 
 
-
-
-
-
 def conditions(st: dict) -> dict[str, tuple[str, str]]:
     return {c["type"]: (c["status"], c["reason"]) for c in st.get("conditions", [])}
 

@@ -20,10 +20,6 @@ from tests.kit.fake_agents import FakeAgent
 from tests.kit.waits import wait_for
 
 
-
-
-
-
 REFRESH = 5.0
 WINDOW = 20.0
 POLICY = """apiVersion: audit.k8s.io/v1

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,16 +16,12 @@ import pytest
 
 from eventlog import LogStore
 from tests.kit.agents import AgentProc
+from tests.kit.manager import sample
 from tests.kit.manifests import expected_files, managed_files
 from tests.kit.waits import http_get, wait_for
 
 EDGE_EVENTLOG = Path(sys.executable).parent / "edge-eventlog"
 PADDING = "x" * 6000  # big manifests, so a few changes need pages the full disk cannot give
-
-
-def sample(metrics: str, name: str) -> float:
-    m = re.search(r"^%s (\S+)$" % re.escape(name), metrics, re.M)
-    return float(m.group(1)) if m else 0.0
 
 
 def _edgenode(name: str, namespace: str, *, version: int, pods: int = 6) -> str:
@@ -53,18 +48,8 @@ def _fill(path: Path) -> None:
 
 
 @pytest.fixture
-def small_disk(tmp_path):
-    mnt = tmp_path / "data"
-    mnt.mkdir()
-    # mode 0700: a tmpfs root is 1777 by default, and a shared (sticky) dir is refused as a data dir
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(mnt)],
-                         capture_output=True, text=True)
-    assert res.returncode == 0, f"cannot mount a tmpfs (the test needs root): {res.stderr}"
-    try:
-        yield mnt
-    finally:
-        if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+def small_disk(tmpfs, tmp_path) -> Path:
+    return tmpfs(tmp_path / "data", size="4m")
 
 
 def test_a_full_disk_stops_recording_and_space_returning_records_every_change(

@@ -19,9 +19,6 @@ from tests.kit.processes import REPO
 from tests.kit.waits import wait_for
 
 
-
-
-
 REFUSAL = 'namespace "{ns}" may not place pods on edge node "{node}": not in its edge.k8s.io/allowed-nodes annotation'
 
 

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import subprocess
 import time
-from pathlib import Path
-
-import pytest
 
 from eventlog import Change, canonical_manifest
 from tests.kit.agents import make_replica
@@ -33,30 +30,13 @@ def big_pod(node: str, name: str) -> Change:
     return Change(node, "put", "ns", name, canonical_manifest(body))
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 512 KiB tmpfs; unmounted at the end."""
-    mounted: list[Path] = []
-
-    def mount(path: Path) -> Path:
-        path.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k,mode=0700", "tmpfs", str(path)], check=True,
-                       capture_output=True, timeout=30)
-        mounted.append(path)
-        return path
-
-    yield mount
-    for p in mounted:
-        subprocess.run(["umount", "-l", str(p)], check=False, capture_output=True, timeout=30)
-
-
 def failure_lines(log: str, needle: str) -> list[str]:
     return [l for l in log.splitlines() if needle in l and (" WARNING " in l or " ERROR " in l)]
 
 
-def test_full_disk_backs_off_with_one_log_line_and_loses_nothing(agents, logserver, small_disk):
+def test_full_disk_backs_off_with_one_log_line_and_loses_nothing(agents, logserver, tmpfs):
     a = agents(node="edge01", servers=[logserver.address])
-    small_disk(a.data_dir)
+    tmpfs(a.data_dir, size="512k")  # a snapshot of ~1 MiB does not fit
     old = {("ns", "old"): pod_manifest("ns", "old")}
     make_replica(a.data_dir / "replica", node="edge01", pods=old)  # of another log: the manager sends a snapshot
     logserver.append([big_pod("edge01", f"p{i}") for i in range(BIG_PODS)])

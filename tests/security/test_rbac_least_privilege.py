@@ -23,9 +23,6 @@ from tests.kit.processes import REPO
 from tests.kit.waits import wait_for
 
 
-
-
-
 RBAC_FILE = REPO / "crd" / "rbac.yaml"
 DEPLOY_FILE = REPO / "deploy" / "manager.yaml"
 SERVICE_ACCOUNT = "system:serviceaccount:k8s-edge:edge-manager"
@@ -76,7 +73,6 @@ def audited(audit_log: Path, user: str) -> tuple[set[tuple[str, str, str]], list
         if (e.get("responseStatus") or {}).get("code") in (401, 403):
             refused.append(e)
     return used, refused
-
 
 
 def test_the_cluster_role_grants_exactly_what_the_manager_calls(control_plane_factory, manager_factory, tmp_path):

@@ -19,12 +19,6 @@ from tests.kit.servers import serving
 from tests.kit.waits import run
 
 
-def _creds(pki: Pki, client: str) -> grpc.ChannelCredentials:
-    cert, key = pki.client(client)
-    return grpc.ssl_channel_credentials(root_certificates=pki.ca.read_bytes(), private_key=key.read_bytes(),
-                                        certificate_chain=cert.read_bytes())
-
-
 @pytest.mark.parametrize(
     ("client", "nodes"),
     [
@@ -45,7 +39,7 @@ def test_a_certificate_not_naming_exactly_one_node_syncs_nothing(store: LogStore
     async def scenario() -> None:
         async with serving(store, tls=tls) as s:
             for node in nodes * 2:  # each node twice: an agent retrying is logged once
-                async with raw_stream(s.address, _creds(pki, client)) as st:
+                async with raw_stream(s.address, pki.credentials(client)) as st:
                     await st.send(hello=pb.Hello(node=node, record_format=1))
                     assert await st.status() == grpc.StatusCode.PERMISSION_DENIED
             assert s.observer.of("connected") == [] and s.observer.of("snapshot_sent") == []

@@ -25,15 +25,6 @@ def _server_tls(pki: Pki, *, require_clients: bool = True, mode: NodeIdentity = 
                      client_ca_file=pki.ca if require_clients else None, node_identity=mode)
 
 
-def _credentials(pki: Pki, client: str | None) -> grpc.ChannelCredentials:
-    if client is None:
-        return grpc.ssl_channel_credentials(root_certificates=pki.ca.read_bytes())
-    cert, key = pki.client(client)
-    return grpc.ssl_channel_credentials(
-        root_certificates=pki.ca.read_bytes(), private_key=key.read_bytes(), certificate_chain=cert.read_bytes()
-    )
-
-
 @pytest.mark.parametrize(
     ("client", "node", "mode"),
     [("edge01", "edge01", NodeIdentity.KUBELET), ("plain-edge02", "edge02", NodeIdentity.CN)],
@@ -43,7 +34,7 @@ def test_own_node_is_served(store: LogStore, pki: Pki, client: str, node: str, m
 
     async def scenario() -> None:
         async with serving(store, tls=_server_tls(pki, mode=mode)) as s, \
-                raw_stream(s.address, _credentials(pki, client)) as st:
+                raw_stream(s.address, pki.credentials(client)) as st:
             welcome = await st.hello(node)
             assert welcome.mode == pb.Welcome.SNAPSHOT
             last, entries = await st.read_snapshot()
@@ -78,7 +69,7 @@ def test_a_certificate_not_naming_exactly_this_node_is_permission_denied(
 
     async def scenario() -> None:
         async with serving(store, tls=_server_tls(pki, mode=mode)) as s, \
-                raw_stream(s.address, _credentials(pki, client)) as st:
+                raw_stream(s.address, pki.credentials(client)) as st:
             await st.send(hello=pb.Hello(node=node, record_format=1))
             assert await st.status() == grpc.StatusCode.PERMISSION_DENIED
             assert why in await st.call.details()
@@ -89,7 +80,7 @@ def test_a_certificate_not_naming_exactly_this_node_is_permission_denied(
 
 def test_no_client_certificate_is_refused(store: LogStore, pki: Pki) -> None:
     async def scenario() -> None:
-        async with serving(store, tls=_server_tls(pki)) as s, raw_stream(s.address, _credentials(pki, None)) as st:
+        async with serving(store, tls=_server_tls(pki)) as s, raw_stream(s.address, pki.credentials(None)) as st:
             with pytest.raises((grpc.aio.AioRpcError, AssertionError)) as info:
                 await st.send(hello=pb.Hello(node="edge01", record_format=1))
                 await st.read(timeout=10)
@@ -104,7 +95,7 @@ def test_server_tls_without_client_ca_serves_any_node(store: LogStore, pki: Pki)
     """The sync service alone: edge-manager refuses this set-up without --allow-unauthenticated-agents."""
     async def scenario() -> None:
         tls = _server_tls(pki, require_clients=False)
-        async with serving(store, tls=tls) as s, raw_stream(s.address, _credentials(pki, None)) as st:
+        async with serving(store, tls=tls) as s, raw_stream(s.address, pki.credentials(None)) as st:
             welcome = await st.hello("edge05")
             assert welcome.mode == pb.Welcome.SNAPSHOT
 
