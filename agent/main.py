@@ -1,119 +1,165 @@
-"""The edge-agent daemon: open the replica, restore the manifests, then follow the manager.
+"""The `edge-agent` command: flags, settings, start-up.
 
-Owns start-up order, signals and wiring of the replica (eventlog), the manifest
-reconciler, the sync client and the metrics server. Must not import manager.
-
-Start-up: parse flags (one line and exit 2 on a mistake, a private key others
-may read included); make `--data-dir` 0700 (edgecommon.files); open
-`<data-dir>/replica` (a corrupt or foreign LMDB, a manager's store or another
-node's replica: one line and exit 1, nothing overwritten); reconcile the
-manifest folder from the replica BEFORE connecting, so an agent restarted while
-the manager is unreachable restores its pods (a replica that never synced, e.g. a
-wiped --data-dir, leaves the folder alone until its first snapshot: knowing
-nothing is not "run nothing"); then run the sync client (which
-reconciles after each applied batch, before acknowledging) and a timer that
-fully reconciles every `--resync-interval`. SIGTERM or SIGINT: cancel, close the
-store, exit 0.
+Owns the command line (flags -> agent.settings.AgentSettings, one usage line and exit 2 on
+a mistake, a private key others may read included), logging, the data-dir lock and opening
+the replica (one line and exit 1 when that fails); agent.daemon runs the agent. Must not
+import grpc (loaded by the daemon) or manager.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import fcntl
-import os
-import signal
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import lmdb
 from loguru import logger
-from prometheus_client import CollectorRegistry
 
+from agent.daemon import EXIT_FAILURE, Agent, open_replica
 from agent.faults import FaultInjector
-from agent.reconciling import ManifestReconciler, Outcome
-from agent.serving import AgentCollector, HealthServer, Readiness
-from agent.settings import AgentSettings, SettingsError, parse_args
-from edgecommon.files import PrivacyError, ensure_private_dir
-from eventlog import ReplicaStore, StoreError, format_digest
-from eventlog.opening import AGENT_SUBDIR, store_path
+from agent.settings import AgentSettings
+from edgecommon.addresses import check_dial_target, parse_listen_address
+from edgecommon.files import PrivacyError
+from edgecommon.locks import LockHeld, lock_data_dir
+from edgecommon.logs import add_logging_flags, log_settings, setup
+from edgecommon.names import is_dns1123_subdomain
+from edgecommon.quantities import parse_duration
+from edgecommon.tls import Pem, TlsFileError, check_pem_file
+from edgecommon.usage import Parser, UsageError, flag_value, report_usage_error
+from eventlog import StoreError
 
-EXIT_USAGE = 2
-EXIT_FAILURE = 1
-
-
-def configure_logging(*, level: str, fmt: str) -> None:
-    """Loguru to stderr, as text for people or JSON lines for machines."""
-    logger.remove()
-    if fmt == "json":
-        logger.add(sys.stderr, level=level, serialize=True, backtrace=False, diagnose=False)
-    else:
-        logger.add(
-            sys.stderr, level=level, backtrace=False, diagnose=False,
-            format="{time:YYYY-MM-DDTHH:mm:ss.SSSZZ} {level: <7} {message}",
-        )
+PROG = "edge-agent"
+DEFAULT_SYNC_SERVER = "localhost:50051"  # the original agent's default
+DEFAULT_POD_MANIFEST_PATH = "/etc/kubernetes/manifests"
+DEFAULT_DATA_DIR = "/var/lib/k8s-edge/agent"
+DEFAULT_RESYNC_INTERVAL = "10s"  # the original's --sync-interval
+DEFAULT_CONNECT_TIMEOUT = "5s"  # the original's --sync-timeout
 
 
-def replica_path(data_dir: Path) -> Path:
-    """Where the replica lives: <data-dir>/replica, or data-dir itself if it already holds a store."""
-    p = store_path(data_dir)  # a --data-dir that IS a store (or holds a manager's) is opened, checked, refused
-    if p == data_dir and not (data_dir / "data.mdb").exists():
-        return data_dir / AGENT_SUBDIR
+def build_parser() -> argparse.ArgumentParser:
+    """The edge-agent flags."""
+    p = Parser(
+        prog=PROG,
+        description="Keeps this edge node's kubelet static pods equal to its EdgeNodes, with or without the manager.",
+    )
+    p.add_argument("--node-name", default=None, help="this node's name (default: the hostname, lower-cased)")
+    p.add_argument(
+        "--sync-server", action="append", default=None, metavar="HOST:PORT",
+        help="edge-manager sync address; repeat or comma-separate several, tried in turn "
+             f"(default {DEFAULT_SYNC_SERVER})",
+    )
+    p.add_argument("--pod-manifest-path", default=DEFAULT_POD_MANIFEST_PATH,
+                   help="kubelet's static-pod folder (staticPodPath); never created by the agent "
+                        f"(default {DEFAULT_POD_MANIFEST_PATH})")
+    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
+                   help=f"the agent's state, made 0700; the replica is <data-dir>/replica (default {DEFAULT_DATA_DIR})")
+    p.add_argument("--resync-interval", "--sync-interval", dest="resync_interval", default=DEFAULT_RESYNC_INTERVAL,
+                   metavar="DURATION", help="how often the manifest folder is fully re-checked and repaired "
+                                            f"(default {DEFAULT_RESYNC_INTERVAL}; --sync-interval is the original's name)")
+    p.add_argument("--sync-timeout", "--connect-timeout", dest="connect_timeout", default=DEFAULT_CONNECT_TIMEOUT,
+                   metavar="DURATION", help=f"timeout for connecting to a sync server (default {DEFAULT_CONNECT_TIMEOUT})")
+    p.add_argument("--ca-file", type=Path, help="CA bundle that signed the manager's serving certificate (TLS)")
+    p.add_argument("--cert-file", type=Path,
+                   help="this agent's client certificate (mTLS): its CN, a DNS SAN, or CN system:node:<node> "
+                        "names this node")
+    p.add_argument("--key-file", type=Path,
+                   help="the client certificate's private key; refused if its group or others may read it")
+    p.add_argument("--insecure", action="store_true", help="allow plaintext gRPC (no TLS); refused without it")
+    p.add_argument("--metrics-addr", default="",
+                   help="serve Prometheus /metrics, /healthz and /readyz on host:port or :port (default: off)")
+    p.add_argument("--retain-journal", type=int, default=100_000, metavar="N",
+                   help="keep the newest N journal lines (the replica's history of applied events and snapshots); "
+                        "0 keeps all (default 100000)")
+    add_logging_flags(p)
     return p
 
 
-LOCK_FILE = "agent.lock"
-JOURNAL_TRIM_SECONDS = 60.0
+def _check_tls_files(a: argparse.Namespace) -> None:
+    """TLS flags that go together, and files that hold PEM (gRPC would only say so in C-core log spam)."""
+    if a.insecure and (a.ca_file or a.cert_file or a.key_file):
+        raise UsageError("--insecure cannot be combined with --ca-file, --cert-file or --key-file")
+    if (a.cert_file is None) != (a.key_file is None):
+        raise UsageError("--cert-file and --key-file go together")
+    if a.cert_file is not None and a.ca_file is None:
+        raise UsageError("--cert-file needs --ca-file to verify the manager")
+    if a.ca_file is None and not a.insecure:
+        raise UsageError("refusing plaintext gRPC to the manager: give --ca-file (and --cert-file/--key-file), "
+                         "or --insecure")
+    for flag, path, holds in (("--ca-file", a.ca_file, Pem.CERTIFICATE), ("--cert-file", a.cert_file, Pem.CERTIFICATE),
+                              ("--key-file", a.key_file, Pem.PRIVATE_KEY)):
+        if path is not None:
+            try:
+                check_pem_file(path, holds=holds)
+            except TlsFileError as exc:
+                raise UsageError(f"{flag} {exc}") from None
 
 
-def lock_data_dir(data_dir: Path) -> int:
-    """Hold an exclusive lock on <data-dir>/agent.lock for the life of the process: one agent per data dir.
+def settings_from(a: argparse.Namespace) -> AgentSettings:
+    """Check the parsed flags and build the settings. Raises UsageError."""
+    node = (a.node_name if a.node_name is not None else socket.gethostname()).strip().lower()
+    if not is_dns1123_subdomain(node):
+        raise UsageError(f"--node-name: not a node name: {node!r} (a DNS-1123 subdomain like a Kubernetes node name)")
+    raw_servers = a.sync_server or [DEFAULT_SYNC_SERVER]
+    servers = tuple(flag_value("--sync-server", check_dial_target, s.strip())
+                    for raw in raw_servers for s in raw.split(",") if s.strip())
+    if not servers:
+        raise UsageError("--sync-server is empty")
+    resync = flag_value("--resync-interval", parse_duration, a.resync_interval)
+    if resync <= 0:
+        raise UsageError("--resync-interval must be positive")
+    connect = flag_value("--sync-timeout", parse_duration, a.connect_timeout)
+    if connect <= 0:
+        raise UsageError("--sync-timeout must be positive")
+    _check_tls_files(a)
+    if a.retain_journal < 0:
+        raise UsageError("--retain-journal must be 0 (keep all) or positive")
+    metrics_addr = flag_value("--metrics-addr", parse_listen_address, a.metrics_addr) \
+        if a.metrics_addr else None
+    return AgentSettings(
+        node_name=node,
+        sync_servers=servers,
+        pod_manifest_path=Path(a.pod_manifest_path),
+        data_dir=Path(a.data_dir),
+        resync_interval=resync,
+        connect_timeout=connect,
+        ca_file=a.ca_file,
+        cert_file=a.cert_file,
+        key_file=a.key_file,
+        insecure=a.insecure,
+        metrics_addr=metrics_addr,
+        retain_journal=a.retain_journal,
+        logging=log_settings(a),
+    )
 
-    The data dir is made 0700 first (created so, or tightened with a warning): the replica holds every manifest.
-    """
-    ensure_private_dir(data_dir)
-    fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-        os.close(fd)
-        raise StoreError(f"another edge-agent (pid {holder}) is running with --data-dir {data_dir}") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd  # released by the kernel when the process ends, however it ends
 
-
-def open_replica(settings: AgentSettings) -> ReplicaStore:
-    """Open or create this node's replica; raises StoreError or OSError with a one-line message."""
-    path = replica_path(settings.data_dir)
-    try:
-        return ReplicaStore(path, node=settings.node_name)
-    except lmdb.Error as exc:
-        raise StoreError(f"{path}: cannot open the replica ({' '.join(str(exc).split())})") from None
+def parse_args(argv: Sequence[str] | None = None) -> AgentSettings:
+    """Flags to settings; raises UsageError with a one-line message."""
+    return settings_from(build_parser().parse_args(argv))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `edge-agent`; returns the exit status."""
     try:
         settings = parse_args(argv)
-    except SettingsError as exc:
-        print(f"edge-agent: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    configure_logging(level=settings.log_level, fmt=settings.log_format)
-    try:
         faults = FaultInjector()
-    except ValueError as exc:
-        logger.error("{}", exc)
-        return EXIT_USAGE
+    except UsageError as exc:
+        return report_usage_error(PROG, exc)
+    except ValueError as exc:  # K8S_EDGE_FAULT: a test's environment, said like a flag
+        return report_usage_error(PROG, UsageError(str(exc)))
+    setup(settings.logging)
     logger.info("Starting edge agent")
     if settings.insecure:
         logger.warning("--insecure: talking to the manager in plaintext, without TLS")
     try:
-        lock_data_dir(settings.data_dir)
+        lock_data_dir(settings.data_dir, program=PROG)  # released by the kernel however the process ends
         replica = open_replica(settings)
     except PrivacyError as exc:
         logger.error("--data-dir {}", exc)
+        return EXIT_FAILURE
+    except LockHeld as exc:
+        logger.error("{}", exc)
         return EXIT_FAILURE
     except StoreError as exc:
         logger.error("cannot open the replica: {}", exc)
@@ -128,177 +174,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         replica.close()  # after asyncio.run: every worker thread touching the store has finished
         logger.info("edge agent stopped")
-
-
-class Agent:
-    """One running agent: the reconciler, the sync client, the resync timer, the health server."""
-
-    def __init__(self, settings: AgentSettings, replica: ReplicaStore, faults: FaultInjector) -> None:
-        self.settings = settings
-        self.replica = replica
-        self.faults = faults
-        self.reconciler = ManifestReconciler(settings.pod_manifest_path, desired=replica.pods)
-        self.readiness = Readiness(replica_open=True)
-        self.client: object | None = None
-        # A replica that never installed a snapshot knows nothing (a new node, or a wiped --data-dir): it must not
-        # prune the folder while the manager is unreachable, so the folder is touched only once it has synced.
-        self._armed = bool(replica.cursor().log_id)
-        self._journal_trimmed = float("-inf")
-
-    async def run(self) -> int:
-        """Run until SIGTERM/SIGINT; returns the exit status."""
-        s = self.settings
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        health = self._start_health()
-        if health is False:
-            return EXIT_FAILURE
-        try:
-            cursor, state = self.replica.cursor(), self.replica.state()
-            logger.info(
-                "replica {}: node {}, log {}, applied offset {}, {} pods, digest {}",
-                self.replica.path, self.replica.node, cursor.log_id or "(none yet)", cursor.applied_offset,
-                state.pod_count, format_digest(state.digest),
-            )
-            if self._armed:
-                first = await asyncio.to_thread(self.reconciler.reconcile_full)  # before connecting: restore pods
-                if first.ok:
-                    logger.info("manifests in {} restored from the replica: {} managed ({} written, {} removed)",
-                                s.pod_manifest_path, first.managed, first.written, first.removed)
-            else:
-                logger.info("the replica has never been synced: the manifest folder {} is left as it is until "
-                            "the first snapshot arrives", s.pod_manifest_path)
-                if not s.pod_manifest_path.is_dir():
-                    logger.warning("pod manifest folder {} is not an existing directory; manifests will be written "
-                                   "once it is", s.pod_manifest_path)
-            logger.info("Starting sync agent")
-            try:
-                self.client = self._make_client()
-            except (OSError, ValueError) as exc:  # e.g. a TLS file that vanished or cannot be used
-                logger.error("cannot set up the sync client: {}", " ".join(str(exc).split()))
-                return EXIT_FAILURE
-            logger.info("Starting sync edge spec")
-            if self._armed:
-                self._send_report(first)  # sent once a stream is open
-            tasks = [
-                asyncio.create_task(self._sync_forever(), name="sync-client"),
-                asyncio.create_task(self._resync_forever(), name="resync-timer"),
-            ]
-            stopper = asyncio.create_task(stop.wait(), name="stop")
-            done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
-            status = 0
-            for t in tasks:
-                if t in done and not t.cancelled() and t.exception() is not None:
-                    exc = t.exception()
-                    logger.opt(exception=exc).error("{} failed: {}", t.get_name(), exc)
-                    status = EXIT_FAILURE
-            if stop.is_set():
-                logger.info("stopping on signal")
-            for t in [*tasks, stopper]:
-                t.cancel()
-            await asyncio.gather(*tasks, stopper, return_exceptions=True)
-            return status
-        finally:
-            if health:
-                health.stop()
-
-    def _start_health(self) -> HealthServer | None | bool:
-        if self.settings.metrics_addr is None:
-            return None
-        registry = CollectorRegistry()
-        registry.register(AgentCollector(node=self.settings.node_name, replica=self.replica,
-                                         reconciler=self.reconciler, client=lambda: self.client))
-        host, port = self.settings.metrics_addr
-        try:
-            server = HealthServer(host, port, registry=registry, ready=lambda: self.readiness.check(self.reconciler))
-        except OSError as exc:
-            why = exc.strerror or " ".join(str(exc).split())
-            logger.error("--metrics-addr {}:{}: {}", host, port, why[:1].lower() + why[1:])
-            return False
-        server.start()
-        logger.info("serving /metrics, /healthz, /readyz on http://{}:{}", *server.address)
-        return server
-
-    def _make_client(self) -> object:
-        from agent.sync_client import ClientTls, SyncClient  # the other half of the agent
-
-        s = self.settings
-        tls = None if s.ca_file is None else ClientTls(ca_file=s.ca_file, cert_file=s.cert_file, key_file=s.key_file)
-        return SyncClient(
-            node=s.node_name, addresses=s.sync_servers, replica=self.replica, after_apply=self.after_apply,
-            tls=tls, connect_timeout=s.connect_timeout,
-        )
-
-    async def after_apply(self) -> object:
-        """The sync client's hook after each committed batch or snapshot: write the changed manifests."""
-        from agent.sync_client import Report
-
-        self.faults.reached("crash-after-commit")
-        if self._armed:
-            outcome = await asyncio.to_thread(self.reconciler.reconcile_changes)
-        else:  # first snapshot: the folder may hold files of an earlier replica, so read it all once
-            outcome = await asyncio.to_thread(self.reconciler.reconcile_full)
-            self._armed = True
-        self.faults.reached("crash-after-files")
-        return Report(manifests_ok=outcome.ok, message=outcome.message, managed_manifests=outcome.managed)
-
-    async def _sync_forever(self) -> None:
-        """Run the sync client; should it ever fail unexpectedly, log it and start it again after a pause."""
-        failures = 0
-        while True:
-            try:
-                await self.client.run()  # type: ignore[attr-defined]
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a bug, not a network error: keep the node's pods managed anyway
-                failures += 1
-                delay = min(30.0, 2.0 ** failures)
-                if failures == 1:
-                    logger.opt(exception=exc).error("sync client failed; restarting it in {:.0f}s", delay)
-                else:
-                    logger.error("sync client failed again ({}): {}; restarting it in {:.0f}s",
-                                 type(exc).__name__, " ".join(str(exc).split()), delay)
-                await asyncio.sleep(delay)
-
-    async def _resync_forever(self) -> None:
-        """Full reconcile every --resync-interval: hand-deleted or edited manifests come back, failures retry."""
-        while True:
-            await asyncio.sleep(self.settings.resync_interval)
-            if not self._armed:
-                continue
-            try:
-                outcome = await asyncio.to_thread(self.reconciler.reconcile_full)
-                await self._trim_journal()
-            except Exception as exc:  # one line per attempt, no traceback; the next tick retries
-                logger.error("resync failed: {}", " ".join(str(exc).split()))
-                continue
-            self._send_report(outcome)
-
-    async def _trim_journal(self) -> None:
-        """Drop journal lines beyond --retain-journal, at most once a minute (a write transaction)."""
-        keep = self.settings.retain_journal
-        now = asyncio.get_running_loop().time()
-        if keep <= 0 or now - self._journal_trimmed < JOURNAL_TRIM_SECONDS:
-            return
-        self._journal_trimmed = now
-        dropped = await asyncio.to_thread(self.replica.compact_journal, keep_last=keep)
-        if dropped:
-            logger.info("journal: dropped {} old line(s), keeping the newest {}", dropped, keep)
-
-    def _send_report(self, outcome: Outcome) -> None:
-        """Tell the manager the outcome of a reconcile outside after_apply; the client sends it if it changed."""
-        send = getattr(self.client, "report", None)
-        if send is None:
-            return
-        from agent.sync_client import Report
-
-        try:
-            send(Report(manifests_ok=outcome.ok, message=outcome.message, managed_manifests=outcome.managed))
-        except Exception as exc:  # reporting is best effort; the next reconcile tries again
-            logger.debug("could not queue a report: {}", exc)
 
 
 if __name__ == "__main__":

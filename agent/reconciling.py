@@ -53,6 +53,7 @@ from pathlib import Path
 
 from loguru import logger
 
+from edgecommon.names import is_dns1123_label, is_dns1123_subdomain
 from eventlog import PodEntry, PodKey
 
 PREFIX = "k8s-edge_"
@@ -63,18 +64,15 @@ _PARALLEL_FROM = 16  # fewer changed files are written in the caller's thread
 _WRITERS = 8
 NAME_MAX = 255  # bytes in one file name on Linux file systems
 
-_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
-_NAMESPACE_RE = re.compile(rf"{_LABEL}")
-_NAME_RE = re.compile(rf"{_LABEL}(\.{_LABEL})*")
 _MANAGED_RE = re.compile(rf"{re.escape(PREFIX)}([^_/]+)_([^_/]+){re.escape(SUFFIX)}")
 _TEMP_RE = re.compile(rf"\.{re.escape(PREFIX)}([^_/]+)_([^_/]+){re.escape(SUFFIX)}{re.escape(TEMP_SUFFIX)}")
 
 
 def manifest_file_name(namespace: str, name: str) -> str:
     """The file that holds a pod's manifest; raises ValueError for a name that cannot be one."""
-    if len(namespace) > 63 or not _NAMESPACE_RE.fullmatch(namespace):
+    if not is_dns1123_label(namespace):
         raise ValueError(f"namespace {namespace!r} is not a DNS-1123 label")
-    if len(name) > 253 or not _NAME_RE.fullmatch(name):
+    if not is_dns1123_subdomain(name):
         raise ValueError(f"pod name {name!r} in namespace {namespace} is not a DNS-1123 subdomain")
     fname = f"{PREFIX}{namespace}_{name}{SUFFIX}"
     if len(_temp_name(fname).encode()) > NAME_MAX:

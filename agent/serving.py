@@ -1,20 +1,16 @@
-"""The agent's HTTP side: Prometheus /metrics, /healthz and /readyz.
+"""What the agent's /metrics and /readyz say: its Prometheus collector and its readiness.
 
-Owns the metrics names and the little HTTP server (a daemon thread, so a slow
-scraper never blocks the sync loop). Values are read at scrape time from the
-objects that own them (sync client, replica, reconciler), so nothing is
+Owns the metric names and what "ready" means; edgecommon.serving serves them (a daemon
+thread, so a slow scraper never blocks the sync loop). Values are read at scrape time
+from the objects that own them (sync client, replica, reconciler), so nothing is
 counted twice. Must not import manager.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from loguru import logger
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from agent.reconciling import ManifestReconciler
@@ -29,16 +25,16 @@ class Readiness:
 
     replica_open: bool = False
 
-    def check(self, reconciler: ManifestReconciler | None) -> tuple[bool, str]:
-        """(ready, why)."""
+    def not_ready(self, reconciler: ManifestReconciler | None) -> str | None:
+        """Why the agent is not ready; None when it is."""
         if not self.replica_open:
-            return False, "replica not open"
+            return "replica not open"
         last = reconciler.stats.last if reconciler else None
         if last is None:
-            return False, "waiting for the first reconcile (a never-synced replica waits for its first snapshot)"
+            return "waiting for the first reconcile (a never-synced replica waits for its first snapshot)"
         if not reconciler.stats.first_ok:
-            return False, f"manifests not reconciled yet: {last.message}"
-        return True, "ok"
+            return f"manifests not reconciled yet: {last.message}"
+        return None
 
 
 class AgentCollector:
@@ -94,51 +90,3 @@ class AgentCollector:
         yield gauge("managed_manifests", "Manifest files the agent manages now.", self.reconciler.managed)
         yield gauge("manifests_ok", "1 when the last reconcile left the folder equal to the replica.",
                     1 if s.last is not None and s.last.ok else 0)
-
-
-class HealthServer:
-    """Serves /metrics, /healthz and /readyz from a daemon thread."""
-
-    def __init__(self, host: str, port: int, *, registry: CollectorRegistry,
-                 ready: Callable[[], tuple[bool, str]]) -> None:
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-                path = self.path.split("?", 1)[0]
-                if path == "/metrics":
-                    self._send(200, generate_latest(outer.registry), CONTENT_TYPE_LATEST)
-                elif path == "/healthz":
-                    self._send(200, b"ok\n")
-                elif path == "/readyz":
-                    ok, why = outer.ready()
-                    self._send(200 if ok else 503, (why + "\n").encode())
-                else:
-                    self._send(404, b"not found\n")
-
-            def _send(self, code: int, body: bytes, ctype: str = "text/plain; charset=utf-8") -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-                logger.trace("metrics http: {}", format % args)
-
-        self.registry = registry
-        self.ready = ready
-        self._httpd = ThreadingHTTPServer((host, port), Handler)
-        self._httpd.daemon_threads = True
-        self.address: tuple[str, int] = self._httpd.server_address[:2]  # type: ignore[assignment]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="metrics-http", daemon=True)
-
-    def start(self) -> None:
-        """Begin serving."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop serving and wait for the thread."""
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)

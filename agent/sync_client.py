@@ -19,8 +19,9 @@ import grpc
 import lmdb
 from loguru import logger
 
-from agent.backoff import Backoff, ErrorStreak
-from edgecommon.files import PrivacyError, check_private_key_mode
+from edgecommon.backoff import Backoff, ErrorStreak
+from edgecommon.keepalive import SILENT_HEARTBEATS, ChannelOptions, keepalive_options
+from edgecommon.tls import ReloadingFiles
 from eventlog import (
     RECORD_FORMAT,
     ApplyResult,
@@ -34,7 +35,6 @@ from proto import sync_pb2 as pb
 from proto import sync_pb2_grpc as pb_grpc
 
 AGENT_VERSION = "k8s-edge-agent/0.1.0"
-SILENT_HEARTBEATS = 3  # heartbeats missed before a stream counts as dead
 RECONCILE_DEFERRAL_SECONDS = 5.0  # while catching up, the manifest files lag the replica at most this long
 STABLE_STREAM_SECONDS = 30.0  # a stream up this long counts as progress, even with nothing to apply
 MAX_RECEIVE_BYTES = 64 << 20  # one event may carry a ~1.5 MiB EdgeNode's pod; batches stay near 1 MiB
@@ -48,14 +48,9 @@ class ClientTls:
     cert_file: Path | None = None
     key_file: Path | None = None
 
-    def signature(self) -> tuple[tuple[int, int, int], ...]:
-        """(mtime, size, inode) of each file: a rotated certificate or CA changes it (raises OSError)."""
-        out = []
-        for path in (self.ca_file, self.cert_file, self.key_file):
-            if path is not None:
-                st = path.stat()  # follows symlinks: a Secret volume swaps its ..data link
-                out.append((st.st_mtime_ns, st.st_size, st.st_ino))
-        return tuple(out)
+    def paths(self) -> list[Path]:
+        """The files given, CA first."""
+        return [p for p in (self.ca_file, self.cert_file, self.key_file) if p is not None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,13 +125,10 @@ class _Inbox:
         self._task.cancel()
 
 
-def channel_options(*, keepalive_time_ms: int = 10_000, keepalive_timeout_ms: int = 10_000) -> list[tuple[str, int]]:
-    """Channel arguments: keepalive that notices a black-holed manager in ~20-30 s."""
+def channel_options() -> ChannelOptions:
+    """Channel arguments: the shared keepalive (a black-holed manager is noticed in ~20-30 s), our own retries."""
     return [
-        ("grpc.keepalive_time_ms", keepalive_time_ms),
-        ("grpc.keepalive_timeout_ms", keepalive_timeout_ms),
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.max_pings_without_data", 0),
+        *keepalive_options(),
         ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
         # one channel per attempt: our own backoff decides when to retry, not the channel's
         ("grpc.enable_retries", 0),
@@ -187,13 +179,11 @@ class SyncClient:
         self._write_lock = asyncio.Lock()
         self._deferred_since: float | None = None  # first Ack sent without a reconcile, while catching up
         self._report_tasks: set[asyncio.Task[None]] = set()
-        self._tls_seen = tls.signature() if tls is not None else ()
-        self._credentials = self._load_credentials(tls)
+        self._tls_files = None if tls is None else ReloadingFiles(
+            tls.paths(), key_file=tls.key_file, load=lambda: self._load_credentials(tls))
 
     @staticmethod
-    def _load_credentials(tls: ClientTls | None) -> grpc.ChannelCredentials | None:
-        if tls is None:
-            return None
+    def _load_credentials(tls: ClientTls) -> grpc.ChannelCredentials:
         return grpc.ssl_channel_credentials(
             root_certificates=tls.ca_file.read_bytes(),
             private_key=tls.key_file.read_bytes() if tls.key_file else None,
@@ -255,32 +245,11 @@ class SyncClient:
             logger.info("sync with {} works again after {} failed attempt(s); the last error, {} time(s): {}",
                         self.address, failures, repeats + 1, error)
 
-    def _reload_credentials(self) -> None:
-        """Read the TLS files again when they changed since loaded, so a rotation needs no restart."""
-        if self.tls is None:
-            return
-        try:
-            seen = self.tls.signature()
-            if seen == self._tls_seen:
-                return
-            if self.tls.key_file is not None:
-                check_private_key_mode(self.tls.key_file)  # a rotated key others may read is refused as at start
-            self._credentials = self._load_credentials(self.tls)
-        except PrivacyError as exc:  # keep what was loaded until the files change again; said once
-            self._tls_seen = seen
-            logger.warning("TLS files not reloaded: {}", exc)
-            return
-        except OSError as exc:  # mid-rotation: keep what was loaded, try again at the next connection
-            logger.warning("TLS files not reloaded: {}", " ".join(str(exc).split()))
-            return
-        self._tls_seen = seen
-        logger.info("TLS files changed: reloaded the certificate, key and CA")
-
     def _channel(self, address: str) -> grpc.aio.Channel:
-        self._reload_credentials()
-        if self._credentials is None:
+        if self._tls_files is None:
             return grpc.aio.insecure_channel(address, options=self.channel_options)
-        return grpc.aio.secure_channel(address, self._credentials, options=self.channel_options)
+        self._tls_files.reload_if_changed()  # a rotated certificate, key or CA needs no restart
+        return grpc.aio.secure_channel(address, self._tls_files.current, options=self.channel_options)
 
     async def _session(self, address: str) -> None:
         """One stream: returns when the manager ends it cleanly, raises on errors."""

@@ -16,6 +16,7 @@ from typing import Any
 
 from loguru import logger
 
+from edgecommon.addresses import Address
 from eventlog import Appended, LogStore, StoreFullError
 from eventlog.export import export_file
 from manager.admitting import NamespaceAdmission
@@ -187,7 +188,7 @@ class Daemon:
 
     # -- start and stop -------------------------------------------------------------
 
-    async def start(self, *, sync_address: str, tls: ServerTls | None, metrics_address: tuple[str, int] | None) -> None:
+    async def start(self, *, sync_address: str, tls: ServerTls | None, metrics_address: Address | None) -> None:
         """Start serving agents, metrics, then the watches and the background tasks."""
         self._loop = asyncio.get_running_loop()
         logger.info("Starting sync service")
@@ -250,8 +251,7 @@ class Daemon:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.to_thread(self._compacting.acquire)  # a compaction thread outlives its cancelled task
         if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
+            self._http.stop()
 
     def ready(self) -> bool:
         """Listed EdgeNodes once and serving agents."""

@@ -12,12 +12,12 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-# An EdgeNode's name is a Kubernetes object name: a DNS-1123 subdomain.
-_NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+from edgecommon.names import SUBDOMAIN_MAX, is_dns1123_subdomain
+
 KUBELET_CN_PREFIX = "system:node:"  # kubelet client certificates name the node this way
 NODES_GROUP = "system:nodes"  # ... and carry this organisation
 SYSTEM_PREFIX = "system:"  # Kubernetes' reserved user and group names
-MAX_NODE_NAME = 253
+MAX_NODE_NAME = SUBDOMAIN_MAX  # an EdgeNode's name is a Kubernetes object name: a DNS-1123 subdomain
 
 
 class NodeIdentity(enum.Enum):
@@ -41,7 +41,7 @@ def node_name_problem(node: str) -> str | None:
     """Why `node` is not a valid node name; None when it is."""
     if not node:
         return "empty node name"
-    if len(node) > MAX_NODE_NAME or not _NODE_NAME.match(node):
+    if not is_dns1123_subdomain(node):
         return f"invalid node name {node[:80]!r}: must be a DNS-1123 subdomain of at most {MAX_NODE_NAME} characters"
     return None
 

@@ -1,9 +1,9 @@
-"""The `edge-manager` daemon: flags, wiring, start-up and clean shutdown.
+"""The `edge-manager` command: flags, settings, start-up and clean shutdown.
 
-Owns the command line and the order things start and stop in: the store, the API
-client, the sync server, metrics, the EdgeNode and mirror-pod watches (threads), the
-status writer and compaction (asyncio tasks). The only module that builds kubernetes
-API clients. Must not import the agent package.
+Owns the command line (flags -> manager.settings.ManagerSettings, one usage line and exit 2
+on a mistake), the API clients (the only module that builds kubernetes clients), the data-dir
+lock and the order things start and stop in; manager.daemon wires the parts. Must not import
+the agent package.
 
 Threads: each watch runs in its own thread (the kubernetes client is synchronous); the
 EdgeNode watch thread appends to the store itself and hands everything else to the event
@@ -21,13 +21,33 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from loguru import logger
 
+from edgecommon.addresses import parse_listen_address
+from edgecommon.files import PrivacyError
+from edgecommon.locks import LockHeld, lock_data_dir, unlock
+from edgecommon.logs import add_logging_flags, log_settings, setup
+from edgecommon.names import is_dns1123_label
+from edgecommon.quantities import parse_duration, parse_size
+from edgecommon.tls import Pem, TlsFileError, check_pem_file
+from edgecommon.usage import Parser, UsageError, flag_value, report_usage_error
+from manager.identity import NodeIdentity
+from manager.podsecurity import ENFORCE_VERSION_LABEL, Level, Policy, policy_of
+from manager.settings import (
+    KubeSettings,
+    ManagerSettings,
+    Retention,
+    ServerTls,
+    StoreSettings,
+    SyncFlags,
+    describe_retention,
+)
+
+PROG = "edge-manager"
 GROUP, VERSION, PLURAL = "edge.k8s.io", "v1alpha1", "edgenodes"
 USER_AGENT = "edge-manager/0.1.0"
 DEFAULT_DATA_DIR = "/var/lib/k8s-edge/manager"
@@ -39,40 +59,10 @@ DEFAULT_MAX_STREAMS = 10_000  # = manager.streams.DEFAULT_MAX_STREAMS (not impor
 DEFAULT_RETAIN_AGE = "7d"
 DEFAULT_RETAIN_BYTES = "1Gi"
 _OFF = ("none", "off", "0", "")
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
-_SIZE = re.compile(r"^(\d+)\s*(|k|ki|m|mi|g|gi|t|ti|b|kb|mb|gb|tb)$", re.I)
-_SIZE_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "ki": 2**10, "m": 10**6, "mb": 10**6, "mi": 2**20,
-               "g": 10**9, "gb": 10**9, "gi": 2**30, "t": 10**12, "tb": 10**12, "ti": 2**40}
-_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-class UsageError(Exception):
-    """A flag the user must fix: one line, exit code 2."""
 
 
 class StartupError(Exception):
     """The manager cannot start (store, API, port): one line, exit code 1."""
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in '90s', '5m', '1h30m', '7d' or a plain number of seconds."""
-    t = text.strip().lower()
-    try:
-        return float(t)
-    except ValueError:
-        pass
-    parts = _DURATION.findall(t)
-    if not t or "".join(n + u for n, u in parts) != t:
-        raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 30m, 12h, 7d)")
-    return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
-
-
-def parse_size(text: str) -> int:
-    """Bytes in '500Mi', '2G', '1048576'."""
-    m = _SIZE.match(text.strip())
-    if not m:
-        raise ValueError(f"not a size: {text!r} (use e.g. 512Mi, 2Gi, 1000000)")
-    return int(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
 
 
 def _off(text: str | None) -> bool:
@@ -80,18 +70,10 @@ def _off(text: str | None) -> bool:
     return text is None or text.strip().lower() in _OFF
 
 
-def split_address(address: str, *, flag: str) -> tuple[str, int]:
-    """(host, port) of ':8080', '127.0.0.1:0' or '[::1]:8080'."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise UsageError(f"{flag}: not an address: {address!r} (use host:port or :port)")
-    return host.strip("[]"), int(port)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The edge-manager command line."""
-    p = argparse.ArgumentParser(
-        prog="edge-manager",
+    p = Parser(
+        prog=PROG,
         description="Record EdgeNode changes into an event log and stream them to edge agents.",
     )
     p.add_argument("--kubeconfig", default=None,
@@ -147,83 +129,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--default-pod-security-version", default="latest", metavar="VERSION",
                    help="Pod Security version for namespaces without the enforce-version label: latest or v1.N "
                         "(default latest)")
-    p.add_argument("--log-level", default="INFO", type=str.upper,
-                   choices=["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"])
-    p.add_argument("--log-format", default="text", choices=["text", "json"])
+    add_logging_flags(p)
     return p
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Retention:
-    """Compaction bounds; None means unbounded."""
-
-    keep_last: int | None = None
-    max_age_seconds: float | None = None
-    max_bytes: int | None = None
-
-    @property
-    def enabled(self) -> bool:
-        """Whether any bound is set."""
-        return any(v is not None for v in (self.keep_last, self.max_age_seconds, self.max_bytes))
-
-
-def describe_retention(r: Retention, interval: float) -> str:
-    """One line for the start-up log: the bounds in force."""
-    if not r.enabled:
-        return "off: the event log is never compacted"
-    parts = []
-    if r.max_age_seconds is not None:
-        age = r.max_age_seconds
-        parts.append(f"older than {age / 86400:g}d" if age >= 86400 else f"older than {age:g}s")
-    if r.max_bytes is not None:
-        parts.append(f"beyond {r.max_bytes / 2**20:g} MiB of records")
-    if r.keep_last is not None:
-        parts.append(f"beyond the newest {r.keep_last}")
-    return f"events {' or '.join(parts)} are compacted every {interval:g}s"
-
-
-def setup_logging(*, level: str, fmt: str) -> None:
-    """Loguru to stderr; json is one object per line for log shippers."""
-    logger.remove()
-    if fmt == "json":
-        logger.add(sys.stderr, level=level, serialize=True, backtrace=False, diagnose=False)
-    else:
-        logger.add(sys.stderr, level=level, backtrace=False, diagnose=False,
-                   format="{time:YYYY-MM-DDTHH:mm:ss.SSSZZ} {level: <7} {message}")
-
-
-def check_flags(a: argparse.Namespace) -> tuple[Any, Retention, dict[str, float]]:
-    """Validate flags; return (ServerTls or None, Retention, intervals). Raises UsageError."""
-    from edgecommon.files import PrivacyError, check_private_key_mode
-    from manager.identity import NodeIdentity
-    from manager.sync_service import ServerTls
-
+def _server_tls(a: argparse.Namespace) -> ServerTls | None:
+    """TLS from the flags, every file checked; None for --insecure. Raises UsageError."""
     tls_given = [f for f, v in (("--tls-cert-file", a.tls_cert_file), ("--tls-private-key-file",
                  a.tls_private_key_file), ("--client-ca-file", a.client_ca_file)) if v is not None]
-    tls = None
-    if tls_given:
-        if a.insecure:
-            raise UsageError("--insecure cannot be combined with TLS flags (" + ", ".join(tls_given) + ")")
-        if a.tls_cert_file is None or a.tls_private_key_file is None:
-            raise UsageError("TLS needs both --tls-cert-file and --tls-private-key-file")
-        for flag, path in (("--tls-cert-file", a.tls_cert_file), ("--tls-private-key-file", a.tls_private_key_file),
-                           ("--client-ca-file", a.client_ca_file)):
-            if path is not None and not path.is_file():
-                raise UsageError(f"{flag}: no such file: {path}")
+    if not tls_given:
+        if not a.insecure:
+            raise UsageError("refusing to serve agents without TLS: pass --tls-cert-file and --tls-private-key-file "
+                             "(and --client-ca-file), or --insecure for plaintext")
+        return None
+    if a.insecure:
+        raise UsageError("--insecure cannot be combined with TLS flags (" + ", ".join(tls_given) + ")")
+    if a.tls_cert_file is None or a.tls_private_key_file is None:
+        raise UsageError("TLS needs both --tls-cert-file and --tls-private-key-file")
+    for flag, path, holds in (("--tls-cert-file", a.tls_cert_file, Pem.CERTIFICATE),
+                              ("--client-ca-file", a.client_ca_file, Pem.CERTIFICATE),
+                              ("--tls-private-key-file", a.tls_private_key_file, Pem.PRIVATE_KEY)):
+        if path is None:
+            continue
+        if not path.is_file():
+            raise UsageError(f"{flag}: no such file: {path}")
         try:
-            check_private_key_mode(a.tls_private_key_file)  # issue 12: a group/world-readable key is refused
-        except PrivacyError as exc:
-            raise UsageError(f"--tls-private-key-file {exc}") from None
-        if a.client_ca_file is None and not a.allow_unauthenticated_agents:
-            raise UsageError("TLS without --client-ca-file would let any client sync any node: pass --client-ca-file "
-                             "(or --allow-unauthenticated-agents to accept that)")
-        if a.client_ca_file is not None and a.allow_unauthenticated_agents:
-            raise UsageError("--allow-unauthenticated-agents cannot be combined with --client-ca-file")
-        tls = ServerTls(cert_file=a.tls_cert_file, key_file=a.tls_private_key_file, client_ca_file=a.client_ca_file,
-                        node_identity=NodeIdentity(a.node_identity or "kubelet"))
-    elif not a.insecure:
-        raise UsageError("refusing to serve agents without TLS: pass --tls-cert-file and --tls-private-key-file "
-                         "(and --client-ca-file), or --insecure for plaintext")
+            check_pem_file(path, holds=holds)  # issue 12: a group/world-readable key is refused
+        except TlsFileError as exc:
+            raise UsageError(f"{flag} {exc}") from None
+    if a.client_ca_file is None and not a.allow_unauthenticated_agents:
+        raise UsageError("TLS without --client-ca-file would let any client sync any node: pass --client-ca-file "
+                         "(or --allow-unauthenticated-agents to accept that)")
+    if a.client_ca_file is not None and a.allow_unauthenticated_agents:
+        raise UsageError("--allow-unauthenticated-agents cannot be combined with --client-ca-file")
+    return ServerTls(cert_file=a.tls_cert_file, key_file=a.tls_private_key_file, client_ca_file=a.client_ca_file,
+                     node_identity=NodeIdentity(a.node_identity or "kubelet"))
+
+
+def settings_from(a: argparse.Namespace) -> ManagerSettings:
+    """Check the parsed flags and build the settings tree. Raises UsageError."""
+    tls = _server_tls(a)
     if a.node_identity is not None and a.client_ca_file is None:
         raise UsageError("--node-identity needs --client-ca-file (without it no certificate is checked)")
     if a.allow_unauthenticated_agents and a.insecure:
@@ -231,12 +176,6 @@ def check_flags(a: argparse.Namespace) -> tuple[Any, Retention, dict[str, float]
                          "serves everyone")
     if a.max_streams < 1:
         raise UsageError(f"--max-streams must be at least 1, got {a.max_streams}")
-    def flag_value(flag: str, parse: Callable[[str], Any], text: str) -> Any:
-        try:
-            return parse(text)
-        except ValueError as exc:
-            raise UsageError(f"{flag}: {exc}") from None
-
     retention = Retention(
         keep_last=a.retain_events,
         max_age_seconds=None if _off(a.retain_age) else flag_value("--retain-age", parse_duration, a.retain_age),
@@ -252,9 +191,9 @@ def check_flags(a: argparse.Namespace) -> tuple[Any, Retention, dict[str, float]
     for name, value in intervals.items():
         if value <= 0:
             raise UsageError(f"--{name.replace('_', '-')} must be positive")
-    split_address(a.sync_server, flag="--sync-server")
-    if a.metrics_addr:
-        split_address(a.metrics_addr, flag="--metrics-addr")
+    flag_value("--sync-server", parse_listen_address, a.sync_server)
+    metrics_addr = flag_value("--metrics-addr", parse_listen_address, a.metrics_addr) \
+        if a.metrics_addr else None
     if a.default_pod_security_level == "privileged":
         raise UsageError("--default-pod-security-level: privileged is refused (static pods bypass every API check); "
                          "label the namespaces that need it pod-security.kubernetes.io/enforce=privileged")
@@ -263,21 +202,40 @@ def check_flags(a: argparse.Namespace) -> tuple[Any, Retention, dict[str, float]
     if a.default_pod_security_version != "latest" and not re.fullmatch(r"v1\.(0|[1-9][0-9]*)",
                                                                        a.default_pod_security_version):
         raise UsageError(f"--default-pod-security-version: not 'latest' or v1.N: {a.default_pod_security_version!r}")
-    if a.namespace is not None and not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", a.namespace):
+    if a.namespace is not None and not is_dns1123_label(a.namespace):
         raise UsageError(f"--namespace: not a namespace name: {a.namespace!r}")
-    return tls, retention, intervals
+    return ManagerSettings(
+        kube=KubeSettings(kubeconfig=None if a.kubeconfig is None else Path(a.kubeconfig), master=a.master,
+                          namespace=a.namespace),
+        sync=SyncFlags(address=a.sync_server, tls=tls, max_streams=a.max_streams,
+                       heartbeat_seconds=intervals["heartbeat_interval"]),
+        store=StoreSettings(data_dir=a.data_dir, retention=retention,
+                            compaction_interval=intervals["compaction_interval"],
+                            export_dir=a.export_before_compaction),
+        default_pod_security=policy_of({ENFORCE_VERSION_LABEL: a.default_pod_security_version},
+                                       default=Policy(Level(a.default_pod_security_level))),
+        status_refresh_seconds=intervals["status_refresh_interval"],
+        watch_timeout_seconds=intervals["watch_timeout"],
+        metrics_addr=metrics_addr,
+        logging=log_settings(a),
+    )
 
 
-def api_client(a: argparse.Namespace) -> Any:
+def parse_args(argv: Sequence[str] | None = None) -> ManagerSettings:
+    """Flags to settings; raises UsageError with a one-line message."""
+    return settings_from(build_parser().parse_args(argv))
+
+
+def api_client(kube: KubeSettings) -> Any:
     """A kubernetes ApiClient from --kubeconfig/--master, else the in-cluster config."""
     from kubernetes import client, config
     from kubernetes.config.config_exception import ConfigException
 
     cfg = client.Configuration()
-    path = Path(os.path.expanduser(a.kubeconfig or DEFAULT_KUBECONFIG))
-    env_path = os.environ.get("KUBECONFIG") if a.kubeconfig is None else None
+    path = Path(os.path.expanduser(kube.kubeconfig or DEFAULT_KUBECONFIG))
+    env_path = os.environ.get("KUBECONFIG") if kube.kubeconfig is None else None
     try:
-        if a.kubeconfig is not None and not path.is_file():
+        if kube.kubeconfig is not None and not path.is_file():
             raise StartupError(f"--kubeconfig: no such file: {path}")
         if env_path or path.is_file():
             # with $KUBECONFIG (possibly several files) the client merges it itself
@@ -286,15 +244,15 @@ def api_client(a: argparse.Namespace) -> Any:
         elif os.environ.get("KUBERNETES_SERVICE_HOST"):
             config.load_incluster_config(client_configuration=cfg)
             source = "in-cluster config"
-        elif a.master:
+        elif kube.master:
             source = "--master"
         else:
             raise StartupError(f"no kubeconfig at {path} and not running in a cluster; "
                                "pass --kubeconfig or --master")
     except (ConfigException, OSError, ValueError) as exc:
         raise StartupError(f"cannot load the Kubernetes client configuration: {' '.join(str(exc).split())}") from None
-    if a.master:
-        cfg.host = a.master
+    if kube.master:
+        cfg.host = kube.master
     cfg.retries = 0  # the watch loop has its own backoff; a start-up probe should fail fast
     api = client.ApiClient(cfg)
     api.user_agent = USER_AGENT
@@ -341,39 +299,25 @@ def _probe(api: Any, what: str, call: Callable[[], Any]) -> None:
         raise StartupError(f"cannot reach the Kubernetes API at {host}: {why[:300]}") from None
 
 
-def lock_data_dir(data_dir: Path) -> Any:
-    """Take <data-dir>/manager.lock exclusively; a second manager on the same directory must not start."""
-    import fcntl
-
-    from edgecommon.files import PrivacyError, ensure_private_dir
-
+def _lock(data_dir: Path) -> int:
+    """Hold <data-dir>/manager.lock: one writer per log, or offsets would interleave. Raises StartupError."""
     try:
-        ensure_private_dir(data_dir)  # 0700, created so or tightened with a warning: the log holds every manifest
-        f = open(data_dir / "manager.lock", "a+")  # noqa: SIM115 (held for the life of the process)
-    except PrivacyError as exc:
-        raise StartupError(f"--data-dir {exc}") from None
+        return lock_data_dir(data_dir, program=PROG)  # the dir is made 0700 first: the log holds every manifest
+    except (PrivacyError, LockHeld) as exc:
+        raise StartupError(f"--data-dir {exc}" if isinstance(exc, PrivacyError) else str(exc)) from None
     except OSError as exc:
         raise StartupError(f"--data-dir {data_dir}: {' '.join(str(exc).split())}") from None
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.close()
-        raise StartupError(f"another edge-manager is using --data-dir {data_dir}") from None
-    return f
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of edge-manager; returns the exit code."""
-    parser = build_parser()
-    a = parser.parse_args(argv)
-    setup_logging(level=a.log_level, fmt=a.log_format)
     try:
-        tls, retention, intervals = check_flags(a)
+        settings = parse_args(argv)
     except UsageError as exc:
-        logger.error("{}", exc)
-        return 2
+        return report_usage_error(PROG, exc)
+    setup(settings.logging)
     try:
-        return asyncio.run(run(a, tls=tls, retention=retention, intervals=intervals))
+        return asyncio.run(run(settings))
     except StartupError as exc:
         logger.error("{}", exc)
         return 1
@@ -381,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
-async def run(a: argparse.Namespace, *, tls: Any, retention: Retention, intervals: dict[str, float]) -> int:
+async def run(s: ManagerSettings) -> int:
     """Start everything, wait for SIGTERM/SIGINT, stop everything in order."""
     from kubernetes import client
 
@@ -389,24 +333,24 @@ async def run(a: argparse.Namespace, *, tls: Any, retention: Retention, interval
     from eventlog.opening import MANAGER_SUBDIR
     from manager.admitting import NamespaceAdmission
     from manager.daemon import BindError, Daemon
-    from manager.podsecurity import Level, Policy, policy_of
     from manager.sync_service import SyncSettings
     from manager.watching import WatchSettings
 
     logger.info("Starting edge manager ({})", USER_AGENT)
+    tls = s.sync.tls
     if tls is None:
         logger.warning("--insecure: the sync service serves plaintext gRPC without authentication; "
                        "any client can read every node's pods")
     elif tls.client_ca_file is None:
         logger.warning("--allow-unauthenticated-agents: the sync service checks no client certificate; "
                        "any client can read every node's pods and change its EdgeNode status")
-    elif tls.node_identity.value == "cn":
+    elif tls.node_identity is NodeIdentity.CN:
         logger.warning("--node-identity=cn: a client certificate CN=<node> is trusted as that node; "
                        "--client-ca-file must be a CA dedicated to agents")
-    api = await asyncio.to_thread(api_client, a)
-    await asyncio.to_thread(probe_api, api, namespace=a.namespace)
-    store_dir = a.data_dir / MANAGER_SUBDIR
-    lock = lock_data_dir(a.data_dir)  # held until exit: one writer per log, or offsets would interleave
+    api = await asyncio.to_thread(api_client, s.kube)
+    await asyncio.to_thread(probe_api, api, namespace=s.kube.namespace)
+    store_dir = s.store.data_dir / MANAGER_SUBDIR
+    lock = _lock(s.store.data_dir)  # held until exit
     try:
         store = LogStore(store_dir)
     except (StoreError, OSError) as exc:
@@ -415,33 +359,31 @@ async def run(a: argparse.Namespace, *, tls: Any, retention: Retention, interval
         info = store.info()
         logger.info("event log in {}: log_id {}, head offset {}, {} event(s) retained", store_dir, info.log_id,
                     info.head_offset, info.event_count)
-        default_policy = policy_of({"pod-security.kubernetes.io/enforce-version": a.default_pod_security_version},
-                                   default=Policy(Level(a.default_pod_security_level)))
+        default_policy = s.default_pod_security
         logger.info("Pod Security of namespaces without the enforce label: {}", default_policy)
-        logger.info("retention: {}", describe_retention(retention, intervals["compaction_interval"]))
+        logger.info("retention: {}", describe_retention(s.store.retention, s.store.compaction_interval))
         daemon = Daemon(
             admission=NamespaceAdmission(default_policy=default_policy),
             store=store, api=api, custom=client.CustomObjectsApi(api), core=client.CoreV1Api(api),
-            namespace=a.namespace, retention=retention,
+            namespace=s.kube.namespace, retention=s.store.retention,
             events=client.EventsV1Api(api), reporting_instance=f"edge-manager-{socket.gethostname()}",
-            compaction_interval=intervals["compaction_interval"],
-            status_refresh_seconds=intervals["status_refresh_interval"],
-            sync_settings=SyncSettings(heartbeat_seconds=intervals["heartbeat_interval"], max_streams=a.max_streams),
-            watch_settings=WatchSettings(server_timeout_seconds=max(1, round(intervals["watch_timeout"])),
-                                         read_timeout_seconds=intervals["watch_timeout"] + 30),
-            export_dir=a.export_before_compaction,
+            compaction_interval=s.store.compaction_interval,
+            status_refresh_seconds=s.status_refresh_seconds,
+            sync_settings=SyncSettings(heartbeat_seconds=s.sync.heartbeat_seconds, max_streams=s.sync.max_streams),
+            watch_settings=WatchSettings(server_timeout_seconds=max(1, round(s.watch_timeout_seconds)),
+                                         read_timeout_seconds=s.watch_timeout_seconds + 30),
+            export_dir=s.store.export_dir,
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, _on_signal(stop, sig))
-        metrics_addr = split_address(a.metrics_addr, flag="--metrics-addr") if a.metrics_addr else None
         try:
-            await daemon.start(sync_address=a.sync_server, tls=tls, metrics_address=metrics_addr)
+            await daemon.start(sync_address=s.sync.address, tls=tls, metrics_address=s.metrics_addr)
         except BindError as exc:
             await daemon.stop()
             flag = {"sync": "--sync-server", "metrics": "--metrics-addr"}[exc.role]
-            address = a.sync_server if exc.role == "sync" else a.metrics_addr
+            address = s.sync.address if exc.role == "sync" else str(s.metrics_addr)
             raise StartupError(f"{flag} {address}: {exc.reason}") from None
         except OSError as exc:
             await daemon.stop()
@@ -454,7 +396,7 @@ async def run(a: argparse.Namespace, *, tls: Any, retention: Retention, interval
         store.close()
         logger.info("event log closed ({:.0f} ms)", (time.monotonic() - t0) * 1000)
     logger.info("edge manager stopped")
-    lock.close()
+    unlock(lock)
     return 0
 
 
@@ -465,3 +407,7 @@ def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> Callable[[], None]:
         stop.set()
     return handler
 
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,22 +1,22 @@
 """Prometheus metrics and the /healthz and /readyz endpoints of edge-manager.
 
-Owns the metric names and the small HTTP server that serves them (a thread, so a busy
-event loop never makes probes fail). Values that already live elsewhere (head offset,
+Owns the metric names and what /readyz means; edgecommon.serving serves them (a thread,
+so a busy event loop never makes probes fail). Values that already live elsewhere (head offset,
 agents, lag, watch restarts) are read at scrape time through callbacks instead of being
 copied on every change. Imports neither grpc nor the kubernetes client.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from loguru import logger
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from edgecommon.addresses import Address
+from edgecommon.serving import HealthServer
 
 
 class _Live(Collector):
@@ -142,42 +142,17 @@ class Metrics:
         self.registry.register(_Retention(**callbacks))
 
 
-def serve(address: tuple[str, int], *, metrics: Metrics, ready: Callable[[], bool],
-          not_ready_reason: Callable[[], str | None] | None = None) -> ThreadingHTTPServer:
-    """Serve /metrics, /healthz and /readyz from a daemon thread; return the bound server.
+def serve(address: Address, *, metrics: Metrics, ready: Callable[[], bool],
+          not_ready_reason: Callable[[], str | None] | None = None) -> HealthServer:
+    """Serve /metrics, /healthz and /readyz (edgecommon.serving) from a daemon thread; return the started server.
 
     /readyz answers 503 when `ready()` is false or `not_ready_reason()` names a reason,
     with the reason in the body.
     """
-    registry = metrics.registry
+    def not_ready() -> str | None:
+        why = not_ready_reason() if not_ready_reason is not None else None
+        return why if why is not None or ready() else "EdgeNodes not listed yet or the sync service not serving"
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-            path = self.path.split("?", 1)[0]
-            if path == "/metrics":
-                self._send(200, generate_latest(registry), "text/plain; version=0.0.4; charset=utf-8")
-            elif path == "/healthz":
-                self._send(200, b"ok\n")
-            elif path == "/readyz":
-                why = not_ready_reason() if not_ready_reason is not None else None
-                ok = ready() and why is None
-                body = b"ok\n" if ok else (f"not ready: {why}\n".encode() if why else b"not ready\n")
-                self._send(200 if ok else 503, body)
-            else:
-                self._send(404, b"not found\n")
-
-        def _send(self, code: int, body: bytes, ctype: str = "text/plain; charset=utf-8") -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:  # scrapes are not worth a log line
-            pass
-
-    server = ThreadingHTTPServer(address, Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
-    logger.info("serving metrics, /healthz and /readyz on {}:{}", *server.server_address[:2])
+    server = HealthServer(address, registry=metrics.registry, not_ready=not_ready)
+    server.start()
     return server

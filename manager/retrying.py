@@ -14,6 +14,8 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from edgecommon.backoff import exponential
+
 RetryOp = Literal["changed", "deleted"]
 
 
@@ -28,7 +30,7 @@ class Backoff:
 
     def delay(self, failures: int) -> float:
         """Delay before retry number `failures` (1-based)."""
-        return min(self.max_seconds, self.base_seconds * 2 ** min(failures - 1, 62))
+        return exponential(initial=self.base_seconds, maximum=self.max_seconds, attempt=failures - 1)
 
 
 @dataclass(frozen=True, slots=True)

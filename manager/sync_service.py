@@ -10,17 +10,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 import socket
-from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 from google.protobuf.message import DecodeError
-from loguru import logger
 
-from edgecommon.files import PrivacyError, check_private_key_mode
+from edgecommon.addresses import grpc_listen_target, parse_address
+from edgecommon.keepalive import ChannelOptions, keepalive_options
+from edgecommon.tls import ReloadingFiles
 from eventlog import LogStore
 from manager.identity import NodeIdentity
 from manager.notify import LogNotifier
+from manager.settings import ServerTls
 from manager.streams import StreamTable
 from manager.sync_session import UNDECODABLE, AgentObserver, AgentSession, NullObserver, SyncSettings
 from proto import sync_pb2 as pb
@@ -42,65 +42,16 @@ __all__ = [
 SERVICE = "k8sedge.sync.v1.Sync"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ServerTls:
-    """Server certificate; with client_ca_file, agents must present a certificate naming their node.
-
-    The files are read again when they change (checked at each new connection), so a rotated
-    certificate or CA bundle is used without a restart.
-    """
-
-    cert_file: Path
-    key_file: Path
-    client_ca_file: Path | None = None
-    node_identity: NodeIdentity = NodeIdentity.KUBELET
-
-
-class TlsFiles:
+def tls_files(tls: ServerTls) -> ReloadingFiles[grpc.ServerCertificateConfiguration]:
     """The server's certificate, key and client CA, read again when one of the files changes."""
-
-    def __init__(self, tls: ServerTls) -> None:
-        self.tls = tls
-        self.reloads = 0
-        self._seen = self._signature()
-        self.initial = self._configuration()
-
-    def _paths(self) -> list[Path]:
-        return [p for p in (self.tls.cert_file, self.tls.key_file, self.tls.client_ca_file) if p is not None]
-
-    def _signature(self) -> tuple[tuple[int, int, int], ...]:
-        out = []
-        for p in self._paths():
-            st = p.stat()  # follows symlinks: a Secret volume swaps its ..data link
-            out.append((st.st_mtime_ns, st.st_size, st.st_ino))
-        return tuple(out)
-
-    def _configuration(self) -> grpc.ServerCertificateConfiguration:
-        tls = self.tls
+    def load() -> grpc.ServerCertificateConfiguration:
         return grpc.ssl_server_certificate_configuration(
             [(tls.key_file.read_bytes(), tls.cert_file.read_bytes())],
             root_certificates=tls.client_ca_file.read_bytes() if tls.client_ca_file else None,
         )
 
-    def fetch(self) -> grpc.ServerCertificateConfiguration | None:
-        """gRPC's config fetcher (called before each handshake): a new configuration when the files changed."""
-        try:
-            signature = self._signature()
-            if signature == self._seen:
-                return None
-            check_private_key_mode(self.tls.key_file)  # a rotated key others may read is refused as at start
-            config = self._configuration()
-        except PrivacyError as exc:  # keep serving with what was loaded until the files change again; said once
-            self._seen = signature
-            logger.warning("TLS files not reloaded: {}", exc)
-            return None
-        except OSError as exc:  # mid-rotation or removed: keep serving with what was loaded
-            logger.warning("TLS files not reloaded: {}", " ".join(str(exc).split()))
-            return None
-        self._seen = signature
-        self.reloads += 1
-        logger.info("TLS certificate files changed: reloaded {}", ", ".join(str(p) for p in self._paths()))
-        return config
+    paths = [p for p in (tls.cert_file, tls.key_file, tls.client_ca_file) if p is not None]
+    return ReloadingFiles(paths, key_file=tls.key_file, load=load)
 
 
 class SyncServicer(pb_grpc.SyncServicer):
@@ -146,14 +97,11 @@ def _parse_agent_message(data: bytes) -> object:
         return UNDECODABLE
 
 
-def server_options(settings: SyncSettings) -> list[tuple[str, int]]:
-    """Channel arguments of the server: keepalive that drops a dead or black-holed agent in ~20-30 s."""
+def server_options(settings: SyncSettings) -> ChannelOptions:
+    """Channel arguments of the server: the shared keepalive (drops a dead or black-holed agent in ~20-30 s)."""
     return [
-        ("grpc.keepalive_time_ms", settings.keepalive_time_ms),
-        ("grpc.keepalive_timeout_ms", settings.keepalive_timeout_ms),
+        *keepalive_options(time_ms=settings.keepalive_time_ms, timeout_ms=settings.keepalive_timeout_ms),
         ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.max_pings_without_data", 0),
         # gRPC shares ports by default: a second manager on the same address must fail, not split the agents
         ("grpc.so_reuseport", 0),
     ]
@@ -161,9 +109,7 @@ def server_options(settings: SyncSettings) -> list[tuple[str, int]]:
 
 def listen_address(address: str) -> str:
     """gRPC form of a listen address: ":50051" means every interface, as in the original."""
-    if address.startswith(":"):
-        return f"[::]{address}"
-    return address
+    return grpc_listen_target(address)
 
 
 class BindProblem(OSError):
@@ -177,10 +123,10 @@ class BindProblem(OSError):
 
 def bind_problem(bind: str) -> str:
     """Why gRPC could not bind `bind` (it does not say): the error of binding a plain socket there."""
-    host, _, port = bind.rpartition(":")
-    host = host.strip("[]")
     try:
-        infos = socket.getaddrinfo(host or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        address = parse_address(bind, listen=True)
+        infos = socket.getaddrinfo(address.host or None, address.port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
     except (OSError, ValueError) as exc:
         return " ".join(str(exc).split())
     for family, kind, proto, _, sockaddr in infos:
@@ -229,9 +175,9 @@ def create_server(
         if tls is None:
             port = server.add_insecure_port(bind)
         else:
-            files = TlsFiles(tls)
+            files = tls_files(tls)
             credentials = grpc.dynamic_ssl_server_credentials(
-                files.initial, files.fetch, require_client_authentication=identity is not None
+                files.current, files.reload_if_changed, require_client_authentication=identity is not None
             )
             server.tls_files = files  # type: ignore[attr-defined]  (tests and metrics read reloads)
             port = server.add_secure_port(bind, credentials)

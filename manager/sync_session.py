@@ -19,6 +19,7 @@ from typing import Protocol
 import grpc
 from loguru import logger
 
+from edgecommon.keepalive import KEEPALIVE_TIME_MS, KEEPALIVE_TIMEOUT_MS, SILENT_HEARTBEATS
 from eventlog import RECORD_FORMAT, CompactedError, LogStore, SnapshotPlan, encode_entry, event_offset, format_digest
 from manager.identity import NodeIdentity, certificate_node, describe, node_name_problem
 from manager.notify import LogNotifier
@@ -29,7 +30,6 @@ _MAX_MESSAGE_BYTES = 1 << 20  # a batch stops growing past ~1 MiB (always at lea
 MAX_REPORT_MESSAGE_BYTES = 1024  # an agent's report message is cut to this before it reaches the status
 MAX_LOG_ID_CHARS = 64  # a log_id is 32 hex digits; anything longer is not one of ours
 _TRUNCATED = "... (truncated)"
-SILENT_HEARTBEATS = 3  # an agent that answers heartbeats and is silent this many is considered gone
 HELLO_TIMEOUT_SECONDS = 30.0  # a connection that never says Hello does not hold a stream forever
 
 
@@ -49,9 +49,9 @@ class SyncSettings:
     snapshot_chunk_bytes: int = 8 << 10
     """Manifest bytes per SnapshotChunk (always at least one pod): what one stream holds of a snapshot
     while its reader is slow, since chunks are read from the store only as the previous one is sent."""
-    keepalive_time_ms: int = 10_000
+    keepalive_time_ms: int = KEEPALIVE_TIME_MS
     """HTTP/2 ping interval: detects a black-holed agent without waiting for TCP."""
-    keepalive_timeout_ms: int = 10_000
+    keepalive_timeout_ms: int = KEEPALIVE_TIMEOUT_MS
     """How long an unanswered ping may take before the connection is dropped."""
     max_streams: int = DEFAULT_MAX_STREAMS
     """Open streams at most (--max-streams); beyond, new streams get RESOURCE_EXHAUSTED. Each costs

@@ -32,12 +32,12 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
 
+from edgecommon.names import LABEL_MAX, SUBDOMAIN_MAX, is_dns1123_label, is_dns1123_subdomain
+
 MAX_POD_DEPTH = 32
 MAX_MANIFEST_BYTES = 256 * 1024
 EDGENODE_SELF = "(EdgeNode)"  # the rejection name of a refusal of the whole object (no pod has this name)
 
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _SCHEMA_FILE = Path(__file__).with_name("pod_schema.json")
@@ -190,7 +190,7 @@ def edgenode_problem(obj: Any) -> str | None:
     name, ns = meta.get("name"), meta.get("namespace")
     if not isinstance(name, str) or not isinstance(ns, str | None):
         return "metadata.name and metadata.namespace must be strings"
-    if len(name) > 253 or not _DNS1123_SUBDOMAIN.match(name):
+    if not is_dns1123_subdomain(name):
         return f"metadata.name {name[:80]!r}: a node name must be a lowercase RFC 1123 subdomain"
     spec = obj.get("spec")
     if spec is None:
@@ -213,9 +213,9 @@ def pod_name_of(pod: Any) -> str | None:
 def _name_problem(name: Any, path: str, *, subdomain: bool = False) -> str | None:
     if not isinstance(name, str) or not name:
         return f"{path}: Required value"
-    pattern, limit, what = ((_DNS1123_SUBDOMAIN, 253, "an RFC 1123 subdomain") if subdomain
-                            else (_DNS1123_LABEL, 63, "an RFC 1123 label"))
-    if len(name) > limit or not pattern.match(name):
+    valid, limit, what = ((is_dns1123_subdomain, SUBDOMAIN_MAX, "an RFC 1123 subdomain") if subdomain
+                          else (is_dns1123_label, LABEL_MAX, "an RFC 1123 label"))
+    if not valid(name):
         return f"{path}: Invalid value: {name[:80]!r}: must be {what} (lowercase alphanumerics and '-', at most {limit})"
     return None
 
@@ -223,7 +223,7 @@ def _name_problem(name: Any, path: str, *, subdomain: bool = False) -> str | Non
 def _label_problem(labels: Mapping[str, Any], path: str) -> str | None:
     for key, value in labels.items():
         prefix, _, name = key.rpartition("/")
-        if (prefix and (len(prefix) > 253 or not _DNS1123_SUBDOMAIN.match(prefix))) or len(name) > 63 \
+        if (prefix and not is_dns1123_subdomain(prefix)) or len(name) > 63 \
                 or not _LABEL_NAME.match(name):
             return f"{path}: Invalid value: {key[:80]!r}: not a valid label key"
         if len(value) > 63 or not _LABEL_VALUE.match(value):

@@ -11,7 +11,6 @@ synchronous. Must not import grpc or the eventlog.
 from __future__ import annotations
 
 import json
-import random
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,6 +20,8 @@ import urllib3
 from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 from loguru import logger
+
+from edgecommon.backoff import AROUND, Backoff
 
 EventType = Literal["ADDED", "MODIFIED", "DELETED"]
 ListFn = Callable[..., Any]  # a kubernetes client list_* method (returns a dict or a model)
@@ -157,7 +158,7 @@ def watch_forever(
 ) -> None:
     """Run watch_once until `stop` is set: relist on 410, back off on connection errors."""
     stats = stats if stats is not None else WatchStats()
-    delay = settings.backoff_initial
+    backoff = Backoff(initial=settings.backoff_initial, maximum=settings.backoff_max, jitter=AROUND)
     while not stop.is_set():
         try:
             for item in watch_once(list_fn, settings=settings, stop=stop, **kwargs):
@@ -166,7 +167,7 @@ def watch_forever(
                     logger.info("listed {} {} (resourceVersion {})", len(item.objects), what, item.resource_version)
                 handle(item)
                 if isinstance(item, Listed):  # only once the handler took it: a failing handler backs off
-                    delay = settings.backoff_initial
+                    backoff.reset()
             if not stop.is_set():
                 stats.restart("stream_ended")
         except Gone as exc:
@@ -178,14 +179,14 @@ def watch_forever(
         except ApiException as exc:
             stats.restart(f"http_{exc.status}")
             logger.warning("watch of {} failed: HTTP {} {}; retrying in {:.1f}s",
-                           what, exc.status, " ".join(str(exc.reason).split()), delay)
+                           what, exc.status, " ".join(str(exc.reason).split()), backoff.ceiling())
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             stats.restart("connection")
             logger.warning("watch of {} lost its connection ({}); retrying in {:.1f}s",
-                           what, " ".join(str(exc).split())[:200], delay)
+                           what, " ".join(str(exc).split())[:200], backoff.ceiling())
         except Exception as exc:  # a bug in a handler must not end the watch for good
             stats.restart("error")
-            logger.opt(exception=exc).error("watch of {} failed unexpectedly; retrying in {:.1f}s", what, delay)
-        if stop.wait(random.uniform(0, delay) + delay / 2):
+            logger.opt(exception=exc).error("watch of {} failed unexpectedly; retrying in {:.1f}s", what,
+                                            backoff.ceiling())
+        if stop.wait(backoff.next()):  # about the ceiling logged above (AROUND), which then doubles
             return
-        delay = min(delay * 2, settings.backoff_max)

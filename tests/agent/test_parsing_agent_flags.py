@@ -1,4 +1,7 @@
-"""edge-agent flags: the original's names and defaults keep working; durations and address lists parse."""
+"""edge-agent flags: the original's names and defaults keep working; durations and address lists parse.
+
+The duration and address syntax itself is edgecommon's, proven for both daemons in tests/edgecommon.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.settings import SettingsError, parse_args, parse_duration
+from agent.main import parse_args
+from edgecommon.addresses import Address
+from edgecommon.usage import UsageError
 
 
 def test_defaults_follow_the_original():
@@ -31,17 +36,25 @@ def test_sync_servers_repeat_or_comma_separate():
     assert s.sync_servers == ("a:1", "b:2", "[::1]:3", "unix:/run/edge.sock")
 
 
-@pytest.mark.parametrize("text, seconds", [("10s", 10), ("1m30s", 90), ("250ms", 0.25), ("1.5h", 5400), ("7", 7)])
-def test_durations(text, seconds):
-    assert parse_duration(text) == pytest.approx(seconds)
+@pytest.mark.parametrize("flag", ["--resync-interval", "--sync-timeout"])
+@pytest.mark.parametrize("text, seconds", [("10s", 10), ("1m30s", 90), ("250ms", 0.25), ("1.5h", 5400), ("7", 7),
+                                           ("1d", 86400)])
+def test_durations(flag, text, seconds):
+    s = parse_args(["--insecure", flag, text])
+    assert (s.resync_interval if flag == "--resync-interval" else s.connect_timeout) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text", ["", "s", "10x", "-1s", "1s2", "ten"])
+@pytest.mark.parametrize("text", ["", "s", "10x", "-1s", "1s2", "ten", "0s"])
 def test_bad_durations(text):
-    with pytest.raises(SettingsError):
-        parse_duration(text)
+    with pytest.raises(UsageError, match="--resync-interval"):
+        parse_args(["--insecure", "--resync-interval", text])
+
+
+def test_log_level_is_any_case():
+    assert parse_args(["--insecure", "--log-level", "debug"]).logging.level == "DEBUG"
+    assert parse_args(["--insecure", "--log-level", "WARNING"]).logging.level == "WARNING"
 
 
 def test_metrics_addr_forms():
-    assert parse_args(["--insecure", "--metrics-addr", ":9478"]).metrics_addr == ("0.0.0.0", 9478)
-    assert parse_args(["--insecure", "--metrics-addr", "127.0.0.1:0"]).metrics_addr == ("127.0.0.1", 0)
+    assert parse_args(["--insecure", "--metrics-addr", ":9478"]).metrics_addr == Address("", 9478)
+    assert parse_args(["--insecure", "--metrics-addr", "127.0.0.1:0"]).metrics_addr == Address("127.0.0.1", 0)

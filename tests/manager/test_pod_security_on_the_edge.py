@@ -93,6 +93,6 @@ def test_privileged_or_unknown_defaults_are_refused(tmp_path):
         res = subprocess.run([str(EDGE_MANAGER), "--insecure", "--data-dir", str(tmp_path / "data"),
                               "--metrics-addr", "", *args], capture_output=True, text=True, timeout=60)
         assert res.returncode == 2, res.stderr
-        errors = [line for line in res.stderr.splitlines() if " ERROR " in line]
+        errors = [line for line in res.stderr.splitlines() if line.startswith("edge-manager: error: ")]
         assert len(errors) == 1 and words in errors[0] and "Traceback" not in res.stderr, res.stderr
     assert not (tmp_path / "data").exists()

@@ -15,16 +15,25 @@ def run(*args: str, tmp_path) -> subprocess.CompletedProcess:
 
 
 def one_error_line(res: subprocess.CompletedProcess) -> str:
+    """A start-up error: the one ERROR log line."""
     assert "Traceback" not in res.stderr, res.stderr
     errors = [line for line in res.stderr.splitlines() if " ERROR " in line]
     assert len(errors) == 1, res.stderr
     return errors[0]
 
 
+def one_usage_line(res: subprocess.CompletedProcess) -> str:
+    """A flag mistake: the whole stderr is one line `edge-manager: error: <what>`, as edge-agent's and argparse's."""
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr, res.stderr
+    lines = res.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("edge-manager: error: "), res.stderr
+    return lines[0]
+
+
 def test_no_tls_and_no_insecure_refuses_to_start(control_plane, tmp_path):
     res = run("--kubeconfig", str(control_plane.kubeconfig), tmp_path=tmp_path)
-    assert res.returncode == 2
-    assert "refusing to serve agents without TLS" in one_error_line(res)
+    assert "refusing to serve agents without TLS" in one_usage_line(res)
     assert not (tmp_path / "data").exists()
 
 
@@ -35,10 +44,13 @@ def test_insecure_with_tls_flags_and_bad_values_are_refused(tmp_path):
         (["--insecure", "--retain-age", "soon"], "--retain-age: not a duration"),
         (["--insecure", "--retain-bytes", "lots"], "--retain-bytes: not a size"),
         (["--insecure", "--namespace", "Bad_NS"], "not a namespace"),
+        (["--insecure", "--metrics-addr", "nowhere"], "--metrics-addr: not an address"),
+        (["--insecure", "--heartbeat-interval", "0s"], "--heartbeat-interval must be positive"),
+        (["--insecure", "--log-level", "loud"], "--log-level"),
+        (["--insecure", "--no-such-flag"], "unrecognized arguments"),
     ]:
         res = run(*args, tmp_path=tmp_path)
-        assert res.returncode == 2, (args, res.stderr)
-        assert words in one_error_line(res), (args, res.stderr)
+        assert words in one_usage_line(res), (args, res.stderr)
 
 
 def test_unreachable_api_is_one_clear_line(tmp_path):
@@ -75,4 +87,4 @@ def test_a_second_manager_on_the_same_data_dir_is_refused(control_plane, edgenod
     res = run("--insecure", "--kubeconfig", str(control_plane.kubeconfig), "--namespace", namespace,
               tmp_path=tmp_path)
     assert res.returncode == 1
-    assert "another edge-manager is using --data-dir" in one_error_line(res)
+    assert "another edge-manager (pid " in one_error_line(res) and "is using --data-dir" in one_error_line(res)

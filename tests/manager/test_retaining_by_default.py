@@ -10,7 +10,8 @@ import pytest
 
 from eventlog import LogStore
 from eventlog.export import verify_exports
-from manager.main import UsageError, build_parser, check_flags
+from edgecommon.usage import UsageError
+from manager.main import parse_args
 from tests.kit.builders import apply
 from tests.kit.manager import events, sample
 from tests.kit.waits import wait_for
@@ -19,7 +20,7 @@ EDGE_EVENTLOG = Path(sys.executable).parent / "edge-eventlog"
 
 
 def _retention(*args: str):
-    return check_flags(build_parser().parse_args(["--insecure", *args]))[1]
+    return parse_args(["--insecure", *args]).store.retention
 
 
 def test_the_defaults_bound_the_log_by_age_and_by_size():

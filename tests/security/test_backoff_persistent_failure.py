@@ -73,7 +73,7 @@ def test_full_disk_backs_off_with_one_log_line_and_loses_nothing(agents, logserv
 
 
 def test_a_repeating_error_is_news_once_and_summed_up_when_it_changes_or_clears():
-    from agent.backoff import ErrorStreak
+    from edgecommon.backoff import ErrorStreak
 
     s = ErrorStreak()
     assert [s.failed("disk full") for _ in range(3)] == [(True, 0), (False, 0), (False, 0)]

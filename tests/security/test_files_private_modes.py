@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from loguru import logger
 
-from agent.settings import parse_args
+from agent.main import parse_args
 from edgecommon import files
 from edgecommon.files import PrivacyError, check_private_key_mode, ensure_private_dir
 from eventlog import LogStore, ReplicaStore

@@ -1,4 +1,4 @@
-"""Keepalive options on both sides, listen addresses, and generated protobuf modules that match sync.proto."""
+"""Keepalive options on both sides (edgecommon.keepalive), listen addresses, and generated protobuf modules that match sync.proto."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from agent.backoff import Backoff
 from agent.sync_client import SyncClient, channel_options
 from eventlog import LogStore, ReplicaStore
 from manager.notify import LogNotifier
@@ -49,17 +48,6 @@ def test_client_keepalive_options_follow_the_doc(tmp_path: Path) -> None:
     assert options["grpc.keepalive_time_ms"] >= dict(server_options(SyncSettings()))[
         "grpc.http2.min_ping_interval_without_data_ms"]
     replica.close()
-
-
-def test_backoff_is_exponential_with_full_jitter() -> None:
-    top = Backoff(initial=0.5, maximum=30.0, rng=lambda: 1.0)
-    assert [top.next() for _ in range(9)] == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
-    top.reset()
-    assert top.next() == 0.5
-    bottom = Backoff(initial=0.5, maximum=30.0, rng=lambda: 0.0)
-    assert bottom.next() == 0.0
-    with pytest.raises(ValueError):
-        Backoff(initial=0, maximum=1)
 
 
 def test_listen_address_colon_port_means_every_interface() -> None:

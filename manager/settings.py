@@ -1,0 +1,109 @@
+"""The edge-manager's settings: one frozen, typed tree built from its flags by main.py (which holds the defaults).
+
+Owns the shape of what the manager was told, not the parsing (main.py) nor the wiring
+(daemon.py). Must not import grpc or kubernetes: `--help` and a usage error load neither.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgecommon.addresses import Address
+from edgecommon.logs import LogSettings
+from manager.identity import NodeIdentity
+from manager.podsecurity import Policy
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KubeSettings:
+    """Which API server and which EdgeNodes."""
+
+    kubeconfig: Path | None = None
+    """None: $KUBECONFIG, ~/.kube/config, else the in-cluster config."""
+    master: str | None = None
+    """Overrides the kubeconfig's server."""
+    namespace: str | None = None
+    """Watch EdgeNodes of this namespace only; None: all."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerTls:
+    """Server certificate; with client_ca_file, agents must present a certificate naming their node.
+
+    The files are read again when they change (checked at each new connection), so a rotated
+    certificate or CA bundle is used without a restart.
+    """
+
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path | None = None
+    node_identity: NodeIdentity = NodeIdentity.KUBELET
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SyncFlags:
+    """The sync service as the command line sets it (manager.sync_session.SyncSettings holds the tuning)."""
+
+    address: str
+    """Listen address, checked by edgecommon.addresses."""
+    tls: ServerTls | None = None
+    """None: plaintext (--insecure)."""
+    max_streams: int
+    heartbeat_seconds: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Retention:
+    """Compaction bounds; None means unbounded."""
+
+    keep_last: int | None = None
+    max_age_seconds: float | None = None
+    max_bytes: int | None = None
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any bound is set."""
+        return any(v is not None for v in (self.keep_last, self.max_age_seconds, self.max_bytes))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreSettings:
+    """Where the log lives and how it is kept bounded."""
+
+    data_dir: Path
+    retention: Retention
+    compaction_interval: float
+    export_dir: Path | None = None
+    """Write what compaction drops here first; None: no export."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ManagerSettings:
+    """Everything the manager was told on its command line, checked."""
+
+    kube: KubeSettings
+    sync: SyncFlags
+    store: StoreSettings
+    default_pod_security: Policy
+    """Pod Security of namespaces without the enforce label (--default-pod-security-level and -version)."""
+    status_refresh_seconds: float
+    watch_timeout_seconds: float
+    metrics_addr: Address | None = None
+    """None: no /metrics, /healthz, /readyz."""
+    logging: LogSettings
+
+
+def describe_retention(r: Retention, interval: float) -> str:
+    """One line for the start-up log: the bounds in force."""
+    if not r.enabled:
+        return "off: the event log is never compacted"
+    parts = []
+    if r.max_age_seconds is not None:
+        age = r.max_age_seconds
+        parts.append(f"older than {age / 86400:g}d" if age >= 86400 else f"older than {age:g}s")
+    if r.max_bytes is not None:
+        parts.append(f"beyond {r.max_bytes / 2**20:g} MiB of records")
+    if r.keep_last is not None:
+        parts.append(f"beyond the newest {r.keep_last}")
+    return f"events {' or '.join(parts)} are compacted every {interval:g}s"
