@@ -15,19 +15,13 @@ import time
 from datetime import UTC, datetime
 
 from tests.kit.builders import apply, edgenode_status, mirror_pod
-from tests.kit.crd import CRD_FILE, wait_established
+from tests.kit.crd import audited_control_plane
 from tests.kit.fake_agents import FakeAgent
 from tests.kit.waits import wait_for
 
 
 REFRESH = 5.0
 WINDOW = 20.0
-POLICY = """apiVersion: audit.k8s.io/v1
-kind: Policy
-omitStages: ["RequestReceived"]
-rules:
-- level: Metadata
-"""
 
 
 def manager_requests(audit_log, start: datetime, end: datetime) -> list[dict]:
@@ -45,12 +39,7 @@ def manager_requests(audit_log, start: datetime, end: datetime) -> list[dict]:
 
 def test_steady_state_costs_at_most_one_status_write_per_edgenode_per_interval(
         control_plane_factory, manager_factory, tmp_path):
-    audit_log, policy = tmp_path / "audit.log", tmp_path / "audit-policy.yaml"
-    policy.write_text(POLICY)
-    cp = control_plane_factory(extra_apiserver_args=[f"--audit-log-path={audit_log}",
-                                                     f"--audit-policy-file={policy}"])
-    cp.kubectl("apply", "-f", CRD_FILE)
-    wait_established(cp)
+    cp, audit_log = audited_control_plane(control_plane_factory, tmp_path)
     cp.kubectl("create", "serviceaccount", "default", "-n", "default", check=False)
     ns, data = "default", tmp_path / "data"
     mgr = manager_factory(kubeconfig=cp.kubeconfig, data_dir=data, namespace=ns,

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from tests.kit.builders import apply, mirror_pod, sa_kubeconfig
-from tests.kit.crd import CRD_FILE, wait_established
+from tests.kit.crd import audited_control_plane
 from tests.kit.fake_agents import FakeAgent
 from tests.kit.processes import REPO
 from tests.kit.waits import wait_for
@@ -41,14 +41,6 @@ USED = {
     ("events.k8s.io", "events", "create"),  # Events on EdgeNodes (manager/events.py)
     ("events.k8s.io", "events", "patch"),  # a repeated Event counts up its series
 }
-
-POLICY = """apiVersion: audit.k8s.io/v1
-kind: Policy
-omitStages: ["RequestReceived"]
-rules:
-- level: Metadata
-"""
-
 
 def granted(rbac_text: str) -> set[tuple[str, str, str]]:
     """(group, resource, verb) triples of the edge-manager ClusterRole."""
@@ -76,12 +68,7 @@ def audited(audit_log: Path, user: str) -> tuple[set[tuple[str, str, str]], list
 
 
 def test_the_cluster_role_grants_exactly_what_the_manager_calls(control_plane_factory, manager_factory, tmp_path):
-    audit_log, policy = tmp_path / "audit.log", tmp_path / "audit-policy.yaml"
-    policy.write_text(POLICY)
-    cp = control_plane_factory(extra_apiserver_args=[f"--audit-log-path={audit_log}",
-                                                     f"--audit-policy-file={policy}"])
-    cp.kubectl("apply", "-f", CRD_FILE)
-    wait_established(cp)
+    cp, audit_log = audited_control_plane(control_plane_factory, tmp_path)
     cp.kubectl("apply", "-f", RBAC_FILE)
     cp.kubectl("create", "serviceaccount", "default", "-n", "default", check=False)
     ns, data = "default", tmp_path / "data"
