@@ -26,6 +26,7 @@ from agent.faults import FaultInjector
 from agent.reconciling import ManifestReconciler, Outcome
 from agent.serving import AgentCollector, Readiness
 from agent.settings import AgentSettings
+from agent.sync_client import ClientTls, Report, SyncClient
 from edgecommon.backoff import NO_JITTER, Backoff
 from edgecommon.serving import HealthServer
 from eventlog import ReplicaStore, StoreError, format_digest
@@ -61,7 +62,7 @@ class Agent:
         self.faults = faults
         self.reconciler = ManifestReconciler(settings.pod_manifest_path, desired=replica.pods)
         self.readiness = Readiness(replica_open=True)
-        self.client: object | None = None
+        self.client: SyncClient | None = None
         # A replica that never installed a snapshot knows nothing (a new node, or a wiped --data-dir): it must not
         # prune the folder while the manager is unreachable, so the folder is touched only once it has synced.
         self._armed = bool(replica.cursor().log_id)
@@ -97,7 +98,7 @@ class Agent:
                                    "once it is", s.pod_manifest_path)
             logger.info("Starting sync agent")
             try:
-                self.client = self._make_client()
+                client = self.client = self._make_client()
             except (OSError, ValueError) as exc:  # e.g. a TLS file that vanished or cannot be used
                 logger.error("cannot set up the sync client: {}", " ".join(str(exc).split()))
                 return EXIT_FAILURE
@@ -105,7 +106,7 @@ class Agent:
             if self._armed:
                 self._send_report(first)  # sent once a stream is open
             tasks = [
-                asyncio.create_task(self._sync_forever(), name="sync-client"),
+                asyncio.create_task(self._sync_forever(client), name="sync-client"),
                 asyncio.create_task(self._resync_forever(), name="resync-timer"),
             ]
             stopper = asyncio.create_task(stop.wait(), name="stop")
@@ -143,9 +144,7 @@ class Agent:
         server.start()
         return server
 
-    def _make_client(self) -> object:
-        from agent.sync_client import ClientTls, SyncClient  # the other half of the agent
-
+    def _make_client(self) -> SyncClient:
         s = self.settings
         tls = None if s.ca_file is None else ClientTls(ca_file=s.ca_file, cert_file=s.cert_file, key_file=s.key_file)
         return SyncClient(
@@ -153,10 +152,8 @@ class Agent:
             tls=tls, connect_timeout=s.connect_timeout,
         )
 
-    async def after_apply(self) -> object:
+    async def after_apply(self) -> Report:
         """The sync client's hook after each committed batch or snapshot: write the changed manifests."""
-        from agent.sync_client import Report
-
         self.faults.reached("crash-after-commit")
         if self._armed:
             outcome = await asyncio.to_thread(self.reconciler.reconcile_changes)
@@ -166,12 +163,12 @@ class Agent:
         self.faults.reached("crash-after-files")
         return Report(manifests_ok=outcome.ok, message=outcome.message, managed_manifests=outcome.managed)
 
-    async def _sync_forever(self) -> None:
+    async def _sync_forever(self, client: SyncClient) -> None:
         """Run the sync client; should it ever fail unexpectedly, log it and start it again after a pause."""
         restarts = Backoff(initial=2.0, maximum=30.0, jitter=NO_JITTER)  # 2, 4, 8 ... 30 s
         while True:
             try:
-                await self.client.run()  # type: ignore[attr-defined]
+                await client.run()
                 return
             except asyncio.CancelledError:
                 raise
@@ -212,12 +209,9 @@ class Agent:
 
     def _send_report(self, outcome: Outcome) -> None:
         """Tell the manager the outcome of a reconcile outside after_apply; the client sends it if it changed."""
-        send = getattr(self.client, "report", None)
-        if send is None:
+        if self.client is None:
             return
-        from agent.sync_client import Report
-
         try:
-            send(Report(manifests_ok=outcome.ok, message=outcome.message, managed_manifests=outcome.managed))
+            self.client.report(Report(manifests_ok=outcome.ok, message=outcome.message, managed_manifests=outcome.managed))
         except Exception as exc:  # reporting is best effort; the next reconcile tries again
             logger.debug("could not queue a report: {}", exc)

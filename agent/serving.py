@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from agent.reconciling import ManifestReconciler
+from agent.sync_client import SyncProgress
 from eventlog import ReplicaStore
 
 PREFIX = "k8s_edge_agent_"
@@ -41,7 +42,7 @@ class AgentCollector:
     """Exposes the agent's state as Prometheus metrics, read when scraped."""
 
     def __init__(self, *, node: str, replica: ReplicaStore, reconciler: ManifestReconciler,
-                 client: Callable[[], object | None]) -> None:
+                 client: Callable[[], SyncProgress | None]) -> None:
         self.node = node
         self.replica = replica
         self.reconciler = reconciler
@@ -55,7 +56,7 @@ class AgentCollector:
             applied, pods = cursor.applied_offset, self.replica.state().pod_count
         except Exception:  # the store is closing: report what is still known
             applied, pods = 0, 0
-        head = int(getattr(c, "head_offset", 0) or 0)
+        head = c.head_offset if c is not None else 0
 
         def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
             g = GaugeMetricFamily(PREFIX + name, doc, labels=["node"])
@@ -72,13 +73,14 @@ class AgentCollector:
         yield gauge("lag_events", "head_offset minus applied_offset (0 when current).", max(head - applied, 0))
         yield gauge("replica_pods", "Pods the replica says this node runs.", pods)
         yield gauge("connected", "1 while a sync stream with a manager is open.",
-                    1 if getattr(c, "connected", False) else 0)
+                    1 if c is not None and c.connected else 0)
         yield counter("events_applied", "Events applied to the replica by this process.",
-                      getattr(c, "events_applied", 0))
-        yield counter("batches_applied", "Event batches applied by this process.", getattr(c, "batches_applied", 0))
+                      c.events_applied if c is not None else 0)
+        yield counter("batches_applied", "Event batches applied by this process.",
+                      c.batches_applied if c is not None else 0)
         yield counter("snapshots_installed", "Snapshots installed by this process.",
-                      getattr(c, "snapshots_installed", 0))
-        yield counter("reconnects", "Sync stream reconnects by this process.", getattr(c, "reconnects", 0))
+                      c.snapshots_installed if c is not None else 0)
+        yield counter("reconnects", "Sync stream reconnects by this process.", c.reconnects if c is not None else 0)
         s = self.reconciler.stats
         r = CounterMetricFamily(PREFIX + "reconciles", "Manifest folder reconciles, by kind.", labels=["node", "kind"])
         r.add_metric([self.node, "full"], s.full)

@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import grpc
 import lmdb
@@ -62,6 +63,17 @@ class Report:
     managed_manifests: int = 0
 
 
+class SyncProgress(Protocol):
+    """What a SyncClient shows of its progress (read by the metrics at scrape time)."""
+
+    connected: bool
+    head_offset: int
+    events_applied: int
+    batches_applied: int
+    snapshots_installed: int
+    reconnects: int
+
+
 class StreamDead(Exception):
     """The stream broke the protocol or fell silent; reconnect."""
 
@@ -75,7 +87,7 @@ class _Inbox:
     """
 
     def __init__(self, call: grpc.aio.StreamStreamCall) -> None:
-        self._queue: deque[object] = deque()
+        self._queue: deque[pb.ManagerMessage | BaseException | None] = deque()  # None: the stream ended
         self._arrived = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._pump(call))
 
@@ -83,7 +95,7 @@ class _Inbox:
         try:
             while True:
                 message = await call.read()
-                self._queue.append(message)
+                self._queue.append(None if message is grpc.aio.EOF else message)
                 self._arrived.set()
                 if message is grpc.aio.EOF:
                     return
@@ -91,8 +103,8 @@ class _Inbox:
             self._queue.append(exc)
             self._arrived.set()
 
-    async def get(self, timeout: float) -> object:
-        """The next message (or grpc.aio.EOF); raises what reading raised, TimeoutError after `timeout`."""
+    async def get(self, timeout: float) -> pb.ManagerMessage | None:
+        """The next message (None: the stream ended); raises what reading raised, TimeoutError after `timeout`."""
         while not self._queue:
             self._arrived.clear()
             await asyncio.wait_for(self._arrived.wait(), timeout)
@@ -108,10 +120,13 @@ class _Inbox:
         """
         more: list[pb.EventBatch] = []
         size = len(batch.events)
-        while (size < max_events and self._queue and isinstance(self._queue[0], pb.ManagerMessage)
-               and self._queue[0].HasField("batch")):
-            more.append(self._queue.popleft().batch)  # type: ignore[union-attr]
-            size += len(more[-1].events)
+        while size < max_events and self._queue:
+            queued = self._queue[0]
+            if not isinstance(queued, pb.ManagerMessage) or not queued.HasField("batch"):
+                break
+            self._queue.popleft()
+            more.append(queued.batch)
+            size += len(queued.batch.events)
         if not more:
             return batch
         merged = pb.EventBatch(events=batch.events, head_offset=batch.head_offset)
@@ -303,7 +318,7 @@ class SyncClient:
             except TimeoutError:
                 what = "no Welcome" if not log_id else "nothing from the manager"
                 raise StreamDead(f"{what} for {silence:g}s") from None
-            if message is grpc.aio.EOF:
+            if message is None:  # the manager ended the stream cleanly
                 return
             kind = message.WhichOneof("kind")
             if kind == "welcome":

@@ -1,4 +1,4 @@
-"""Benchmark of the event log: durable batched append vs a raw LMDB put loop, replay, snapshot.
+"""Benchmark of the event log: durable batched append vs a raw LMDB put loop, replay, apply, snapshot, audit reads.
 
 Usage: python bench/eventlog_bench.py [--quick]
 
@@ -11,6 +11,7 @@ transaction per batch, so the ratio is the cost of the view, index and digests.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import platform
 import shutil
@@ -23,8 +24,12 @@ import lmdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from eventlog import Change, Event, LogStore, ReplicaStore, encode_event  # noqa: E402
+from eventlog import Change, Event, LogStore, ReplicaStore, Snapshot, encode_event  # noqa: E402
 from eventlog.encoding import u64  # noqa: E402
+from eventlog.export import export_range  # noqa: E402
+from eventlog.replay import log_state_at  # noqa: E402
+from eventlog.stats import store_stats  # noqa: E402
+from eventlog.verify import verify_log  # noqa: E402
 from bench.benchlib import pod_manifest  # noqa: E402
 
 BATCH = 256
@@ -121,6 +126,50 @@ def bench_replay(tmp: Path, n: int) -> float:
         return best
 
 
+def bench_apply(tmp: Path, n: int) -> float:
+    """Events per second a replica applies framed events in batches (the agent's hot path), best of three."""
+    with LogStore(tmp / "apply-log") as store:
+        for i in range(0, n, BATCH):
+            store.append([Change("edge-a", "put", "default", f"app{j % 500:03d}", manifest("edge-a", "default", f"app{j % 500}", j))
+                          for j in range(i, i + BATCH)])
+        records, after = [], 0
+        while batch := store.read_node_raw("edge-a", after=after, limit=BATCH):
+            records.append(batch)
+            after += len(batch)
+        log_id = store.log_id
+    best = 0.0
+    for run in range(3):
+        with ReplicaStore(tmp / f"apply-replica{run}", node="edge-a") as replica:
+            replica.install_snapshot(Snapshot(log_id, "edge-a", 0, 0, ()))
+            t0 = time.perf_counter()
+            for batch in records:
+                replica.apply_records(batch, log_id=log_id)
+            best = max(best, n / (time.perf_counter() - t0))
+        shutil.rmtree(tmp / f"apply-replica{run}")
+    return best
+
+
+def bench_audit(tmp: Path) -> dict[str, float]:
+    """Seconds edge-eventlog's reads take on the replay benchmark's log (verify, stats, state, export), best of three."""
+    out: dict[str, float] = {}
+    with LogStore(tmp / "replay", readonly=True) as store:
+        head = store.head_offset
+        reads = {
+            "verify": lambda: verify_log(store),
+            "stats": lambda: store_stats(store),
+            "state": lambda: log_state_at(store, "edge-hot", head),
+            "export": lambda: export_range(store, io.BytesIO(), first=store.first_offset, last=head),
+        }
+        for name, fn in reads.items():
+            times = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t0)
+            out[name] = min(times)
+    return out
+
+
 def bench_snapshot(tmp: Path, pods: int) -> tuple[float, float]:
     """Seconds to take a snapshot of a node with `pods` pods, and to install it in a replica."""
     with LogStore(tmp / "snap") as store:
@@ -180,11 +229,15 @@ def main() -> None:
                 nosync_s, _ = bench_append(tmp / "nosync", changes, sync=False)
                 rows.append(("  append, sync off (CPU only, not durable)", f"{n / nosync_s:,.0f} events/s"))
         replay = bench_replay(tmp, n)
+        audit = bench_audit(tmp)
+        apply = bench_apply(tmp, n)
         snap_take, snap_install = bench_snapshot(tmp, 10_000)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     rows += [
         ("replay one node (read_node + decode)", f"{replay:,.0f} events/s  (target >= 200,000)"),
+        ("replica apply (ReplicaStore.apply_records)", f"{apply:,.0f} events/s  (batches of {BATCH}, sync on)"),
+        *((f"edge-eventlog {k} of that log ({n} events)", f"{v * 1000:.0f} ms") for k, v in audit.items()),
         ("snapshot of 10,000 pods (LogStore.snapshot)", f"{snap_take * 1000:.0f} ms"),
         ("install of that snapshot (ReplicaStore)", f"{snap_install * 1000:.0f} ms"),
     ]

@@ -28,7 +28,7 @@ import grpc  # noqa: E402
 from loguru import logger  # noqa: E402
 
 from bench.benchlib import pod_manifest, proc_cpu_seconds, proc_status, raise_nofile, stdin_lines  # noqa: E402
-from eventlog import Change, LogStore  # noqa: E402
+from eventlog import Change, LogStore, SnapshotCause  # noqa: E402
 from manager.sync_service import LogNotifier, SyncSettings, create_server  # noqa: E402
 from proto import sync_pb2 as pb  # noqa: E402
 
@@ -71,7 +71,7 @@ class BenchObserver:
     def disconnected(self, node: str) -> None:
         self.n_connected -= 1
 
-    def snapshot_sent(self, node: str, *, reason: str) -> None:
+    def snapshot_sent(self, node: str, *, cause: SnapshotCause) -> None:
         self.snapshots += 1
 
     def expect(self, targets: dict[str, int]) -> None:

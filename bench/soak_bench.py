@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.benchlib import PYTHON, REPO, Report, _die_with_parent, wait_for  # noqa: E402
 from eventlog import LogStore, ReplicaStore  # noqa: E402
+from eventlog.errors import NotAStoreError  # noqa: E402
 from eventlog.verify import verify_log  # noqa: E402
 from tools.controlplane import ControlPlane, free_port, wait_established  # noqa: E402
 
@@ -258,8 +259,11 @@ class Soak:
                 replica_dir = self.workdir / "agents" / n / "replica"
                 if st is None or not (replica_dir / "data.mdb").exists():
                     return f"{n}: no state yet"
-                with ReplicaStore(replica_dir, readonly=True) as rep:
-                    cur, digest = rep.cursor(), rep.state().digest
+                try:
+                    with ReplicaStore(replica_dir, readonly=True) as rep:
+                        cur, digest = rep.cursor(), rep.state().digest
+                except NotAStoreError:  # the agent has made the file but not yet its format record
+                    return f"{n}: replica being created"
                 if cur.log_id != log.log_id or cur.applied_offset != st.head_offset or digest != st.digest:
                     return (f"{n}: replica at {cur.applied_offset} ({digest:x}) of log {cur.log_id}, the log's node "
                             f"head {st.head_offset} ({st.digest:x})")

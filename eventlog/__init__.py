@@ -25,7 +25,7 @@ from eventlog.errors import (
     StoreError,
     StoreFullError,
 )
-from eventlog.log import LogStore
+from eventlog.log import LogReader, LogStore
 from eventlog.opening import open_store
 from eventlog.records import (
     Appended,
@@ -39,10 +39,12 @@ from eventlog.records import (
     PodEntry,
     PodKey,
     Snapshot,
+    SnapshotCause,
     SnapshotPlan,
+    SnapshotReason,
     Source,
     StoreInfo,
 )
-from eventlog.replica import ReplicaStore
+from eventlog.replica import ReplicaReader, ReplicaStore
 
 __all__ = [name for name in dir() if not name.startswith("_")]

@@ -1,4 +1,4 @@
-"""The one place that turns records into bytes and back.
+"""The one place that turns records into bytes and back, and that lays out the stores' keys.
 
 Manifests are canonical JSON (orjson, sorted keys, no spaces) so every side
 hashes the same bytes for the same pod. Records are a small binary frame: a
@@ -164,17 +164,46 @@ def decode_entry(b: bytes | memoryview) -> PodEntry:
     return PodEntry(ns, name, offset, raw[i:])
 
 
+# -- keys: the one place that knows their layout ---------------------------------------
+# A view key is node NUL namespace NUL name (LogStore refuses names holding a NUL), so a node's
+# pods, and a namespace's within it, are one contiguous key range; a node-index key is node NUL
+# u64(offset), so a node's events are one range in offset order; the log and the journal are
+# keyed by u64(offset) and u64(seq); the nodes database by the node's name.
+
+KEY_SEP = b"\0"
+KEY_SEP_TEXT = KEY_SEP.decode()  # so no node, namespace or name may hold it
+# join_key((node, namespace, name)), fields as bytes: a view key. The bound method itself, as
+# u64: the append and apply loops build one per event.
+join_key = KEY_SEP.join
+# key[INDEX_OFFSET]: the u64(offset) a node-index key ends with, which is the log's key of that event;
+# key[INDEX_NODE]: the node's name before the NUL
+INDEX_OFFSET = slice(-_U64.size, None)
+INDEX_NODE = slice(None, -_U64.size - 1)
+# value[VIEW_OFFSET]: the u64(offset) a view value starts with, which is the log's key of that version
+VIEW_OFFSET = slice(0, _U64.size)
+
+
+def node_prefix(node: str) -> bytes:
+    """Where a node's keys start in a view and in the node index."""
+    return node.encode() + KEY_SEP
+
+
 def view_key(node: str, namespace: str = "", name: str | None = None) -> bytes:
     """Key of a pod in a view; with name None, the prefix of a node (or namespace)."""
     if name is None:
-        return f"{node}\0".encode() if not namespace else f"{node}\0{namespace}\0".encode()
-    return f"{node}\0{namespace}\0{name}".encode()
+        return node_prefix(node) if not namespace else join_key((node.encode(), namespace.encode(), b""))
+    return join_key((node.encode(), namespace.encode(), name.encode()))
 
 
 def split_view_key(k: bytes) -> tuple[str, str, str]:
     """Inverse of view_key for a full key: (node, namespace, name)."""
     node, ns, name = bytes(k).decode().split("\0")
     return node, ns, name
+
+
+def node_index_key(node: str, offset: int) -> bytes:
+    """Key of a node's event in the per-node index: node, NUL, offset."""
+    return node_prefix(node) + _U64.pack(offset)
 
 
 def encode_view_value(offset: int, pod_hash: int, manifest: bytes = b"") -> bytes:
@@ -184,16 +213,15 @@ def encode_view_value(offset: int, pod_hash: int, manifest: bytes = b"") -> byte
     return _VIEW.pack(offset, pod_hash) + manifest
 
 
+# view_value_hash(v)[0]: the pod hash of a view value without copying its manifest (per changed pod)
+view_value_hash = struct.Struct(">8xQ").unpack_from
+
+
 def decode_view_value(v: bytes | memoryview) -> tuple[int, int, bytes]:
     """Inverse of encode_view_value: (offset, pod hash, manifest)."""
     raw = bytes(v)
     offset, h = _VIEW.unpack_from(raw)
     return offset, h, raw[_VIEW.size :]
-
-
-def node_index_key(node: str, offset: int) -> bytes:
-    """Key of a node's event in the per-node index: node, NUL, offset."""
-    return f"{node}\0".encode() + _U64.pack(offset)
 
 
 def encode_node(head_offset: int, digest: int, pod_count: int, compacted_through: int) -> bytes:

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Self, TypeVar
 
 import lmdb
 
@@ -132,15 +132,19 @@ class Environment:
     @contextmanager
     def read(self) -> Iterator[lmdb.Transaction]:
         """A read transaction; never blocks the writer (MVCC)."""
-        try:
-            txn = self.env.begin()
-        except lmdb.MapResizedError:
-            self.env.set_mapsize(0)  # another process grew the map: adopt its size
-            txn = self.env.begin()
+        txn = self.begin_read()
         try:
             yield txn
         finally:
             txn.abort()
+
+    def begin_read(self) -> lmdb.Transaction:
+        """A read transaction the caller must abort (read() does); for readers that are context managers."""
+        try:
+            return self.env.begin()
+        except lmdb.MapResizedError:
+            self.env.set_mapsize(0)  # another process grew the map: adopt its size
+            return self.env.begin()
 
     def write(self, fn: Callable[[lmdb.Transaction], T]) -> T:
         """Run fn in one write transaction, growing the map and retrying when full.
@@ -189,6 +193,32 @@ class Environment:
     def close(self) -> None:
         """Close the environment; safe to call twice."""
         self.env.close()
+
+
+class Reader:
+    """Reads within one read transaction, begun and ended by `with`: the base of LogReader and ReplicaReader.
+
+    Valid only inside its `with` block; iterators it returns must be consumed there too.
+    """
+
+    def __init__(self, env: Environment) -> None:
+        self._env = env
+        self._txn: lmdb.Transaction = None  # type: ignore[assignment]  # set by __enter__
+
+    def __enter__(self) -> Self:
+        self._txn = self._env.begin_read()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._txn.abort()
+
+    def format_version(self) -> int:
+        """The store format the store was written in."""
+        return self._env.get_meta(self._txn, b"format")
+
+    def size_bytes(self) -> int:
+        """Bytes the store's pages take on disk now (the file, not this transaction's view of it)."""
+        return self._env.size_bytes()
 
 
 def _make_private(path: Path) -> None:

@@ -30,9 +30,9 @@ from typing import IO, Any
 import orjson
 
 from eventlog.digest import format_digest, pod_hash
-from eventlog.encoding import canonical_manifest, decode_event, decode_event_fields, from_u64, node_index_key, u64
+from eventlog.encoding import canonical_manifest, decode_event, decode_event_fields, from_u64
 from eventlog.errors import CompactedError, OffsetOutOfRangeError
-from eventlog.log import LogStore
+from eventlog.log import LogReader, LogStore
 from eventlog.records import Event
 from eventlog.replay import log_state_at
 
@@ -147,20 +147,17 @@ def _xor(values: Iterable[int]) -> int:
     return d
 
 
-def _chunks(store: LogStore, first: int, last: int, read: Callable[[Any, int, bytes], Any]) -> Iterator[Any]:
-    """read(txn, offset, record) for records first..last, one read transaction per chunk (no reader pinned long)."""
-    env = store._env  # same package
+def _chunks(store: LogStore, first: int, last: int, read: Callable[[LogReader, int, bytes], Any]) -> Iterator[Any]:
+    """read(reader, offset, record) for records first..last, one read transaction per chunk (no reader pinned long)."""
     after = first - 1
     while after < last:
         batch: list[tuple[int, Any]] = []
-        with env.read() as txn:
-            cur = txn.cursor(db=store._log)
-            if cur.set_range(u64(after + 1)):
-                for k, v in cur:
-                    off = from_u64(k)
-                    if off > last or len(batch) >= _CHUNK:
-                        break
-                    batch.append((off, read(txn, off, v)))
+        with store.reader() as r:
+            for k, v in r.records(after=after):
+                off = from_u64(k)
+                if off > last or len(batch) >= _CHUNK:
+                    break
+                batch.append((off, read(r, off, v)))
         if not batch:
             return
         yield from (d for _, d in batch)
@@ -169,18 +166,18 @@ def _chunks(store: LogStore, first: int, last: int, read: Callable[[Any, int, by
 
 def _raw_range(store: LogStore, first: int, last: int, *, decode: Any) -> Iterator[Any]:
     """Decoded records first..last."""
-    return _chunks(store, first, last, lambda _txn, _off, v: decode(v))
+    return _chunks(store, first, last, lambda _r, _off, v: decode(v))
 
 
 def _events_with_digests(store: LogStore, first: int, last: int) -> Iterator[tuple[Event, int]]:
     """Events first..last with each node's digest after them, from the node index in the same transaction."""
 
-    def read(txn: Any, off: int, v: bytes) -> tuple[Event, int]:
+    def read(r: LogReader, off: int, v: bytes) -> tuple[Event, int]:
         e = decode_event(v)
-        raw = txn.get(node_index_key(e.node, off), db=store._index)
-        if raw is None:
+        digest = r.index_digest(e.node, off)
+        if digest is None:
             raise CompactedError(f"event {off} of node {e.node} has no node index entry")
-        return e, from_u64(raw)
+        return e, digest
 
     return _chunks(store, first, last, read)
 

@@ -11,29 +11,37 @@ from __future__ import annotations
 
 import os
 import time
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
+from itertools import islice
 
 import lmdb
 
 from eventlog.digest import pod_hash_bytes
 from eventlog.encoding import (
+    INDEX_NODE,
+    INDEX_OFFSET,
+    KEY_SEP_TEXT,
     OP_DELETE,
     OP_PUT,
+    VIEW_OFFSET,
     decode_event,
     decode_view_value,
     encode_view_value,
     event_manifest,
     frame_event,
     from_u64,
+    join_key,
     node_index_key,
+    node_prefix,
     split_view_key,
     u64,
     view_key,
 )
-from eventlog.environment import DEFAULT_MAP_SIZE, Environment
+from eventlog.environment import DEFAULT_MAP_SIZE, Environment, Reader
 from eventlog.errors import CompactedError, CorruptRecordError, OffsetOutOfRangeError
-from eventlog.records import Appended, Change, CompactionResult, Event, NodeState, PodEntry, PodKey, Snapshot, SnapshotPlan, StoreInfo
-from eventlog.view import ViewWriter, read_node, read_nodes, read_pods
+from eventlog.records import Appended, Change, CompactionResult, Event, NodeState, PodEntry, PodKey, Snapshot, SnapshotCause, SnapshotPlan, SnapshotReason, StoreInfo
+from eventlog.view import ViewWriter, read_all_pods, read_node, read_nodes, read_pods
 
 ROLE = "manager"
 _DATABASES = ("log", "node_index", "view", "nodes", "base")
@@ -121,7 +129,7 @@ class LogStore:
             for c in batch:
                 counter, node, prefix = tracked.get(c.node) or track(c.node)
                 ns, name, manifest = c.namespace.encode(), c.name.encode(), c.manifest
-                key = b"".join((prefix, ns, b"\0", name))
+                key = join_key((node, ns, name))
                 offset = head + 1
                 if manifest is not None:
                     if not change(counter, key, offset, pod_hash_bytes(ns, name, manifest), skip_same=True):
@@ -218,6 +226,10 @@ class LogStore:
 
     # -- reading -----------------------------------------------------------
 
+    def reader(self) -> LogReader:
+        """`with store.reader() as r`: reads in one read transaction, so they agree (tools, verify, export); never blocks the writer."""
+        return LogReader(self)
+
     def node_state(self, node: str) -> NodeState | None:
         """A node's head offset, digest and pod count; None if the log never saw it."""
         with self._env.read() as txn:
@@ -230,89 +242,41 @@ class LogStore:
 
     def pods(self, node: str) -> dict[PodKey, PodEntry]:
         """A node's current pods."""
-        with self._env.read() as txn:
-            return self._pods_in(txn, node).get(node, {})
+        with self.reader() as r:
+            return r.pods(node)
 
     def all_pods(self) -> dict[str, dict[PodKey, PodEntry]]:
         """Every node's pods, read in one transaction (the recorder's diff base)."""
-        with self._env.read() as txn:
-            return self._pods_in(txn)
-
-    def _pods_in(self, txn: lmdb.Transaction, node: str | None = None) -> dict[str, dict[PodKey, PodEntry]]:
-        """The view (of one node, or all) with each manifest read from where it lives.
-
-        The view holds (offset, hash); the manifest is in the log record at that
-        offset, or in the base once compaction dropped that record. A manifest that
-        cannot be found reads as b"" (never valid JSON), which verify reports.
-        """
-        first = self._env.get_meta(txn, b"first", 1)
-        out: dict[str, dict[PodKey, PodEntry]] = {}
-        cur = txn.cursor(db=self._view)
-        prefix = view_key(node) if node is not None else b""
-        if not cur.set_range(prefix):
-            return out
-        for k, v in cur:
-            if not k.startswith(prefix):
-                break
-            n, ns, name = split_view_key(k)
-            offset = from_u64(v[:8])
-            manifest = b""
-            if offset >= first:
-                raw = txn.get(v[:8], db=self._log)
-                try:
-                    manifest = (event_manifest(raw) or b"") if raw is not None else b""
-                except CorruptRecordError:
-                    manifest = b""
-            else:
-                b = txn.get(k, db=self._base)
-                if b is not None:
-                    b_offset, _, b_manifest = decode_view_value(b)
-                    manifest = b_manifest if b_offset == offset else b""
-            out.setdefault(n, {})[(ns, name)] = PodEntry(ns, name, offset, manifest)
-        return out
+        with self.reader() as r:
+            return r.all_pods()
 
     def base(self, node: str) -> dict[PodKey, PodEntry]:
         """The node's pods as of the first retained event: what compaction folded away."""
-        with self._env.read() as txn:
-            return read_pods(txn, self._base, node)
+        with self.reader() as r:
+            return r.base(node)
 
     def digest_at(self, node: str, offset: int) -> int | None:
         """The node's digest right after its event at `offset`; None if unknown here."""
-        with self._env.read() as txn:
-            st = read_node(txn, self._nodes, node)
+        with self.reader() as r:
+            st = r.node_state(node)
             if st is None:
                 return 0 if offset == 0 else None
             if offset == st.head_offset:
                 return st.digest
-            raw = txn.get(node_index_key(node, offset), db=self._index)
-            return from_u64(raw) if raw is not None else None
+            return r.index_digest(node, offset)
 
     def read_node_raw(self, node: str, *, after: int = 0, limit: int = 256) -> list[bytes]:
         """Up to `limit` framed events of one node with offset > after, in order.
 
         Raises CompactedError when some of them were dropped: the caller needs a snapshot.
         """
-        prefix = f"{node}\0".encode()
-        out: list[bytes] = []
-        with self._env.read() as txn:
-            st = read_node(txn, self._nodes, node)
+        with self.reader() as r:
+            st = r.node_state(node)
             if st is not None and after < st.compacted_through:
                 raise CompactedError(
                     f"events of node {node} after offset {after} were compacted (through {st.compacted_through})"
                 )
-            cur = txn.cursor(db=self._index)
-            if not cur.set_range(prefix + u64(after + 1)):
-                return out
-            for k in cur.iternext(values=False):
-                if not k.startswith(prefix):
-                    break
-                raw = txn.get(k[-8:], db=self._log)
-                if raw is None:  # compacted between our check and now cannot happen: same txn
-                    raise CompactedError(f"event {from_u64(k[-8:])} of node {node} is missing")
-                out.append(raw)
-                if len(out) >= limit:
-                    break
-        return out
+            return list(islice(r.node_records(node, after=after), limit))
 
     def read_node(self, node: str, *, after: int = 0, limit: int = 256) -> list[Event]:
         """Decoded form of read_node_raw."""
@@ -345,9 +309,9 @@ class LogStore:
 
     def snapshot(self, node: str) -> Snapshot:
         """The node's whole view as of its head offset, read in one transaction."""
-        with self._env.read() as txn:
-            st = read_node(txn, self._nodes, node)
-            pods = self._pods_in(txn, node).get(node, {})
+        with self.reader() as r:
+            st = r.node_state(node)
+            pods = r.pods(node)
         offset, digest = (st.head_offset, st.digest) if st else (0, 0)
         return Snapshot(self.log_id, node, offset, digest, tuple(sorted(pods.values(), key=lambda p: p.key)))
 
@@ -357,14 +321,14 @@ class LogStore:
         offsets: list[int] = []
         with self._env.read() as txn:
             st = read_node(txn, self._nodes, node)
-            prefix = view_key(node)
+            prefix = node_prefix(node)
             cur = txn.cursor(db=self._view)
             if cur.set_range(prefix):
                 for k, v in cur:
                     if not k.startswith(prefix):
                         break
                     keys.append(k)
-                    offsets.append(from_u64(v[:8]))
+                    offsets.append(from_u64(v[VIEW_OFFSET]))
         offset, digest = (st.head_offset, st.digest) if st else (0, 0)
         return SnapshotPlan(self.log_id, node, offset, digest, tuple(keys), tuple(offsets))
 
@@ -414,19 +378,22 @@ class LogStore:
                 f"{info.first_offset - 1} on)"
             )
 
-    def resume_reason(self, node: str, *, log_id: str, applied_offset: int, digest: int) -> str | None:
+    def resume_reason(self, node: str, *, log_id: str, applied_offset: int, digest: int) -> SnapshotCause | None:
         """Why an agent at this position needs a snapshot; None when it can resume."""
         if log_id != self.log_id:
-            return "unknown log_id" if log_id else "empty replica"
+            if log_id:
+                return SnapshotCause(SnapshotReason.UNKNOWN_LOG_ID, "unknown log_id")
+            return SnapshotCause(SnapshotReason.EMPTY_REPLICA, "empty replica")
         st = self.node_state(node)
         head = st.head_offset if st else 0
         if applied_offset > head:
-            return f"applied offset {applied_offset} is beyond the node's head {head}"
+            return SnapshotCause(SnapshotReason.BEYOND_HEAD,
+                                 f"applied offset {applied_offset} is beyond the node's head {head}")
         if st is not None and applied_offset < st.compacted_through:
-            return f"offset {applied_offset} was compacted"
+            return SnapshotCause(SnapshotReason.COMPACTED, f"offset {applied_offset} was compacted")
         expected = self.digest_at(node, applied_offset)
         if expected is not None and expected != digest:
-            return "digest mismatch"
+            return SnapshotCause(SnapshotReason.DIGEST_MISMATCH, "digest mismatch")
         return None
 
     def close(self) -> None:
@@ -440,11 +407,130 @@ class LogStore:
         self.close()
 
 
+class LogReader(Reader):
+    """Reads of a LogStore that agree with each other: `with store.reader() as r`."""
+
+    def __init__(self, store: LogStore) -> None:
+        super().__init__(store._env)
+        self._store = store
+
+    def head_offset(self) -> int:
+        """Offset of the newest event (0 for an empty log)."""
+        return self._env.get_meta(self._txn, b"head")
+
+    def first_offset(self) -> int:
+        """Offset of the oldest retained event (head + 1 when none is retained)."""
+        return self._env.get_meta(self._txn, b"first", 1)
+
+    def log_bytes(self) -> int:
+        """Bytes of the retained event records, as the store counts them."""
+        return self._env.get_meta(self._txn, b"log_bytes")
+
+    def node_state(self, node: str) -> NodeState | None:
+        """A node's head offset, digest and pod count; None if the log never saw it."""
+        return read_node(self._txn, self._store._nodes, node)
+
+    def nodes(self) -> list[NodeState]:
+        """Every node the log has seen, by name."""
+        return read_nodes(self._txn, self._store._nodes)
+
+    def pods(self, node: str) -> dict[PodKey, PodEntry]:
+        """A node's current pods."""
+        return self._view(node).get(node, {})
+
+    def all_pods(self) -> dict[str, dict[PodKey, PodEntry]]:
+        """Every node's current pods."""
+        return self._view(None)
+
+    def _view(self, node: str | None) -> dict[str, dict[PodKey, PodEntry]]:
+        """The view (of one node, or all) with each manifest read from where it lives.
+
+        The view holds (offset, hash); the manifest is in the log record at that
+        offset, or in the base once compaction dropped that record. A manifest that
+        cannot be found reads as b"" (never valid JSON), which verify reports.
+        """
+        txn, log_db, base_db = self._txn, self._store._log, self._store._base
+        first = self.first_offset()
+        out: dict[str, dict[PodKey, PodEntry]] = {}
+        cur = txn.cursor(db=self._store._view)
+        prefix = node_prefix(node) if node is not None else b""
+        if not cur.set_range(prefix):
+            return out
+        for k, v in cur:
+            if not k.startswith(prefix):
+                break
+            n, ns, name = split_view_key(k)
+            offset_key = v[VIEW_OFFSET]
+            offset = from_u64(offset_key)
+            manifest = b""
+            if offset >= first:
+                raw = txn.get(offset_key, db=log_db)
+                try:
+                    manifest = (event_manifest(raw) or b"") if raw is not None else b""
+                except CorruptRecordError:
+                    manifest = b""
+            else:
+                b = txn.get(k, db=base_db)
+                if b is not None:
+                    b_offset, _, b_manifest = decode_view_value(b)
+                    manifest = b_manifest if b_offset == offset else b""
+            out.setdefault(n, {})[(ns, name)] = PodEntry(ns, name, offset, manifest)
+        return out
+
+    def base(self, node: str) -> dict[PodKey, PodEntry]:
+        """The node's pods as of the first retained event: what compaction folded away."""
+        return read_pods(self._txn, self._store._base, node)
+
+    def all_bases(self) -> dict[str, dict[PodKey, PodEntry]]:
+        """Every node's base, by node."""
+        return read_all_pods(self._txn, self._store._base)
+
+    def records(self, *, after: int = 0) -> Iterator[tuple[bytes, bytes]]:
+        """The log's (key, framed event) pairs after an offset, in order; keys are u64(offset) (verify checks)."""
+        cur = self._txn.cursor(db=self._store._log)
+        if after and not cur.set_range(u64(after + 1)):
+            return iter(())
+        return cur.iternext()  # the cursor's own iterator: no Python frame per record
+
+    def node_records(self, node: str, *, after: int = 0, through: int | None = None) -> Iterator[bytes]:
+        """A node's retained framed events with after < offset <= through, in order, through the node index.
+
+        Raises CompactedError for an event the index holds and the log does not.
+        """
+        txn, log_db = self._txn, self._store._log
+        prefix = node_prefix(node)
+        cur = txn.cursor(db=self._store._index)
+        if not cur.set_range(prefix + u64(after + 1)):
+            return
+        for k in cur.iternext(values=False):
+            if not k.startswith(prefix):
+                return
+            offset_key = k[INDEX_OFFSET]
+            if through is not None and from_u64(offset_key) > through:
+                return
+            raw = txn.get(offset_key, db=log_db)
+            if raw is None:  # compaction drops an event and its index entry in one transaction
+                raise CompactedError(f"event {from_u64(offset_key)} of node {node} is indexed but missing from the log")
+            yield raw
+
+    def index_digest(self, node: str, offset: int) -> int | None:
+        """The node's digest right after its event at `offset`, from the node index; None if not indexed."""
+        raw = self._txn.get(node_index_key(node, offset), db=self._store._index)
+        return from_u64(raw) if raw is not None else None
+
+    def index_counts(self) -> dict[str, int]:
+        """Entries of the node index per node: one per retained event of the node."""
+        counts: dict[str, int] = defaultdict(int)
+        for k in self._txn.cursor(db=self._store._index).iternext(values=False):
+            counts[k[INDEX_NODE].decode(errors="replace")] += 1  # a name that is not UTF-8 shown with replacements
+        return counts
+
+
 def _check_change(c: Change) -> None:
     if c.op not in ("put", "delete"):
         raise ValueError(f"unknown op {c.op!r}")
     if (c.op == "put") != (c.manifest is not None):
         raise ValueError(f"{c.op} of {c.namespace}/{c.name} must {'' if c.op == 'put' else 'not '}carry a manifest")
     for field in (c.node, c.namespace, c.name):
-        if not field or "\0" in field:
+        if not field or KEY_SEP_TEXT in field:
             raise ValueError(f"empty or NUL-containing name in change {c!r}")

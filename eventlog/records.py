@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Literal, overload
 
 Op = Literal["put", "delete"]
@@ -161,6 +162,27 @@ class SnapshotPlan:
     def pod_count(self) -> int:
         """Pods in the snapshot."""
         return len(self.keys)
+
+
+class SnapshotReason(StrEnum):
+    """Why an agent gets a snapshot instead of events; the value is its metric label (bounded, no offsets)."""
+
+    EMPTY_REPLICA = "empty_replica"  # the agent has never synced
+    UNKNOWN_LOG_ID = "unknown_log_id"  # the agent follows another log (this one was replaced)
+    BEYOND_HEAD = "beyond"  # the agent claims offsets this log never gave its node
+    COMPACTED = "compacted"  # the events after the agent's position were compacted away
+    DIGEST_MISMATCH = "digest"  # the agent's replica differs from the log at its position
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotCause:
+    """One snapshot's reason and its words for people (Welcome.reason, logs, Events), offsets included."""
+
+    reason: SnapshotReason
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
 
 
 @dataclass(frozen=True, slots=True)

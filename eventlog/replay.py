@@ -10,14 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import lmdb
-
 from eventlog.digest import pod_hash
-from eventlog.encoding import decode_event, from_u64
+from eventlog.encoding import decode_event
 from eventlog.errors import CompactedError, OffsetOutOfRangeError
 from eventlog.log import LogStore
 from eventlog.records import Event, PodEntry, PodKey
-from eventlog.view import read_node, read_pods
 
 
 class Replayer:
@@ -64,13 +61,12 @@ def log_state_at(store: LogStore, node: str, offset: int) -> dict[PodKey, PodEnt
     Raises OffsetOutOfRangeError beyond the head, and CompactedError when events of the
     node after `offset` were compacted (the base then is no longer the state at `offset`).
     """
-    env = store._env  # same package: one read transaction over base, index and log
-    with env.read() as txn:
-        head = env.get_meta(txn, b"head")
-        first = env.get_meta(txn, b"first", 1)
+    with store.reader() as r:  # one read transaction over base, index and log
+        head = r.head_offset()
+        first = r.first_offset()
         if offset < 0 or offset > head:
             raise OffsetOutOfRangeError(f"offset {offset} is beyond the head of the log ({head})")
-        st = read_node(txn, store._nodes, node)
+        st = r.node_state(node)
         # the base is the state at first - 1; it is also the state at any earlier
         # offset after the node's last compacted event (nothing of it changed since)
         known_from = min(first - 1, st.compacted_through) if st is not None else 0
@@ -79,28 +75,9 @@ def log_state_at(store: LogStore, node: str, offset: int) -> dict[PodKey, PodEnt
                 f"offset {offset} of node {node} was compacted; the log starts at {first} "
                 f"(the node's state is known from offset {known_from} on)"
             )
-        return replay(read_pods(txn, store._base, node), _node_events(txn, store, node, through=offset))
+        return replay(r.base(node), map(decode_event, r.node_records(node, through=offset)))
 
 
 def node_known(store: LogStore, node: str) -> bool:
     """Whether the log ever saw the node."""
-    with store._env.read() as txn:
-        return read_node(txn, store._nodes, node) is not None
-
-
-def _node_events(txn: lmdb.Transaction, store: LogStore, node: str, *, through: int) -> Iterable[Event]:
-    """The node's retained events with offset <= through, in order, within txn."""
-    prefix = f"{node}\0".encode()
-    cur = txn.cursor(db=store._index)
-    if not cur.set_range(prefix):
-        return
-    for k in cur.iternext(values=False):
-        if not k.startswith(prefix):
-            return
-        off = from_u64(k[-8:])
-        if off > through:
-            return
-        raw = txn.get(k[-8:], db=store._log)
-        if raw is None:
-            raise CompactedError(f"event {off} of node {node} is indexed but missing from the log")
-        yield decode_event(raw)
+    return store.node_state(node) is not None

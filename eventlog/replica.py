@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from itertools import islice
 
 import lmdb
 
@@ -23,13 +24,14 @@ from eventlog.encoding import (
     encode_event,
     encode_journal,
     from_u64,
+    join_key,
     journal_event_prefix,
     u64,
 )
-from eventlog.environment import Environment
+from eventlog.environment import Environment, Reader
 from eventlog.errors import DigestMismatchError, LogMismatchError, NotAStoreError
 from eventlog.records import ApplyResult, Cursor, Event, JournalEntry, NodeState, PodEntry, PodKey, Snapshot, StoreInfo
-from eventlog.view import ViewWriter, read_node, read_pods
+from eventlog.view import ViewWriter, read_all_pods, read_node, read_nodes, read_pods
 
 ROLE = "agent"
 _DATABASES = ("view", "nodes", "journal")
@@ -68,8 +70,8 @@ class ReplicaStore:
 
     def cursor(self) -> Cursor:
         """Which log the replica follows and the newest offset it applied."""
-        with self._env.read() as txn:
-            return Cursor(self._env.get_meta_str(txn, b"log_id"), self._env.get_meta(txn, b"applied"))
+        with self.reader() as r:
+            return r.cursor()
 
     def state(self) -> NodeState:
         """Digest and pod count of the replica."""
@@ -95,6 +97,10 @@ class ReplicaStore:
                 seq - first + 1, self._env.size_bytes(),
             )
 
+    def reader(self) -> ReplicaReader:
+        """`with replica.reader() as r`: reads in one read transaction, so they agree (tools, verify); never blocks the writer."""
+        return ReplicaReader(self)
+
     def apply(self, events: Sequence[Event], *, log_id: str, applied_ns: int | None = None) -> ApplyResult:
         """Apply a batch in one transaction; events at or below applied_offset are skipped."""
         items = [((e.offset, e.node, e.op, e.namespace, e.name, e.manifest), encode_event(e)) for e in events]
@@ -119,7 +125,7 @@ class ReplicaStore:
             applied = self._env.get_meta(txn, b"applied")
             seq = self._env.get_meta(txn, b"journal_seq")
             view = ViewWriter(txn, view_db=self._view, nodes_db=self._nodes)
-            counter, _, prefix = view.track(self.node)
+            counter, node_name, _ = view.track(self.node)
             change, me = view.change, self.node
             journal_prefix = journal_event_prefix(now, log_id_bytes)
             journal_items: list[tuple[bytes, bytes]] = []
@@ -131,7 +137,7 @@ class ReplicaStore:
                     skipped += 1
                     continue
                 ns, nm = namespace.encode(), name.encode()
-                key = b"".join((prefix, ns, b"\0", nm))
+                key = join_key((node_name, ns, nm))
                 if manifest is not None:
                     change(counter, key, offset, pod_hash_bytes(ns, nm, manifest), manifest, skip_same=False)
                 else:
@@ -179,16 +185,8 @@ class ReplicaStore:
 
     def journal(self, *, after_seq: int = 0, limit: int | None = None) -> list[JournalEntry]:
         """Journal lines after a sequence number, oldest first."""
-        out: list[JournalEntry] = []
-        with self._env.read() as txn:
-            cur = txn.cursor(db=self._journal)
-            if not cur.set_range(u64(after_seq + 1)):
-                return out
-            for k, v in cur:
-                out.append(decode_journal(from_u64(k), v))
-                if limit is not None and len(out) >= limit:
-                    break
-        return out
+        with self.reader() as r:
+            return [decode_journal(seq, v) for seq, v in islice(r.journal_records(after_seq=after_seq), limit)]
 
     def compact_journal(self, *, keep_last: int) -> int:
         """Drop all but the newest journal lines; the replica is untouched."""
@@ -215,3 +213,35 @@ class ReplicaStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class ReplicaReader(Reader):
+    """Reads of a ReplicaStore that agree with each other: `with store.reader() as r`."""
+
+    def __init__(self, store: ReplicaStore) -> None:
+        super().__init__(store._env)
+        self._store = store
+
+    def cursor(self) -> Cursor:
+        """Which log the replica follows and the newest offset it applied."""
+        return Cursor(self._env.get_meta_str(self._txn, b"log_id"), self._env.get_meta(self._txn, b"applied"))
+
+    def journal_seq(self) -> int:
+        """Sequence number of the newest journal line (0: none yet)."""
+        return self._env.get_meta(self._txn, b"journal_seq")
+
+    def nodes(self) -> list[NodeState]:
+        """Every node summary the store holds, by name (a sound replica holds only its own)."""
+        return read_nodes(self._txn, self._store._nodes)
+
+    def all_pods(self) -> dict[str, dict[PodKey, PodEntry]]:
+        """Every pod the store's view holds, by node (a sound replica holds only its own node's)."""
+        return read_all_pods(self._txn, self._store._view)
+
+    def journal_records(self, *, after_seq: int = 0) -> Iterator[tuple[int, bytes]]:
+        """(seq, framed journal line) after a sequence number, oldest first; decode_journal reads a line."""
+        cur = self._txn.cursor(db=self._store._journal)
+        if after_seq and not cur.set_range(u64(after_seq + 1)):
+            return
+        for k, v in cur:
+            yield from_u64(k), v

@@ -52,16 +52,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-import lmdb
-
 from eventlog.digest import digest_of, format_digest
-from eventlog.encoding import decode_event, decode_journal, decode_view_value, from_u64, node_index_key, split_view_key
+from eventlog.encoding import decode_event, decode_journal, from_u64
 from eventlog.errors import CorruptRecordError, StoreError
 from eventlog.log import LogStore
 from eventlog.records import Event, JournalEntry, NodeState, PodEntry, PodKey
 from eventlog.replay import Replayer, log_state_at
 from eventlog.replica import ReplicaStore
-from eventlog.view import read_nodes
 
 MAX_PROBLEMS = 200  # a badly broken store would otherwise print one line per record
 
@@ -94,21 +91,20 @@ def verify_store(store: LogStore | ReplicaStore) -> list[str]:
 def verify_log(store: LogStore) -> list[str]:
     """Problems of a manager log: offsets, records, replay over base, index digests, summaries."""
     p = _Problems()
-    env = store._env  # same package: everything below must come from one read transaction
-    with env.read() as txn:
-        head = env.get_meta(txn, b"head")
-        first = env.get_meta(txn, b"first", 1)
-        log_bytes = env.get_meta(txn, b"log_bytes")
+    with store.reader() as r:  # everything below must come from one read transaction
+        head = r.head_offset()
+        first = r.first_offset()
+        log_bytes = r.log_bytes()
         if first < 1 or first > head + 1:
             p.add(f"first_offset {first} does not fit head_offset {head}")
-        bases = _group_by_node(txn.cursor(db=store._base))
-        views = store._pods_in(txn)  # manifests resolved from the log and the base
-        summaries = {st.node: st for st in read_nodes(txn, store._nodes)}
+        bases = r.all_bases()
+        views = r.all_pods()  # manifests resolved from the log and the base
+        summaries = {st.node: st for st in r.nodes()}
         replays: dict[str, Replayer] = {}
         newest: dict[str, int] = {}
         events_per_node: dict[str, int] = defaultdict(int)
         expected, seen_bytes = first, 0
-        for k, v in txn.cursor(db=store._log):
+        for k, v in r.records():
             if len(k) != 8:
                 p.add(f"log key {bytes(k)!r} is not an 8-byte offset")
                 continue
@@ -126,19 +122,19 @@ def verify_log(store: LogStore) -> list[str]:
                 continue
             if e.offset != off:
                 p.add(f"event stored at offset {off} says it is offset {e.offset}")
-            r = replays.get(e.node)
-            if r is None:
-                r = replays[e.node] = Replayer(bases.get(e.node))
-            why = r.apply(e)
+            replayer = replays.get(e.node)
+            if replayer is None:
+                replayer = replays[e.node] = Replayer(bases.get(e.node))
+            why = replayer.apply(e)
             if why:
                 p.add(f"event {off} on node {e.node}: {why}")
-            indexed = txn.get(node_index_key(e.node, off), db=store._index)
+            indexed = r.index_digest(e.node, off)
             if indexed is None:
                 p.add(f"event {off} of node {e.node} is missing from the node index")
-            elif from_u64(indexed) != r.digest:
+            elif indexed != replayer.digest:
                 p.add(
-                    f"node index of {e.node} at {off} says digest {format_digest(from_u64(indexed))}, "
-                    f"replay gives {format_digest(r.digest)}"
+                    f"node index of {e.node} at {off} says digest {format_digest(indexed)}, "
+                    f"replay gives {format_digest(replayer.digest)}"
                 )
             newest[e.node] = off
             events_per_node[e.node] += 1
@@ -148,9 +144,7 @@ def verify_log(store: LogStore) -> list[str]:
             p.add(f"the log holds events up to {expected - 1}, beyond head_offset {head}")
         if seen_bytes != log_bytes:
             p.add(f"meta log_bytes is {log_bytes}, the retained records take {seen_bytes}")
-        indexed_per_node: dict[str, int] = defaultdict(int)
-        for k in txn.cursor(db=store._index).iternext(values=False):
-            indexed_per_node[bytes(k[:-9]).decode(errors="replace")] += 1
+        indexed_per_node: dict[str, int] = defaultdict(int, r.index_counts())
         for node in sorted(set(indexed_per_node) | set(events_per_node)):
             if indexed_per_node[node] != events_per_node[node]:
                 p.add(
@@ -191,17 +185,16 @@ def _check_log_node(p: _Problems, node: str, first: int, st: NodeState | None, v
 def verify_replica(store: ReplicaStore) -> list[str]:
     """Problems of an agent replica: journal order, cursor, summary, and what replay can determine."""
     p = _Problems()
-    env = store._env  # same package: one read transaction
     node = store.node
-    with env.read() as txn:
-        journal_seq = env.get_meta(txn, b"journal_seq")
-        applied = env.get_meta(txn, b"applied")
-        log_id = env.get_meta_str(txn, b"log_id")
-        views = _group_by_node(txn.cursor(db=store._view))
+    with store.reader() as r:  # one read transaction
+        journal_seq = r.journal_seq()
+        cursor = r.cursor()
+        applied, log_id = cursor.applied_offset, cursor.log_id
+        views = r.all_pods()
         view = views.pop(node, {})
         for other in sorted(views):
             p.add(f"the replica of {node} holds pods of another node {other}")
-        summaries = {st.node: st for st in read_nodes(txn, store._nodes)}
+        summaries = {st.node: st for st in r.nodes()}
         st = summaries.pop(node, None)
         for other in sorted(summaries):
             p.add(f"the replica of {node} holds a summary of another node {other}")
@@ -210,8 +203,7 @@ def verify_replica(store: ReplicaStore) -> list[str]:
         segment: list[Event] = []  # events after the anchor
         seen: dict[str, set[int]] = defaultdict(set)  # offsets applied per log_id
         last: JournalEntry | None = None
-        for k, v in txn.cursor(db=store._journal):
-            seq = from_u64(k)
+        for seq, v in r.journal_records():
             if not first_seq:
                 first_seq = expected = seq
             if seq != expected:
@@ -258,11 +250,11 @@ def verify_replica(store: ReplicaStore) -> list[str]:
             if st.head_offset != applied:
                 p.add(f"node head_offset {st.head_offset} is not applied_offset {applied}")
         if anchor is None and (first_seq == 1 or (first_seq == 0 and journal_seq == 0)):
-            r = Replayer()
+            replayer = Replayer()
             for e in segment:
-                r.apply(e)
-            if r.pods != view:
-                p.add(f"replay of the whole journal differs from the replica ({_diff(r.pods, view)})")
+                replayer.apply(e)
+            if replayer.pods != view:
+                p.add(f"replay of the whole journal differs from the replica ({_diff(replayer.pods, view)})")
         elif anchor is not None or segment:
             _check_segment(p, view, segment, anchor, first_event=segment[0].offset if segment else None)
     return p.done()
@@ -328,16 +320,6 @@ def verify_replica_against(replica: ReplicaStore, log: LogStore) -> list[str]:
     if have != want:
         p.add(f"replica of {node} at {cursor.applied_offset} differs from the log ({_diff(have, want)})")
     return p.done()
-
-
-def _group_by_node(cursor: lmdb.Cursor) -> dict[str, dict[PodKey, PodEntry]]:
-    """A view-shaped database read into node -> pods."""
-    out: dict[str, dict[PodKey, PodEntry]] = {}
-    for k, v in cursor:
-        node, ns, name = split_view_key(k)
-        offset, _, manifest = decode_view_value(v)
-        out.setdefault(node, {})[(ns, name)] = PodEntry(ns, name, offset, manifest)
-    return out
 
 
 def _diff(have: dict[PodKey, PodEntry], want: dict[PodKey, PodEntry]) -> str:

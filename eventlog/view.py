@@ -7,16 +7,24 @@ view, the node's digest and whatever the caller records commit together.
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 
 import lmdb
 
 from eventlog.digest import pod_hash_bytes
-from eventlog.encoding import decode_node, decode_view_value, encode_node, encode_view_value, split_view_key, view_key
+from eventlog.encoding import (
+    KEY_SEP,
+    decode_node,
+    decode_view_value,
+    encode_node,
+    encode_view_value,
+    join_key,
+    split_view_key,
+    view_key,
+    view_value_hash,
+)
 from eventlog.records import NodeState, PodEntry, PodKey
 
-_HASH = struct.Struct(">Q")  # the pod hash stored after the offset in a view value
 _DELETED = (0, 0, b"")  # a pending delete (offsets start at 1)
 
 
@@ -68,7 +76,7 @@ class ViewWriter:
         t = self.tracked.get(node)
         if t is None:
             name = node.encode()
-            t = self.tracked[node] = (self.node(node), name, name + b"\0")
+            t = self.tracked[node] = (self.node(node), name, name + KEY_SEP)
         return t
 
     def change(self, counter: NodeCounter, key: bytes, offset: int, new_hash: int | None, manifest: bytes = b"",
@@ -86,7 +94,7 @@ class ViewWriter:
         else:
             old = self.txn.get(key, db=self.view_db)
             present = old is not None
-            old_hash = _HASH.unpack_from(old, 8)[0] if present else 0
+            old_hash = view_value_hash(old)[0] if present else 0
         if new_hash is not None:
             if skip_same and present and old_hash == new_hash:
                 return False
@@ -115,10 +123,11 @@ class ViewWriter:
         c = self.node(node)
         c.digest, c.pod_count = 0, 0
         items = []
+        name = node.encode()
         for p in pods:
             ns, nm = p.namespace.encode(), p.name.encode()
             h = pod_hash_bytes(ns, nm, p.manifest)
-            items.append((b"".join((prefix, ns, b"\0", nm)), encode_view_value(p.offset, h, p.manifest)))
+            items.append((join_key((name, ns, nm)), encode_view_value(p.offset, h, p.manifest)))
             c.digest ^= h
             c.pod_count += 1
         items.sort()
@@ -164,6 +173,16 @@ def read_pods(txn: lmdb.Transaction, view_db: lmdb._Database, node: str) -> dict
         _, ns, name = split_view_key(k)
         offset, _, manifest = decode_view_value(v)
         out[(ns, name)] = PodEntry(ns, name, offset, manifest)
+    return out
+
+
+def read_all_pods(txn: lmdb.Transaction, view_db: lmdb._Database) -> dict[str, dict[PodKey, PodEntry]]:
+    """Every node's pods in a view-shaped database (a view, or the log's base), read in the caller's transaction."""
+    out: dict[str, dict[PodKey, PodEntry]] = {}
+    for k, v in txn.cursor(db=view_db):
+        node, ns, name = split_view_key(k)
+        offset, _, manifest = decode_view_value(v)
+        out.setdefault(node, {})[(ns, name)] = PodEntry(ns, name, offset, manifest)
     return out
 
 

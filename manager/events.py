@@ -1,8 +1,8 @@
 """Kubernetes Events (events.k8s.io/v1) about EdgeNodes, for `kubectl describe edgenode`.
 
 Owns what is worth an Event (agent connected/disconnected, snapshot sent, pod rejected,
-manifests failing), their correlation, and the worker thread that writes them. Writing is a
-sink given by the daemon (the kubernetes client), so this module imports neither grpc nor
+manifests failing), their correlation, and the worker thread that writes them. Writing is an
+EventSink given by the daemon (kubeapi.ApiEventSink), so this module imports neither grpc nor
 the kubernetes client.
 
 Semantics: client-go's `tools/record` correlator (events_cache.go), applied to
@@ -36,6 +36,7 @@ from typing import Any, Protocol
 
 from loguru import logger
 
+from eventlog import SnapshotCause
 from manager.recording import DesiredNode, EdgeNodeKey
 
 REPORTING_CONTROLLER = "edge.k8s.io/edge-manager"
@@ -395,9 +396,9 @@ class EdgeNodeEvents:
             self._node(node, EventType.NORMAL, Reason.AGENT_DISCONNECTED,
                        "agent disconnected; another agent of this node is still connected")
 
-    def snapshot_sent(self, node: str, *, reason: str) -> None:
+    def snapshot_sent(self, node: str, *, cause: SnapshotCause) -> None:
         """The agent got a snapshot instead of events."""
-        self._node(node, EventType.NORMAL, Reason.SNAPSHOT_SENT, f"snapshot sent: {reason}")
+        self._node(node, EventType.NORMAL, Reason.SNAPSHOT_SENT, f"snapshot sent: {cause.text}")
 
     def reported(self, node: str, *, manifests_ok: bool, message: str) -> None:
         """The agent reconciled its manifests; a new failure is worth an Event."""

@@ -364,7 +364,7 @@ async def run(s: ManagerSettings) -> int:
         logger.info("retention: {}", describe_retention(s.store.retention, s.store.compaction_interval))
         daemon = Daemon(
             admission=NamespaceAdmission(default_policy=default_policy),
-            store=store, api=api, custom=client.CustomObjectsApi(api), core=client.CoreV1Api(api),
+            store=store, custom=client.CustomObjectsApi(api), core=client.CoreV1Api(api),
             namespace=s.kube.namespace, retention=s.store.retention,
             events=client.EventsV1Api(api), reporting_instance=f"edge-manager-{socket.gethostname()}",
             compaction_interval=s.store.compaction_interval,

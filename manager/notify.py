@@ -1,7 +1,7 @@
 """In-process wakeups from the recorder to the sync streams of the nodes it appended for.
 
 Owns the per-node subscriber sets. Imports neither grpc nor kubernetes: the
-recorder calls notify() after each append, so streams never poll the store.
+recorder calls notify_threadsafe() after each append, so streams never poll the store.
 """
 
 from __future__ import annotations
@@ -34,12 +34,6 @@ class LogNotifier:
         """Wake the streams of these nodes; must be called on the loop thread."""
         for node in set(nodes):
             for event in self._waiters.get(node, ()):
-                event.set()
-
-    def notify_all(self) -> None:
-        """Wake every stream (after a bulk change such as a relist); loop thread only."""
-        for waiters in self._waiters.values():
-            for event in waiters:
                 event.set()
 
     def notify_threadsafe(self, nodes: Iterable[str]) -> None:

@@ -22,8 +22,8 @@ Decisions:
   by its index (`spec.pods[3]`), as is a second pod of the same name.
 - An unexpected exception while handling one object is logged, counted (`on_error`) and
   retried for that object alone (a StoreFullError is not one object's: it propagates, and
-  the daemon stops recording until a relist succeeds) with exponential backoff (manager.retrying); the others are
-  handled as usual. During a relist, an object that raises keeps its last recorded pods
+  manager.intake stops recording until a relist succeeds) with exponential backoff (manager.retrying); the others
+  are handled as usual. During a relist, an object that raises keeps its last recorded pods
   (its view entries are neither diffed nor deleted) until a retry or a newer event succeeds:
   a bug triggered by one object must not empty that node.
 - A `pod_check` (manager.admitting: Pod Security and tenancy of the EdgeNode's namespace) may
@@ -241,7 +241,7 @@ class Recorded:
 class Recorder:
     """Appends EdgeNode changes to the LogStore and tells the sync service which nodes moved.
 
-    Called from the watch thread, and from the daemon's retry thread (`retry_due`): one
+    Called from the watch thread, and from the intake's retry thread (`retry_due`): one
     handling lock orders them, so a retry never overtakes a newer event of its object.
     `close()` from the shutdown path waits for an in-flight append.
     """

@@ -1,8 +1,9 @@
 """EdgeNode status: what agents and kubelet report, coalesced into few status-subresource writes.
 
-Owns the AgentObserver the sync service calls (connected/acknowledged/reported/disconnected/
-snapshot_sent), the phase and condition rules, and the write budget. Writing itself is a
-callable given by main (a merge patch through the kubernetes client), so this module
+Owns what the status knows of each node's agent (told by agent_activity.AgentActivity:
+connected/acknowledged/reported/disconnected) and of the mirror pods, the phase and
+condition rules, and the write budget. Writing itself is a PatchFn given by the daemon
+(kubeapi.StatusPatcher, a merge patch through the kubernetes client), so this module
 imports neither grpc nor the kubernetes client.
 
 Budget: a status write happens only when the status means something new (phase, offsets,
@@ -87,6 +88,17 @@ class EdgeNodeState:
     transitions: dict[str, tuple[str, str]] = field(default_factory=dict)  # type -> (status, lastTransitionTime)
 
 
+def mirror_pod_key(pod: Mapping[str, Any]) -> tuple[str, str]:
+    """(namespace, name) of a Pod as the API returns it."""
+    meta = pod.get("metadata") or {}
+    return (meta.get("namespace") or "", meta.get("name") or "")
+
+
+def pod_running(pod: Mapping[str, Any]) -> bool:
+    """Whether a Pod's phase is Running."""
+    return ((pod.get("status") or {}).get("phase")) == "Running"
+
+
 def _now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -97,7 +109,7 @@ def _meaningful(status: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class StatusWriter:
-    """The sync service's AgentObserver and the single writer of EdgeNode status."""
+    """The single writer of EdgeNode status."""
 
     def __init__(
         self,
@@ -129,7 +141,12 @@ class StatusWriter:
         """Per-node agent state (for metrics)."""
         return self._agents
 
-    # -- AgentObserver (called on the event loop by the sync service) ---------------
+    def node_lag(self) -> dict[str, int]:
+        """Per node whose agent acknowledged anything: events of the node it has not acknowledged (metrics)."""
+        return {node: max(0, self._head_offset(node) - agent.synced_offset)
+                for node, agent in list(self._agents.items()) if agent.synced_offset is not None}
+
+    # -- what agents do (called on the event loop, relayed from the sync streams) ---
 
     def connected(self, node: str, *, peer: str) -> None:
         """An agent opened a stream for its node."""
@@ -160,9 +177,6 @@ class StatusWriter:
         a.connected = max(0, a.connected - 1)
         a.last_seen = self._now_iso()
         self._touch_node(node)
-
-    def snapshot_sent(self, node: str, *, reason: str) -> None:
-        """A snapshot went to the agent (counted by metrics; the ack that follows moves the status)."""
 
     # -- desired state (called on the event loop, relayed from the watch threads) ----
 
@@ -216,6 +230,11 @@ class StatusWriter:
             for i, ch in enumerate(name):
                 if ch == "-" and (namespace, name[i + 1:]) in self._edgenodes:
                     self._mark((namespace, name[i + 1:]))
+
+    def mirror_pod_changed(self, pod: Mapping[str, Any], *, deleted: bool) -> None:
+        """A mirror pod as the watch saw it (a dict of the API's Pod)."""
+        ns, name = mirror_pod_key(pod)
+        self.mirror_pod(ns, name, running=None if deleted else pod_running(pod))
 
     def mirror_pods_listed(self, pods: Mapping[tuple[str, str], bool]) -> None:
         """A full list of mirror pods."""

@@ -12,15 +12,25 @@ import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Concatenate, ParamSpec, Protocol
 
 import grpc
 from loguru import logger
 
 from edgecommon.keepalive import KEEPALIVE_TIME_MS, KEEPALIVE_TIMEOUT_MS, SILENT_HEARTBEATS
-from eventlog import RECORD_FORMAT, CompactedError, LogStore, SnapshotPlan, encode_entry, event_offset, format_digest
+from eventlog import (
+    RECORD_FORMAT,
+    CompactedError,
+    LogStore,
+    SnapshotCause,
+    SnapshotPlan,
+    SnapshotReason,
+    encode_entry,
+    event_offset,
+    format_digest,
+)
 from manager.identity import NodeIdentity, certificate_node, describe, node_name_problem
 from manager.notify import LogNotifier
 from manager.streams import DEFAULT_MAX_STREAMS, StreamTable
@@ -31,6 +41,7 @@ MAX_REPORT_MESSAGE_BYTES = 1024  # an agent's report message is cut to this befo
 MAX_LOG_ID_CHARS = 64  # a log_id is 32 hex digits; anything longer is not one of ours
 _TRUNCATED = "... (truncated)"
 HELLO_TIMEOUT_SECONDS = 30.0  # a connection that never says Hello does not hold a stream forever
+_P = ParamSpec("_P")  # what an AgentObserver method takes after the node
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -67,7 +78,10 @@ class SyncSettings:
 
 
 class AgentObserver(Protocol):
-    """What the manager's status code learns from the sync streams (called on the loop thread)."""
+    """What the rest of the manager learns from the sync streams (called on the loop thread).
+
+    A failing call is logged by the session and never ends the stream.
+    """
 
     def connected(self, node: str, *, peer: str) -> None: ...
 
@@ -77,10 +91,10 @@ class AgentObserver(Protocol):
 
     def disconnected(self, node: str) -> None: ...
 
-    def snapshot_sent(self, node: str, *, reason: str) -> None: ...
+    def snapshot_sent(self, node: str, *, cause: SnapshotCause) -> None: ...
 
 
-class NullObserver:
+class NullObserver(AgentObserver):
     """An observer that ignores everything (tests, or a manager without status writing)."""
 
     def connected(self, node: str, *, peer: str) -> None:
@@ -95,7 +109,7 @@ class NullObserver:
     def disconnected(self, node: str) -> None:
         """Ignore."""
 
-    def snapshot_sent(self, node: str, *, reason: str) -> None:
+    def snapshot_sent(self, node: str, *, cause: SnapshotCause) -> None:
         """Ignore."""
 
 
@@ -147,7 +161,7 @@ class AgentSession:
         self._sent = 0  # newest offset sent (an event or a snapshot's S)
         self._acked = 0  # newest acknowledged offset
         self._in_flight: deque[int] = deque()  # offsets of events sent but not acknowledged
-        self._snapshot_reason: str | None = None  # set: send a snapshot next
+        self._snapshot_cause: SnapshotCause | None = None  # set: send a snapshot next
         self._snapshot_outstanding = 0  # S of a snapshot sent but not yet acknowledged (0: none)
         self._stale_acks_at_s = 0  # acks of S still due for events sent before that snapshot
         self._last_sent = time.monotonic()
@@ -178,7 +192,7 @@ class AgentSession:
         self._last_received = time.monotonic()
         self.notifier.subscribe(self.node, self._wake)
         reader = asyncio.create_task(self._read(requests), name=f"sync-read-{self.node}")
-        self._call("connected", peer=context.peer())
+        self._tell(self.observer.connected, peer=context.peer())
         try:
             try:
                 async for message in self._serve(hello, context):
@@ -203,7 +217,7 @@ class AgentSession:
         """Stop being the node's stream: no wakeups, no live slot, the observer hears the disconnect once."""
         self.notifier.unsubscribe(self.node, self._wake)
         self.table.release(self.node, self)
-        self._call("disconnected")
+        self._tell(self.observer.disconnected)
 
     def replace(self, *, by_peer: str) -> None:
         """A newer stream of this node took over (e.g. the agent reconnected after a half-open connection)."""
@@ -255,7 +269,7 @@ class AgentSession:
 
     async def _serve(self, hello: pb.Hello, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ManagerMessage]:
         """Welcome, then snapshots, batches and heartbeats until an error or the agent leaves."""
-        reason = self.store.resume_reason(
+        cause = self.store.resume_reason(
             self.node, log_id=hello.log_id, applied_offset=hello.applied_offset, digest=hello.digest
         )
         state = self.store.node_state(self.node)
@@ -267,7 +281,7 @@ class AgentSession:
             window=self.settings.window,
             heartbeat_seconds=max(1, math.ceil(self.settings.heartbeat_seconds)),
         )
-        if reason is None:
+        if cause is None:
             welcome.mode = pb.Welcome.RESUME
             self._sent = self._acked = hello.applied_offset
             logger.info(
@@ -275,28 +289,28 @@ class AgentSession:
             )
             # the resume position is applied (resume_reason checked its digest): an agent already at the
             # head sends no Ack, so without this its EdgeNode keeps the syncedOffset of before a restart
-            self._call("acknowledged", applied_offset=hello.applied_offset, digest=hello.digest)
+            self._tell(self.observer.acknowledged, applied_offset=hello.applied_offset, digest=hello.digest)
             yield pb.ManagerMessage(welcome=welcome)
         else:
             # the snapshot's keys are read now, so Welcome can name its S; manifests follow as chunks are sent
             plan = self.store.snapshot_plan(self.node)
             welcome.mode = pb.Welcome.SNAPSHOT
             welcome.snapshot_offset = plan.offset
-            welcome.reason = reason
+            welcome.reason = cause.text  # the words, not the label: the wire field stays free text
             logger.info(
-                "agent {} connected from {}: snapshot at {} ({})", self.node, context.peer(), plan.offset, reason
+                "agent {} connected from {}: snapshot at {} ({})", self.node, context.peer(), plan.offset, cause
             )
             yield pb.ManagerMessage(welcome=welcome)
-            for message in self._snapshot_messages(plan, reason):
+            for message in self._snapshot_messages(plan, cause):
                 yield message
         while True:
             if self._error is not None or self._ended:
                 return
-            if self._snapshot_reason is not None:
-                reason, self._snapshot_reason = self._snapshot_reason, None
+            if self._snapshot_cause is not None:
+                cause, self._snapshot_cause = self._snapshot_cause, None
                 plan = self.store.snapshot_plan(self.node)
-                logger.info("agent {}: snapshot at {} ({})", self.node, plan.offset, reason)
-                for message in self._snapshot_messages(plan, reason):
+                logger.info("agent {}: snapshot at {} ({})", self.node, plan.offset, cause)
+                for message in self._snapshot_messages(plan, cause):
                     yield message
                 continue
             self._wake.clear()  # cleared before reading: a notify from now on wakes the wait below
@@ -306,7 +320,7 @@ class AgentSession:
                 if batch is not None:
                     yield batch
                     continue
-                if self._snapshot_reason is not None:  # compacted under us: the snapshot goes now
+                if self._snapshot_cause is not None:  # compacted under us: the snapshot goes now
                     continue
             silent = time.monotonic() - self._last_received
             if self._answers_heartbeats and silent > SILENT_HEARTBEATS * self.settings.heartbeat_seconds:
@@ -332,7 +346,7 @@ class AgentSession:
         try:
             raw = self.store.read_node_raw(self.node, after=self._sent, limit=limit)
         except CompactedError:
-            self._snapshot_reason = f"offset {self._sent} was compacted"
+            self._snapshot_cause = SnapshotCause(SnapshotReason.COMPACTED, f"offset {self._sent} was compacted")
             return None
         if not raw:
             return None
@@ -350,7 +364,7 @@ class AgentSession:
             batch=pb.EventBatch(events=raw, head_offset=state.head_offset if state else self._sent)
         )
 
-    def _snapshot_messages(self, plan: SnapshotPlan, reason: str) -> Iterator[pb.ManagerMessage]:
+    def _snapshot_messages(self, plan: SnapshotPlan, cause: SnapshotCause) -> Iterator[pb.ManagerMessage]:
         """The chunks of one snapshot, each read from the store when the previous one was sent.
 
         The plan fixed the pods and their offsets, so the chunks form the view as of S however
@@ -362,7 +376,7 @@ class AgentSession:
         self._stale_acks_at_s = 1 if self._sent == plan.offset and self._acked < self._sent else 0
         self._sent = max(self._sent, plan.offset)
         self._snapshot_outstanding = plan.offset
-        self._call("snapshot_sent", reason=reason)
+        self._tell(self.observer.snapshot_sent, cause=cause)
         start = 0
         while True:
             if self._error is not None:  # replaced, or the agent broke the protocol: stop reading the store
@@ -414,8 +428,8 @@ class AgentSession:
             self._ack(message.ack.applied_offset, message.ack.digest)
         elif kind == "report":
             r = message.report
-            self._call(
-                "reported", manifests_ok=r.manifests_ok, message=bounded_message(r.message),
+            self._tell(
+                self.observer.reported, manifests_ok=r.manifests_ok, message=bounded_message(r.message),
                 managed_manifests=r.managed_manifests,
             )
         elif kind == "hello":
@@ -442,20 +456,24 @@ class AgentSession:
         else:
             self._snapshot_outstanding = 0
             expected = self.store.digest_at(self.node, offset)
-            if expected is not None and expected != digest and self._snapshot_reason is None:
+            if expected is not None and expected != digest and self._snapshot_cause is None:
                 logger.warning(
                     "agent {}: digest {} at offset {} differs from the log's {}",
                     self.node, format_digest(digest), offset, format_digest(expected),
                 )
-                self._snapshot_reason = "digest mismatch"
-        self._call("acknowledged", applied_offset=offset, digest=digest)
+                self._snapshot_cause = SnapshotCause(SnapshotReason.DIGEST_MISMATCH, "digest mismatch")
+        self._tell(self.observer.acknowledged, applied_offset=offset, digest=digest)
         self._wake.set()
 
-    def _call(self, method: str, **kwargs: object) -> None:
-        """Tell the observer; its failures are logged, never end a stream. A replaced stream tells nothing."""
+    def _tell(self, event: Callable[Concatenate[str, _P], None], /, *args: _P.args, **kwargs: _P.kwargs) -> None:
+        """Call one AgentObserver method for this node; its failures are logged, never end a stream.
+
+        A replaced stream tells nothing (its successor speaks for the node).
+        """
         if self._replaced:
             return
         try:
-            getattr(self.observer, method)(self.node, **kwargs)
+            event(self.node, *args, **kwargs)
         except Exception as exc:  # noqa: BLE001
-            logger.error("observer {} failed for node {}: {}", method, self.node, exc)
+            name = getattr(event, "__name__", event)  # for the log line only
+            logger.error("observer {} failed for node {}: {}", name, self.node, exc)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from eventlog import CompactedError, LogStore, OffsetOutOfRangeError, digest_of
+from eventlog import CompactedError, LogStore, OffsetOutOfRangeError, SnapshotCause, SnapshotReason, digest_of
 from eventlog.replay import log_state_at
 from tests.kit.builders import delete, put
 
@@ -51,12 +51,17 @@ def test_resume_or_snapshot_decisions(tmp_path):
             store.append([put("edge01", "a", v)])
         d3 = store.digest_at("edge01", 3)
         assert store.resume_reason("edge01", log_id=store.log_id, applied_offset=3, digest=d3) is None
-        assert store.resume_reason("edge01", log_id=store.log_id, applied_offset=3, digest=d3 ^ 1) == "digest mismatch"
-        assert store.resume_reason("edge01", log_id="", applied_offset=0, digest=0) == "empty replica"
-        assert store.resume_reason("edge01", log_id="other", applied_offset=3, digest=d3) == "unknown log_id"
-        assert "beyond" in store.resume_reason("edge01", log_id=store.log_id, applied_offset=9, digest=0)
+        assert store.resume_reason("edge01", log_id=store.log_id, applied_offset=3, digest=d3 ^ 1) == SnapshotCause(
+            SnapshotReason.DIGEST_MISMATCH, "digest mismatch")
+        assert store.resume_reason("edge01", log_id="", applied_offset=0, digest=0) == SnapshotCause(
+            SnapshotReason.EMPTY_REPLICA, "empty replica")
+        assert store.resume_reason("edge01", log_id="other", applied_offset=3, digest=d3) == SnapshotCause(
+            SnapshotReason.UNKNOWN_LOG_ID, "unknown log_id")
+        assert store.resume_reason("edge01", log_id=store.log_id, applied_offset=9, digest=0) == SnapshotCause(
+            SnapshotReason.BEYOND_HEAD, "applied offset 9 is beyond the node's head 5")
         store.compact(keep_last=1)
-        assert "compacted" in store.resume_reason("edge01", log_id=store.log_id, applied_offset=2, digest=0)
+        assert store.resume_reason("edge01", log_id=store.log_id, applied_offset=2, digest=0) == SnapshotCause(
+            SnapshotReason.COMPACTED, "offset 2 was compacted")
         with pytest.raises(CompactedError):
             store.check_offset(2)
         store.check_offset(4)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import grpc
 
-from eventlog import Change, Event, LogStore
+from eventlog import Change, Event, LogStore, SnapshotCause
 from manager.sync_service import LogNotifier, NullObserver, ServerTls, SyncSettings, create_server
 from tests.kit.processes import free_port
 
@@ -46,8 +46,8 @@ class RecordingObserver(NullObserver):
     def disconnected(self, node: str) -> None:
         self.calls.append(("disconnected", node, {}))
 
-    def snapshot_sent(self, node: str, *, reason: str) -> None:
-        self.calls.append(("snapshot_sent", node, {"reason": reason}))
+    def snapshot_sent(self, node: str, *, cause: SnapshotCause) -> None:
+        self.calls.append(("snapshot_sent", node, {"reason": cause.text, "label": cause.reason.value}))
 
     def of(self, kind: str, node: str | None = None) -> list[dict[str, object]]:
         """Arguments of the calls of one kind (for one node)."""
@@ -66,7 +66,7 @@ class RecordingObserver(NullObserver):
 
     @property
     def snapshots(self) -> list[tuple[str, str]]:
-        """(node, reason) of each snapshot sent."""
+        """(node, reason in words) of each snapshot sent."""
         return [(n, kw["reason"]) for k, n, kw in self.calls if k == "snapshot_sent"]  # type: ignore[misc]
 
 

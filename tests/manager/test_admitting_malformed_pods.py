@@ -278,17 +278,17 @@ class TestDaemonHandlingOneObject:
         from manager.sync_service import SyncSettings
         from manager.watching import Changed, Listed
 
-        daemon = Daemon(store=store, api=None, custom=None, core=None, namespace=None, retention=None,
+        daemon = Daemon(store=store, custom=None, core=None, namespace=None, retention=None,
                         compaction_interval=60, status_refresh_seconds=90, sync_settings=SyncSettings())
 
         def boom(obj):
             raise RuntimeError("a bug outside the recorder's own guard")
 
         monkeypatch.setattr(daemon.recorder, "changed", boom)
-        daemon._handle_edgenode(Changed("MODIFIED", edgenode("edge01", "boom", pod("a"))))
+        daemon.intake.edgenode_item(Changed("MODIFIED", edgenode("edge01", "boom", pod("a"))))
         assert daemon.metrics.object_errors._value.get() == 1
         assert daemon.recorder.retries.pending() == {("boom", "edge01")}
         monkeypatch.undo()
-        daemon._handle_edgenode(Listed([edgenode("edge01", "boom", pod("a")), edgenode("edge02", "ok", pod("b"))], "9"))
-        assert daemon.ready() is False and daemon._listed.is_set()  # listed (ready once serving agents)
+        daemon.intake.edgenode_item(Listed([edgenode("edge01", "boom", pod("a")), edgenode("edge02", "ok", pod("b"))], "9"))
+        assert daemon.ready() is False and daemon.intake.edgenodes_listed.is_set()  # listed (ready once serving agents)
         assert set(store.pods("edge01")) == {("boom", "a")} and daemon.recorder.retries.pending() == set()

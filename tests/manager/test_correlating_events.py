@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from loguru import logger
 
-from eventlog import Source
+from eventlog import SnapshotCause, SnapshotReason, Source
 from manager.events import (
     AGGREGATE_PREFIX,
     Correlator,
@@ -249,7 +249,7 @@ def test_node_events_go_to_each_edgenode_of_the_node_and_wait_for_the_first_list
     assert rec.wait_idle() and sink.calls == []
     ev.edgenode_listed([_desired("a", "edge01", "u1"), _desired("b", "edge01", "u2"), _desired("a", "edge02", "u3")])
     ev.disconnected("edge01", offline=True)
-    ev.snapshot_sent("edge02", reason="empty replica")
+    ev.snapshot_sent("edge02", cause=SnapshotCause(SnapshotReason.EMPTY_REPLICA, "empty replica"))
     ev.edgenode_deleted(("b", "edge01"))
     ev.disconnected("edge01", offline=False)
     assert rec.wait_idle()

@@ -38,7 +38,7 @@ def test_diverged_replica_at_hello_gets_a_snapshot(store: LogStore, tmp_path: Pa
             task = asyncio.create_task(client.run())
             try:
                 await wait_until(lambda: client.snapshots_installed == 1, what="healing snapshot")
-                assert s.observer.of("snapshot_sent", "edge01") == [{"reason": "digest mismatch"}]
+                assert s.observer.of("snapshot_sent", "edge01") == [{"reason": "digest mismatch", "label": "digest"}]
                 assert replica.state().digest == store.node_state("edge01").digest
                 assert ("default", "intruder") not in replica.pods()
             finally:

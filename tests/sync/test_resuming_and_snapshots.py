@@ -132,7 +132,8 @@ def test_snapshot_replaces_the_replica_so_removed_pods_are_gone(store: LogStore,
                 assert client.snapshots_installed == 1
                 assert set(n for _, n in replica.pods()) == {"p3", "p4", "new"}
                 assert replica.state().digest == store.node_state("edge01").digest
-                assert "compacted" in s.observer.of("snapshot_sent", "edge01")[0]["reason"]
+                sent = s.observer.of("snapshot_sent", "edge01")[0]
+                assert "compacted" in sent["reason"] and sent["label"] == "compacted"
             finally:
                 task.cancel()
 
