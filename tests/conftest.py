@@ -46,7 +46,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.kit.crd import CRD_FILE, wait_established  # noqa: E402
+from tests.kit.crd import install_crd  # noqa: E402
 from tools.controlplane import BUILD_SCRIPT, ControlPlane, KubectlError, build_binaries  # noqa: E402
 
 
@@ -127,8 +127,7 @@ class CRDInfo:
 @pytest.fixture(scope="session")
 def edgenode_crd(control_plane) -> CRDInfo:
     info = CRDInfo()
-    control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", CRD_FILE)
-    wait_established(control_plane, info.name)
+    install_crd(control_plane)
     return info
 
 

@@ -21,9 +21,8 @@ import uuid
 
 import pytest
 
-from tests.kit.crd import wait_established
+from tests.kit.crd import install_crd
 from tests.kit.harness import EdgeSystem, delete_all_edgenodes
-from tests.kit.processes import REPO
 from tests.kit.toxiproxy import ToxiproxyServer, build_toxiproxy
 from tools.controlplane import ControlPlane, build_binaries
 
@@ -43,8 +42,7 @@ def e2e_control_plane(tmp_path_factory):
     cp = ControlPlane(tmp_path_factory.mktemp("e2e-controlplane"), bin_dir=build_binaries(), pdeathsig=False)
     cp.start()
     try:
-        cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", REPO / "crd" / "edgenode.yaml")
-        wait_established(cp)
+        install_crd(cp)
         yield cp
     finally:
         cp.stop()
@@ -61,8 +59,7 @@ def nocache_control_plane(tmp_path):
                       pdeathsig=False)
     cp.start()
     try:
-        cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", REPO / "crd" / "edgenode.yaml")
-        wait_established(cp)
+        install_crd(cp)
         for n in ("e2e-a", "e2e-b"):
             cp.kubectl("create", "namespace", n)
         yield cp

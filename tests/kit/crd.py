@@ -17,6 +17,12 @@ def wait_established(cp, name: str = "edgenodes.edge.k8s.io", timeout: float = 6
     _wait(cp.kubectl, name, timeout)
 
 
+def install_crd(cp) -> None:
+    """Apply crd/edgenode.yaml (server-side, taking over any field manager) and wait until it is Established."""
+    cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", CRD_FILE)
+    wait_established(cp)
+
+
 AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: ["RequestReceived"]
