@@ -27,6 +27,7 @@ from manager.intake import Intake
 from manager.kubeapi import GROUP, PLURAL, VERSION, ApiEventSink, CoreApi, CustomObjectsApi, EventsApi, StatusPatcher
 from manager.metrics import Metrics, serve
 from manager.recording import MANAGED_BY_LABEL, MANAGED_BY_VALUE, DesiredNode, Recorder
+from manager.refusals import REFUSED_LABEL, NodeRefusals, RefusalChange
 from manager.status import StatusSettings, StatusWriter, mirror_pod_key, pod_running
 from manager.sync_service import BindProblem, LogNotifier, ServerTls, SyncSettings, create_server
 from manager.watching import Changed, Listed, ListFn, WatchSettings, WatchStats, watch_forever
@@ -114,6 +115,7 @@ class Daemon:
         )
         self.intake = Intake(recorder=self.recorder, admission=self.admission, head_offset=lambda: store.head_offset,
                              on_object_error=self.metrics.object_errors.inc)
+        self.refusals = NodeRefusals()  # EdgeNodes labelled edge.k8s.io/agent-refused (docs/joining.md)
 
     # -- start and stop -------------------------------------------------------------
 
@@ -128,7 +130,7 @@ class Daemon:
             raise BindError("sync", exc.reason) from None
         await self._server.start()
         host = sync_address.rpartition(":")[0] or "[::]"
-        mode = "plaintext" if tls is None else ("mTLS" if tls.client_ca_file else "TLS")
+        mode = "plaintext" if tls is None else ("mTLS" if tls.checks_clients else "TLS")
         logger.info("Starting sync service api server: listening on {}:{} ({})", host, port, mode)
         self.sync_port = port
         self.metrics.add_live(
@@ -210,9 +212,34 @@ class Daemon:
             list_fn, kwargs = self._custom.list_namespaced_custom_object, {"namespace": self._namespace}
         else:
             list_fn, kwargs = self._custom.list_cluster_custom_object, {}
-        watch_forever(list_fn, handle=self.intake.edgenode_item, settings=self._watch_settings,
+        watch_forever(list_fn, handle=self._edgenode_item, settings=self._watch_settings,
                       stats=self.edgenode_stats, stop=self._stop_threads, what="EdgeNodes",
                       group=GROUP, version=VERSION, plural=PLURAL, **kwargs)
+
+    def _edgenode_item(self, item: Listed | Changed) -> None:
+        """Refused nodes follow their EdgeNode's label (a newly refused node's live stream ends at once); then
+        the intake records the item."""
+        change = (self.refusals.listed(item.objects) if isinstance(item, Listed)
+                  else self.refusals.changed(item.type, item.object))
+        if change:
+            self._to_loop(self._apply_refusals, change)
+        self.intake.edgenode_item(item)
+
+    def join_refused(self, node: str, message: str) -> None:
+        """A JoinRefused Event on the node's EdgeNodes (from a join server thread)."""
+        events = self.events
+        if events is not None:
+            self._to_loop(lambda: events.join_refused(node, message=message))
+
+    def _apply_refusals(self, change: RefusalChange) -> None:
+        table = self._server.stream_table
+        table.allow_nodes(change.allowed)
+        for node in sorted(change.allowed):
+            logger.info("node {} is no longer refused (label {} removed)", node, REFUSED_LABEL)
+        for node in sorted(change.refused):
+            logger.warning("node {} is refused (label {}=true on its EdgeNode): its stream is dropped, its joins "
+                           "and renewals are refused", node, REFUSED_LABEL)
+        table.refuse_nodes(change.refused, why=f"node refused: its EdgeNode has the label {REFUSED_LABEL}=true")
 
     def _watch_mirror_pods(self) -> None:
         selector = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"

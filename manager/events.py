@@ -62,6 +62,7 @@ class Reason(StrEnum):
     SNAPSHOT_SENT = "SnapshotSent"
     POD_REJECTED = "PodRejected"
     MANIFESTS_FAILING = "ManifestsFailing"
+    JOIN_REFUSED = "JoinRefused"
 
 
 _ACTIONS = {  # what the manager (or its agent) was doing when it happened
@@ -70,6 +71,7 @@ _ACTIONS = {  # what the manager (or its agent) was doing when it happened
     Reason.SNAPSHOT_SENT: "Sync",
     Reason.POD_REJECTED: "Record",
     Reason.MANIFESTS_FAILING: "Reconcile",
+    Reason.JOIN_REFUSED: "Join",
 }
 
 
@@ -409,6 +411,10 @@ class EdgeNodeEvents:
         if not manifests_ok:
             self._node(node, EventType.WARNING, Reason.MANIFESTS_FAILING,
                        f"the agent cannot write its manifests: {message or 'no reason given'}")
+
+    def join_refused(self, node: str, *, message: str) -> None:
+        """An authenticated join or renewal of the node was refused (docs/joining.md)."""
+        self._node(node, EventType.WARNING, Reason.JOIN_REFUSED, message)
 
     # -- EdgeNodes (rejections on the watch thread, the rest on the loop) -----------
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import re
 import signal
@@ -38,6 +39,8 @@ from edgecommon.usage import Parser, UsageError, flag_value, report_usage_error
 from manager.identity import NodeIdentity
 from manager.podsecurity import ENFORCE_VERSION_LABEL, Level, Policy, policy_of
 from manager.settings import (
+    Approval,
+    JoinSettings,
     KubeSettings,
     ManagerSettings,
     Retention,
@@ -129,6 +132,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--default-pod-security-version", default="latest", metavar="VERSION",
                    help="Pod Security version for namespaces without the enforce-version label: latest or v1.N "
                         "(default latest)")
+    # joining (docs/joining.md): agents get their certificates with a bootstrap token
+    p.add_argument("--agent-ca-secret", default=None, metavar="NAMESPACE/NAME",
+                   help="a kubernetes.io/tls Secret holding the CA that signs agents' client certificates; enables "
+                        "joining with bootstrap tokens, and the sync service trusts this CA too")
+    p.add_argument("--join-server", default=":50052", metavar="ADDR",
+                   help="listen address of the HTTPS join service (default :50052; with --agent-ca-secret)")
+    p.add_argument("--join-approval", choices=[a.value for a in Approval], default="auto",
+                   help="auto (default): a valid bootstrap token approves the CSR; manual: it waits for "
+                        "kubectl certificate approve|deny")
+    p.add_argument("--agent-certificate-duration", default="8760h", metavar="DURATION",
+                   help="lifetime of the agent certificates it signs (default 8760h, as kube-controller-manager's "
+                        "--cluster-signing-duration); a CSR's expirationSeconds may shorten it")
     add_logging_flags(p)
     return p
 
@@ -157,7 +172,7 @@ def _server_tls(a: argparse.Namespace) -> ServerTls | None:
             check_pem_file(path, holds=holds)  # issue 12: a group/world-readable key is refused
         except TlsFileError as exc:
             raise UsageError(f"{flag} {exc}") from None
-    if a.client_ca_file is None and not a.allow_unauthenticated_agents:
+    if a.client_ca_file is None and not a.allow_unauthenticated_agents and a.agent_ca_secret is None:
         raise UsageError("TLS without --client-ca-file would let any client sync any node: pass --client-ca-file "
                          "(or --allow-unauthenticated-agents to accept that)")
     if a.client_ca_file is not None and a.allow_unauthenticated_agents:
@@ -166,10 +181,36 @@ def _server_tls(a: argparse.Namespace) -> ServerTls | None:
                      node_identity=NodeIdentity(a.node_identity or "kubelet"))
 
 
+def _join_settings(a: argparse.Namespace, tls: ServerTls | None) -> JoinSettings | None:
+    """Joining from the flags (docs/joining.md); None without --agent-ca-secret. Raises UsageError."""
+    if a.agent_ca_secret is None:
+        return None
+    namespace, sep, name = a.agent_ca_secret.partition("/")
+    if not sep or not is_dns1123_label(namespace) or not name or "/" in name:
+        raise UsageError(f"--agent-ca-secret: not NAMESPACE/NAME: {a.agent_ca_secret!r}")
+    if tls is None:
+        raise UsageError("--agent-ca-secret needs TLS (--tls-cert-file, --tls-private-key-file): agents join over "
+                         "HTTPS and sync with the certificates it signs")
+    if a.allow_unauthenticated_agents:
+        raise UsageError("--agent-ca-secret cannot be combined with --allow-unauthenticated-agents: the sync "
+                         "service then checks every client certificate against the agent CA")
+    if tls.node_identity is NodeIdentity.CN:
+        raise UsageError("--agent-ca-secret cannot be combined with --node-identity=cn: the agent CA issues "
+                         "kubelet-style certificates (CN=system:node:<node>, O=system:nodes)")
+    seconds = flag_value("--agent-certificate-duration", parse_duration, a.agent_certificate_duration)
+    if seconds < 60:
+        raise UsageError(f"--agent-certificate-duration must be at least 60s, got {seconds:g}s")
+    return JoinSettings(ca_namespace=namespace, ca_name=name,
+                        address=flag_value("--join-server", parse_listen_address, a.join_server),
+                        approval=Approval(a.join_approval), certificate_seconds=seconds,
+                        cert_file=tls.cert_file, key_file=tls.key_file)
+
+
 def settings_from(a: argparse.Namespace) -> ManagerSettings:
     """Check the parsed flags and build the settings tree. Raises UsageError."""
     tls = _server_tls(a)
-    if a.node_identity is not None and a.client_ca_file is None:
+    join = _join_settings(a, tls)
+    if a.node_identity is not None and a.client_ca_file is None and join is None:
         raise UsageError("--node-identity needs --client-ca-file (without it no certificate is checked)")
     if a.allow_unauthenticated_agents and a.insecure:
         raise UsageError("--allow-unauthenticated-agents is for TLS without --client-ca-file; --insecure already "
@@ -218,6 +259,7 @@ def settings_from(a: argparse.Namespace) -> ManagerSettings:
         watch_timeout_seconds=intervals["watch_timeout"],
         metrics_addr=metrics_addr,
         logging=log_settings(a),
+        join=join,
     )
 
 
@@ -299,6 +341,22 @@ def _probe(api: Any, what: str, call: Callable[[], Any]) -> None:
         raise StartupError(f"cannot reach the Kubernetes API at {host}: {why[:300]}") from None
 
 
+def load_agent_ca(api: Any, join: JoinSettings) -> tuple[Any, Any]:
+    """(CsrApi, AgentCa) of --agent-ca-secret; StartupError when the Secret cannot be read or cannot sign."""
+    from datetime import UTC, datetime
+
+    from kubernetes import client
+
+    from manager.certificates import CsrApi, SecretUnreadable
+    from manager.signing import CaError, load_ca
+
+    csrs = CsrApi(certificates=client.CertificatesV1Api(api), core=client.CoreV1Api(api))
+    try:
+        return csrs, load_ca(*csrs.tls_secret(join.ca_namespace, join.ca_name), now=datetime.now(UTC))
+    except (SecretUnreadable, CaError) as exc:
+        raise StartupError(f"--agent-ca-secret {join.ca_namespace}/{join.ca_name}: {exc}") from None
+
+
 def _lock(data_dir: Path) -> int:
     """Hold <data-dir>/manager.lock: one writer per log, or offsets would interleave. Raises StartupError."""
     try:
@@ -341,7 +399,7 @@ async def run(s: ManagerSettings) -> int:
     if tls is None:
         logger.warning("--insecure: the sync service serves plaintext gRPC without authentication; "
                        "any client can read every node's pods")
-    elif tls.client_ca_file is None:
+    elif tls.client_ca_file is None and s.join is None:
         logger.warning("--allow-unauthenticated-agents: the sync service checks no client certificate; "
                        "any client can read every node's pods and change its EdgeNode status")
     elif tls.node_identity is NodeIdentity.CN:
@@ -349,6 +407,10 @@ async def run(s: ManagerSettings) -> int:
                        "--client-ca-file must be a CA dedicated to agents")
     api = await asyncio.to_thread(api_client, s.kube)
     await asyncio.to_thread(probe_api, api, namespace=s.kube.namespace)
+    join_service = None
+    if s.join is not None:
+        csrs, agent_ca = await asyncio.to_thread(load_agent_ca, api, s.join)
+        tls = dataclasses.replace(tls, agent_ca_pem=agent_ca.certificate_pem)  # the sync service trusts it too
     store_dir = s.store.data_dir / MANAGER_SUBDIR
     lock = _lock(s.store.data_dir)  # held until exit
     try:
@@ -388,8 +450,20 @@ async def run(s: ManagerSettings) -> int:
         except OSError as exc:
             await daemon.stop()
             raise StartupError(" ".join(str(exc).split())) from None
+        if s.join is not None:
+            from manager.joining import JoinService
+
+            join_service = JoinService(api=csrs, ca=agent_ca, settings=s.join, refusals=daemon.refusals,
+                                       on_refused=daemon.join_refused)
+            try:
+                join_service.start()
+            except OSError as exc:
+                await daemon.stop()
+                raise StartupError(f"--join-server {s.join.address}: {exc.strerror or exc}") from None
         await stop.wait()
         logger.info("Stopping edge manager")
+        if join_service is not None:
+            await asyncio.to_thread(join_service.stop)
         await daemon.stop()
     finally:
         t0 = time.monotonic()

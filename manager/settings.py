@@ -6,6 +6,7 @@ Owns the shape of what the manager was told, not the parsing (main.py) nor the w
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,14 @@ class ServerTls:
     key_file: Path
     client_ca_file: Path | None = None
     node_identity: NodeIdentity = NodeIdentity.KUBELET
+    agent_ca_pem: bytes | None = None
+    """The agent CA of --agent-ca-secret (docs/joining.md), read at start: trusted for client certificates beside
+    client_ca_file."""
+
+    @property
+    def checks_clients(self) -> bool:
+        """Whether client certificates are required and name the node."""
+        return self.client_ca_file is not None or self.agent_ca_pem is not None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -78,6 +87,32 @@ class StoreSettings:
     """Write what compaction drops here first; None: no export."""
 
 
+class Approval(enum.Enum):
+    """--join-approval: who approves a join's CSR."""
+
+    AUTO = "auto"
+    """A valid bootstrap token approves it (reason AutoApproved)."""
+    MANUAL = "manual"
+    """It waits for `kubectl certificate approve|deny`."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JoinSettings:
+    """Joining agents with bootstrap tokens (docs/joining.md): on only with --agent-ca-secret."""
+
+    ca_namespace: str
+    ca_name: str
+    """The kubernetes.io/tls Secret of the agent CA."""
+    address: Address
+    """--join-server, the HTTPS join listener."""
+    approval: Approval
+    certificate_seconds: float
+    """--agent-certificate-duration; a CSR's spec.expirationSeconds may shorten it."""
+    cert_file: Path
+    key_file: Path
+    """The sync service's serving certificate and key, served on the join listener too."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ManagerSettings:
     """Everything the manager was told on its command line, checked."""
@@ -92,6 +127,8 @@ class ManagerSettings:
     metrics_addr: Address | None = None
     """None: no /metrics, /healthz, /readyz."""
     logging: LogSettings
+    join: JoinSettings | None = None
+    """None: no joining (no --agent-ca-secret)."""
 
 
 def describe_retention(r: Retention, interval: float) -> str:

@@ -7,6 +7,7 @@ one, and the once-per-reason logging of refusals. Used on the event loop thread 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol
 
 from loguru import logger
@@ -20,6 +21,8 @@ class Replaceable(Protocol):
     """A live stream that a newer stream of the same node can end."""
 
     def replace(self, *, by_peer: str) -> None: ...
+
+    def refuse(self, *, why: str) -> None: ...
 
 
 class StreamTable:
@@ -36,6 +39,7 @@ class StreamTable:
         self._live: dict[str, Replaceable] = {}
         self._per_node: dict[str, int] = {}  # claimed streams not yet finished, by node
         self._refusals: dict[str, int] = {}
+        self._refused_nodes: set[str] = set()  # nodes whose EdgeNode says edge.k8s.io/agent-refused (refusals.py)
 
     def enter(self) -> bool:
         """Admit a new stream unless the cap is reached."""
@@ -75,6 +79,22 @@ class StreamTable:
             self._per_node[node] = n
         else:
             self._per_node.pop(node, None)
+
+    def refuse_nodes(self, nodes: Iterable[str], *, why: str) -> None:
+        """Refuse new streams of `nodes` and drop their live streams at once."""
+        for node in nodes:
+            self._refused_nodes.add(node)
+            live = self._live.get(node)
+            if live is not None:
+                live.refuse(why=why)
+
+    def allow_nodes(self, nodes: Iterable[str]) -> None:
+        """Let refused nodes stream again."""
+        self._refused_nodes.difference_update(nodes)
+
+    def is_refused(self, node: str) -> bool:
+        """Whether new streams of `node` are refused."""
+        return node in self._refused_nodes
 
     def live(self, node: str) -> Replaceable | None:
         """The node's live stream, if any."""

@@ -45,9 +45,11 @@ SERVICE = "k8sedge.sync.v1.Sync"
 def tls_files(tls: ServerTls) -> ReloadingFiles[grpc.ServerCertificateConfiguration]:
     """The server's certificate, key and client CA, read again when one of the files changes."""
     def load() -> grpc.ServerCertificateConfiguration:
+        # the agent CA (docs/joining.md) is trusted beside the --client-ca-file bundle
+        roots = (tls.client_ca_file.read_bytes().rstrip(b"\n") + b"\n" if tls.client_ca_file else b"") \
+            + (tls.agent_ca_pem or b"")
         return grpc.ssl_server_certificate_configuration(
-            [(tls.key_file.read_bytes(), tls.cert_file.read_bytes())],
-            root_certificates=tls.client_ca_file.read_bytes() if tls.client_ca_file else None,
+            [(tls.key_file.read_bytes(), tls.cert_file.read_bytes())], root_certificates=roots or None,
         )
 
     paths = [p for p in (tls.cert_file, tls.key_file, tls.client_ca_file) if p is not None]
@@ -154,7 +156,7 @@ def create_server(
     Without a client CA (plaintext, or TLS alone) no node identity is checked: main refuses
     that unless --insecure or --allow-unauthenticated-agents says so.
     """
-    identity = tls.node_identity if tls is not None and tls.client_ca_file is not None else None
+    identity = tls.node_identity if tls is not None and tls.checks_clients else None
     servicer = SyncServicer(
         store=store, notifier=notifier, observer=observer, settings=settings, identity=identity,
         table=StreamTable(max_streams=settings.max_streams),

@@ -33,6 +33,7 @@ from eventlog import (
 )
 from manager.identity import NodeIdentity, certificate_node, describe, node_name_problem
 from manager.notify import LogNotifier
+from manager.refusals import REFUSED_LABEL
 from manager.streams import DEFAULT_MAX_STREAMS, StreamTable
 from proto import sync_pb2 as pb
 
@@ -181,6 +182,11 @@ class AgentSession:
             self.table.log_refusal(f"sync stream from {host} refused ({exc.code.name}): {exc.details}")
             await context.abort(exc.code, exc.details)
             return
+        if self.table.is_refused(hello.node):
+            details = f"node {hello.node} is refused (its EdgeNode has the label {REFUSED_LABEL}=true)"
+            self.table.log_refusal(f"sync stream refused (PERMISSION_DENIED): {details}")
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, details)
+            return
         if not self.table.claim(hello.node, self, peer=context.peer()):  # else an older stream of the node ends
             details = (f"node {hello.node} has {self.table.max_per_node} sync streams open that have not ended "
                        "(replaced streams whose connections neither read nor died)")
@@ -228,6 +234,12 @@ class AgentSession:
         self._error = StreamError(
             grpc.StatusCode.ABORTED, f"replaced by a newer stream for node {self.node} from {by_peer}"
         )
+        self._wake.set()
+
+    def refuse(self, *, why: str) -> None:
+        """The node was refused: end this stream now with PERMISSION_DENIED."""
+        if self._error is None:
+            self._error = StreamError(grpc.StatusCode.PERMISSION_DENIED, why)
         self._wake.set()
 
     async def _hello(self, requests: AsyncIterator[object], context: grpc.aio.ServicerContext) -> pb.Hello:

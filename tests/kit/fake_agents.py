@@ -30,7 +30,8 @@ from tests.kit.waits import wait_until
 class FakeAgent:
     """One agent stream for `node` against 127.0.0.1:port."""
 
-    def __init__(self, port: int, node: str, data_dir: Path) -> None:
+    def __init__(self, port: int, node: str, data_dir: Path, *,
+                 credentials: grpc.ChannelCredentials | None = None) -> None:
         self.node = node
         self.store_dir = Path(data_dir) / "eventlog"
         self.acked = 0
@@ -39,7 +40,9 @@ class FakeAgent:
         self._q: queue.Queue[pb.AgentMessage | None] = queue.Queue()
         self._q.put(pb.AgentMessage(hello=pb.Hello(node=node, record_format=RECORD_FORMAT, agent_version="test")))
         # its own connection, as a separate agent process has (grpc shares them between channels by default)
-        self._channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
+        options = [("grpc.use_local_subchannel_pool", 1)]
+        self._channel = (grpc.insecure_channel(f"127.0.0.1:{port}", options=options) if credentials is None
+                         else grpc.secure_channel(f"127.0.0.1:{port}", credentials, options=options))
         self._responses = pb_grpc.SyncStub(self._channel).Stream(iter(self._q.get, None))
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()

@@ -25,7 +25,8 @@ AGENT = [sys.executable, "-m", "agent.main"]
 APPENDER = Path(__file__).resolve().parent / "appender.py"  # a writer process for crash and reader tests
 
 __all__ = ["AGENT", "APPENDER", "EDGE_MANAGER", "REPO", "VENV_BIN", "Daemon", "DaemonDied", "cli_command", "command",
-           "error_lines", "free_port", "kill_group", "one_error_line", "run_agent", "run_cli", "run_manager"]
+           "error_lines", "error_log_line", "free_port", "kill_group", "one_error_line", "refused_start", "run_agent",
+           "run_cli", "run_manager", "usage_line"]
 
 # Die with the test process: setpriv sets PR_SET_PDEATHSIG=SIGKILL and execs the daemon. Not
 # preexec_fn: a fork with Python code in the child can deadlock or abort when the test process
@@ -65,6 +66,30 @@ def run_manager(*args: str, data_dir: Path, timeout: float = 60) -> subprocess.C
     """edge-manager run to its exit (it is expected to refuse to start)."""
     return subprocess.run([str(EDGE_MANAGER), "--data-dir", str(data_dir), *args],
                           capture_output=True, text=True, timeout=timeout)
+
+
+def refused_start(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    """edge-manager with a fresh --data-dir, no metrics and a sync port 0, run to its exit (a refused start)."""
+    return subprocess.run([str(EDGE_MANAGER), "--data-dir", str(tmp_path / "data"), "--metrics-addr", "",
+                           "--sync-server", "127.0.0.1:0", *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def error_log_line(res: subprocess.CompletedProcess) -> str:
+    """A start-up error: the one ERROR log line (no traceback)."""
+    assert "Traceback" not in res.stderr, res.stderr
+    errors = [line for line in res.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, res.stderr
+    return errors[0]
+
+
+def usage_line(res: subprocess.CompletedProcess) -> str:
+    """A flag mistake: the whole stderr is one line `edge-manager: error: <what>`, as edge-agent's and argparse's."""
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr, res.stderr
+    lines = res.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("edge-manager: error: "), res.stderr
+    return lines[0]
 
 
 def error_lines(text: str) -> list[str]:

@@ -47,3 +47,20 @@ def test_the_service_account_of_crd_rbac_is_enough(control_plane, edgenode_crd, 
              "an AgentDisconnected Event created and patched as the SA")
     assert "HTTP 403" not in mgr.log() and "forbidden" not in mgr.log().lower()
     assert mgr.stop() == 0
+
+
+def test_the_deployment_args_are_edge_manager_flags_and_expose_their_ports():
+    """A flag renamed in main.py but not in deploy/manager.yaml would crash the pod at start."""
+    import yaml
+
+    from manager.main import build_parser
+
+    docs = [d for d in yaml.safe_load_all((REPO / "deploy" / "manager.yaml").read_text()) if d]
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    a = build_parser().parse_args(container["args"])  # argparse exits 2 on an unknown flag
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert a.sync_server.endswith(f":{ports['sync']}") and a.join_server.endswith(f":{ports['join']}")
+    assert a.metrics_addr.endswith(f":{ports['metrics']}") and a.agent_ca_secret == "k8s-edge/edge-agent-ca"
+    service = next(d for d in docs if d["kind"] == "Service")
+    assert {p["targetPort"] for p in service["spec"]["ports"]} == set(ports)

@@ -5,7 +5,8 @@ be worth no more than what the manager needs. Proof by the apiserver itself: a p
 control plane with an audit log runs the real edge-manager as that ServiceAccount (a token
 from `kubectl create token`, no other rights) through every API path it has, and the
 (group, resource, verb) triples the audit log shows must equal the ClusterRole's rules,
-none missing (no request was forbidden) and none unused.
+none missing (no request was forbidden) and none unused. The run joins and renews an agent's
+certificate with a bootstrap token (docs/joining.md), so the joining rules are proven too.
 """
 
 from __future__ import annotations
@@ -15,10 +16,14 @@ import time
 from pathlib import Path
 
 import yaml
+from cryptography.hazmat.primitives import serialization
 
 from tests.kit.builders import apply, mirror_pod, sa_kubeconfig
 from tests.kit.crd import audited_control_plane
 from tests.kit.fake_agents import FakeAgent
+from tests.kit.joining import (
+    JoinClient, issued, join_port, joining_args, make_join_pki, node_csr, put_ca_secret, put_token, sync_credentials,
+)
 from tests.kit.processes import REPO
 from tests.kit.waits import wait_for
 
@@ -40,13 +45,27 @@ USED = {
     ("", "namespaces", "watch"),
     ("events.k8s.io", "events", "create"),  # Events on EdgeNodes (manager/events.py)
     ("events.k8s.io", "events", "patch"),  # a repeated Event counts up its series
+    # joining (docs/joining.md, with --agent-ca-secret)
+    ("", "secrets", "get"),  # the agent CA Secret at start; a bootstrap-token Secret of kube-system at each join
+    ("certificates.k8s.io", "certificatesigningrequests", "create"),  # one CSR per join or renewal
+    ("certificates.k8s.io", "certificatesigningrequests", "get"),  # read back to approve; polled for the agent
+    ("certificates.k8s.io", "certificatesigningrequests", "list"),  # the signer's list+watch
+    ("certificates.k8s.io", "certificatesigningrequests", "watch"),
+    ("certificates.k8s.io", "certificatesigningrequests/approval", "update"),  # --join-approval auto, renewals
+    ("certificates.k8s.io", "certificatesigningrequests/status", "update"),  # the signer writes the certificate
+}
+# Granted but never a request of their own: the API server's CertificateApproval and CertificateSigning
+# admission check them on the approval and status updates above (proven below by a join failing without them).
+CHECKED_BY_ADMISSION = {
+    ("certificates.k8s.io", "signers", "approve"),
+    ("certificates.k8s.io", "signers", "sign"),
 }
 
 def granted(rbac_text: str) -> set[tuple[str, str, str]]:
-    """(group, resource, verb) triples of the edge-manager ClusterRole."""
-    role = next(d for d in yaml.safe_load_all(rbac_text) if d and d["kind"] == "ClusterRole"
-                and d["metadata"]["name"] == "edge-manager")
-    return {(g, r, v) for rule in role["rules"] for g in rule.get("apiGroups", [""])
+    """(group, resource, verb) triples of the edge-manager ClusterRole and of its Roles (edge-manager-*)."""
+    roles = [d for d in yaml.safe_load_all(rbac_text) if d and d["kind"] in ("ClusterRole", "Role")
+             and d["metadata"]["name"].startswith("edge-manager")]
+    return {(g, r, v) for role in roles for rule in role["rules"] for g in rule.get("apiGroups", [""])
             for r in rule.get("resources", []) for v in rule.get("verbs", [])}
 
 
@@ -72,12 +91,25 @@ def test_the_cluster_role_grants_exactly_what_the_manager_calls(control_plane_fa
     cp.kubectl("apply", "-f", RBAC_FILE)
     cp.kubectl("create", "serviceaccount", "default", "-n", "default", check=False)
     ns, data = "default", tmp_path / "data"
-    # cluster-wide, as deploy/manager.yaml runs it
-    mgr = manager_factory(kubeconfig=sa_kubeconfig(cp, tmp_path / "sa.kubeconfig"), data_dir=data,
-                          args=["--status-refresh-interval", "2s", "--heartbeat-interval", "1s"])
+    pki = make_join_pki(tmp_path / "pki")
+    put_ca_secret(cp, pki)
+    # cluster-wide, as deploy/manager.yaml runs it, with joining on: the agent joins with a token
+    mgr = manager_factory(kubeconfig=sa_kubeconfig(cp, tmp_path / "sa.kubeconfig"), data_dir=data, insecure=False,
+                          args=joining_args(pki, "--status-refresh-interval", "2s", "--heartbeat-interval", "1s"))
+    port = join_port(mgr.log())
+    client = JoinClient(port, ca_pem=pki.ca_cert)
+    token, key = put_token(cp), node_csr("edge01")
+    status, body = client.join(token, "edge01", key.csr_pem)
+    assert status == 202, body
+    cert = issued(client.wait_status(body["name"], token=token)).public_bytes(serialization.Encoding.PEM)
+    credentials = sync_credentials(pki, cert, key.key_pem)
+    renewing = JoinClient(port, ca_pem=pki.ca_cert, cert_pem=cert, key_pem=key.key_pem)
+    status, body = renewing.renew(node_csr("edge01").csr_pem)
+    assert status == 202, body
+    assert issued(renewing.wait_status(body["name"]))
     apply(cp, "edge01", ns, {"web": "nginx"})
     mirror_pod(cp, ns, "web-edge01", "edge01", "Running")  # a pod event through the pod watch
-    agent = FakeAgent(mgr.sync_port, "edge01", data)  # an agent's ack and report: status patches
+    agent = FakeAgent(mgr.sync_port, "edge01", data, credentials=credentials)  # an ack and report: status patches
     try:
         wait_for(lambda: json.loads(cp.kubectl("get", "edgenode", "edge01", "-n", ns, "-o", "json").stdout)
                  .get("status", {}).get("phase") == "Running", 60, "the status written as the ServiceAccount")
@@ -85,18 +117,40 @@ def test_the_cluster_role_grants_exactly_what_the_manager_calls(control_plane_fa
         agent.close()
     # the same disconnect twice: the second AgentDisconnected Event patches the first's series
     wait_for(lambda: _disconnected(cp, ns) == [1], 60, "the first AgentDisconnected Event")
-    again = FakeAgent(mgr.sync_port, "edge01", data)
+    again = FakeAgent(mgr.sync_port, "edge01", data, credentials=credentials)
     wait_for(lambda: again.acked > 0, 60, "the agent back")
     again.close()
     wait_for(lambda: _disconnected(cp, ns) == [2], 60, "a repeated Event patched")
     time.sleep(2)  # the audit log is written asynchronously
-    assert mgr.stop() == 0
     used, refused = audited(audit_log, SERVICE_ACCOUNT)
     assert refused == [], [(e["verb"], e.get("objectRef"), e["responseStatus"]) for e in refused]
     assert used == USED, f"the manager made {sorted(used - USED)} beyond the table, not {sorted(USED - used)}"
     rules = granted(RBAC_FILE.read_text())
-    assert rules == USED, f"crd/rbac.yaml grants unused {sorted(rules - USED)}, lacks {sorted(USED - rules)}"
+    assert rules == USED | CHECKED_BY_ADMISSION, \
+        f"crd/rbac.yaml grants unused {sorted(rules - USED - CHECKED_BY_ADMISSION)}, lacks {sorted(USED - rules)}"
     assert "forbidden" not in mgr.log().lower()
+
+    # sign and approve on the signer are each needed: without one, that step is refused (and the join still
+    # answered: the CSR exists), and it is retried alone until the verb is granted again, with no new watch event
+    for node, verb, step in (("edge02", "sign", "signed"), ("edge03", "approve", "approved")):
+        _join_without_signer_verb(cp, mgr, client, node=node, verb=verb, step=step)
+    assert mgr.stop() == 0
+
+
+def _join_without_signer_verb(cp, mgr, client: JoinClient, *, node: str, verb: str, step: str) -> None:
+    """Withhold one verb on the signer, join, see that step refused and retried, grant it back, see the certificate."""
+    role = json.loads(cp.kubectl("get", "clusterrole", "edge-manager", "-o", "json").stdout)
+    for rule in role["rules"]:
+        if "signers" in rule.get("resources", []):
+            rule["verbs"] = [v for v in rule["verbs"] if v != verb]
+    cp.kubectl("replace", "-f", "-", input=json.dumps(role))
+    token = put_token(cp)
+    status, body = client.join(token, node, node_csr(node).csr_pem)
+    assert status == 202, body
+    wait_for(lambda: f"CSR {body['name']} not {step} yet (HTTP 403 Forbidden)" in mgr.log(), 30, f"{verb} refused")
+    assert client.csr(body["name"], token=token)[1] == {"status": "Pending"}
+    cp.kubectl("apply", "-f", RBAC_FILE)
+    assert issued(client.wait_status(body["name"], token=token))
 
 
 def _disconnected(cp, ns: str) -> list[dict]:
