@@ -25,6 +25,9 @@
   deleted and the namespace itself without waiting: with no namespace controller it stays
   Terminating, which is harmless. Tests share the session's cluster: scope a manager to
   the test's namespace (``--namespace``) or expect other tests' objects.
+
+Helpers live in tests/kit (processes, servers, fake agents, PKI, builders, waits); its fixtures
+(tests/kit/fixtures.py) are loaded here for every suite. Test modules import only tests.kit.
 """
 
 from __future__ import annotations
@@ -43,10 +46,12 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.crd_helpers import wait_established  # noqa: E402
+from tests.kit.crd import install_crd  # noqa: E402
 from tools.controlplane import BUILD_SCRIPT, ControlPlane, KubectlError, build_binaries  # noqa: E402
 
-CRD_FILE = REPO / "crd" / "edgenode.yaml"
+
+# the kit's fixtures (agents, logserver, manager, manager_factory, pki, store, ...): tests/kit/fixtures.py
+pytest_plugins = ["tests.kit.fixtures"]
 
 
 class ExistingCluster:
@@ -122,8 +127,7 @@ class CRDInfo:
 @pytest.fixture(scope="session")
 def edgenode_crd(control_plane) -> CRDInfo:
     info = CRDInfo()
-    control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", CRD_FILE)
-    wait_established(control_plane, info.name)
+    install_crd(control_plane)
     return info
 
 

@@ -7,14 +7,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.kit.processes import REPO
+from tests.kit.waits import wait_for
 from tools.controlplane import pid_alive
 
-REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(os.environ.get("K8S_EDGE_USE_EXISTING_CLUSTER") == "1",
                                 reason="tests the local control plane")
 
@@ -23,15 +23,6 @@ def processes_mentioning(marker: str) -> list[int]:
     """Live (non-zombie) processes whose command line contains marker, found through /proc."""
     return [int(p.name) for p in Path("/proc").iterdir()
             if p.name.isdigit() and int(p.name) != os.getpid() and pid_alive(int(p.name), marker)]
-
-
-def wait_until(cond, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 class TestLifecycle:
@@ -54,14 +45,14 @@ class TestLifecycle:
             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
             env={**os.environ, "PYTHONPATH": str(REPO)})
         try:
-            wait_until(lambda: (state / "state.json").exists() or launcher.poll() is not None, 120,
+            wait_for(lambda: (state / "state.json").exists() or launcher.poll() is not None, 120,
                        "the launcher to start the control plane")
             assert launcher.poll() is None, launcher.communicate()
             pids = json.loads((state / "state.json").read_text())["pids"]
             assert all(pid_alive(p, str(state)) for p in pids.values())
             launcher.send_signal(signal.SIGKILL)
             launcher.wait()
-            wait_until(lambda: not processes_mentioning(str(state)), 10, "the children to die (pdeathsig)")
+            wait_for(lambda: not processes_mentioning(str(state)), 10, "the children to die (pdeathsig)")
         finally:
             if launcher.poll() is None:
                 launcher.kill()
@@ -74,7 +65,7 @@ class TestLifecycle:
             [sys.executable, "-m", "tools.controlplane", "up", "--foreground", "--state-dir", str(state)],
             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
             env={**os.environ, "PYTHONPATH": str(REPO)})
-        wait_until(lambda: (state / "state.json").exists() or launcher.poll() is not None, 120, "start")
+        wait_for(lambda: (state / "state.json").exists() or launcher.poll() is not None, 120, "start")
         launcher.send_signal(signal.SIGTERM)
         assert launcher.wait(timeout=30) == 0
         assert processes_mentioning(str(state)) == []
@@ -183,7 +174,7 @@ class TestHollowKubelet:
         root = kubelet.root_dir
         assert root is not None and (next(root.glob("static-pods*"))).resolve() == folder.resolve()
         (folder / "web.json").write_text(_static_pod("web", "nginx:1.27"))
-        wait_until(lambda: _mirror_pods(cp, "hollow01") == {"web-hollow01": ("Running", "nginx:1.27")}, 60,
+        wait_for(lambda: _mirror_pods(cp, "hollow01") == {"web-hollow01": ("Running", "nginx:1.27")}, 60,
                    "the mirror pod web-hollow01 Running")
         pid = kubelet.pid
         kubelet.kill()
@@ -191,7 +182,7 @@ class TestHollowKubelet:
         (folder / "web.json").unlink()
         (folder / "cache.json").write_text(_static_pod("cache", "redis:7"))
         cp.start_hollow_kubelet("hollow01")  # same folder: what changed while it was down is picked up
-        wait_until(lambda: _mirror_pods(cp, "hollow01") == {"cache-hollow01": ("Running", "redis:7")}, 60,
+        wait_for(lambda: _mirror_pods(cp, "hollow01") == {"cache-hollow01": ("Running", "redis:7")}, 60,
                    "the restarted kubelet to run cache and drop web's mirror pod")
         pid = kubelet.pid
         cp.stop()

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.malformed import MALFORMED_PODS
+from tests.kit.malformed import MALFORMED_PODS
+from tests.kit.processes import REPO
 from tools import gen_crd_schema
 
-REPO = Path(__file__).resolve().parent.parent
 EDGE01 = REPO / "example" / "edge01.yaml"
 EDGE02 = REPO / "example" / "edge02-multi.yaml"
 

@@ -6,9 +6,10 @@ import pytest
 
 from eventlog import ReplicaStore
 from manager.sync_service import ServerTls
-from tests.agent.agentproc import expected_files, managed_files
-from tests.agent.syncserver import LogServer, put
-from tests.sync.sync_helpers import make_pki
+from tests.kit.builders import put
+from tests.kit.manifests import expected_files, managed_files
+from tests.kit.pki import make_pki
+from tests.kit.servers import LogServer
 
 
 @pytest.fixture
@@ -18,7 +19,7 @@ def tls_server(tmp_path):
     pki = make_pki(pki_dir)
     srv = LogServer(tmp_path / "tls-log", tls=ServerTls(cert_file=pki.server_cert, key_file=pki.server_key,
                                                        client_ca_file=pki.ca)).start()
-    srv.append([put("edge01", "ns", "a"), put("edge01", "ns", "b")])
+    srv.append([put("edge01", "a", ns="ns"), put("edge01", "b", ns="ns")])
     yield srv, pki
     srv.close()
 

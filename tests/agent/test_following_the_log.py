@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
-from tests.agent.agentproc import expected_files, foreign_files, journal_kinds
-from tests.agent.syncserver import delete, put
-from tests.e2e.processes import wait_for
+from tests.kit.agents import journal_kinds
+from tests.kit.builders import delete, put
+from tests.kit.manifests import expected_files, foreign_files
+from tests.kit.waits import wait_for
 
 
 def test_new_agent_gets_its_pods_then_changes_arrive_as_events(logserver, agents):
     srv = logserver
-    srv.append([put("edge01", "default", "nginx"), put("edge01", "team-a", "nginx"),
-                put("edge01", "team-a", "web"), put("edge02", "default", "other")])
+    srv.append([put("edge01", "nginx", ns="default"), put("edge01", "nginx", ns="team-a"),
+                put("edge01", "web", ns="team-a"), put("edge02", "other", ns="default")])
     a = agents(node="edge01", servers=[srv.address])
     foreign = a.foreign
     a.start()
     a.wait_files(expected_files(srv.desired("edge01")))
     assert len(srv.desired("edge01")) == 3
 
-    later = srv.append([put("edge01", "team-a", "web", "web:2"), delete("edge01", "default", "nginx"),
-                        put("edge01", "default", "api"), put("edge02", "default", "more")])
+    later = srv.append([put("edge01", "web", ns="team-a", image="web:2"), delete("edge01", "nginx", ns="default"),
+                        put("edge01", "api", ns="default"), put("edge02", "more", ns="default")])
     a.wait_files(expected_files(srv.desired("edge01")))
     a.wait_applied(srv.head("edge01"))
     m = a.metrics()
@@ -40,12 +41,12 @@ def test_new_agent_gets_its_pods_then_changes_arrive_as_events(logserver, agents
 
 def test_journal_is_trimmed_to_its_retention(logserver, agents):
     srv = logserver
-    srv.append([put("edge01", "ns", f"p{i}") for i in range(3)])
+    srv.append([put("edge01", f"p{i}", ns="ns") for i in range(3)])
     a = agents(node="edge01", servers=[srv.address], extra=["--retain-journal", "5"])
     a.start()
     a.wait_files(expected_files(srv.desired("edge01")))
     for i in range(12):
-        srv.append([put("edge01", "ns", f"p{i % 3}", f"img:{i}")])
+        srv.append([put("edge01", f"p{i % 3}", ns="ns", image=f"img:{i}")])
     a.wait_applied(srv.head("edge01"))
     a.wait_log("journal: dropped")
 

@@ -8,9 +8,10 @@ import subprocess
 
 import pytest
 
-from tests.agent.agentproc import expected_files, foreign_files, journal_kinds, managed_files
-from tests.e2e.processes import wait_for
-from tests.manager.manager_helpers import apply
+from tests.kit.agents import journal_kinds
+from tests.kit.builders import apply
+from tests.kit.manifests import expected_files, foreign_files, managed_files
+from tests.kit.waits import wait_for
 
 
 def converge(a, mgr, node: str) -> None:
@@ -34,7 +35,7 @@ def test_new_agent_gets_its_pods_and_later_changes_as_events(control_plane, mana
     node = f"edge-{namespace[-6:]}"
     apply(cp, node, namespace, {"nginx": "nginx:1.25", "web": "web:1"})
     apply(cp, "someone-else", namespace, {"nginx": "nginx:1.25"})
-    mgr.start_and_wait()
+    mgr.start().wait_ready()
     a = agents(node=node, servers=[mgr.address])
     foreign = a.foreign
     a.start()
@@ -69,7 +70,7 @@ def test_sigkill_at_each_step_then_restart(control_plane, manager, namespace, ag
     cp, mgr = control_plane, manager
     node = f"edge-{namespace[-6:]}"
     apply(cp, node, namespace, {f"p{i}": "nginx:1" for i in range(4)})
-    mgr.start_and_wait()
+    mgr.start().wait_ready()
     a = agents(node=node, servers=[mgr.address])
     foreign = a.foreign
     a.start()
@@ -77,7 +78,7 @@ def test_sigkill_at_each_step_then_restart(control_plane, manager, namespace, ag
     a.stop()
     a.set_env(K8S_EDGE_FAULT=point)
     a.start()
-    a.wait_log("Starting sync edge spec")
+    a.wait_ready()
     apply(cp, node, namespace, {"p0": "nginx:2", "p2": "nginx:1", "p3": "nginx:1", "p9": "nginx:1"})
     wait_for(lambda: a.proc.poll() is not None, timeout=90, what="the agent to die at its fault point",
              on_timeout=a.log_tail)
@@ -95,7 +96,7 @@ def test_agent_restarted_while_manager_down(control_plane, manager, namespace, a
     cp, mgr = control_plane, manager
     node = f"edge-{namespace[-6:]}"
     apply(cp, node, namespace, {"a": "nginx:1", "b": "nginx:1"})
-    mgr.start_and_wait()
+    mgr.start().wait_ready()
     a = agents(node=node, servers=[mgr.address])
     foreign = a.foreign
     a.start()
@@ -109,7 +110,7 @@ def test_agent_restarted_while_manager_down(control_plane, manager, namespace, a
     a.wait_files(before)  # restored from the replica with no manager
     a.wait_log("retrying in")
     apply(cp, node, namespace, {"a": "nginx:2", "c": "nginx:1"})  # changed while the manager is down
-    mgr.start_and_wait()
+    mgr.start().wait_ready()
     wait_for(lambda: (namespace, "c") in mgr.desired(node), timeout=60, what="the manager to catch up")
     converge(a, mgr, node)
     assert_journal_once(a, mgr, node, snapshots=1)  # the changes came as events
@@ -120,7 +121,7 @@ def test_new_log_id_sends_a_snapshot_that_removes_pods(control_plane, manager, n
     cp, mgr = control_plane, manager
     node = f"edge-{namespace[-6:]}"
     apply(cp, node, namespace, {"a": "nginx:1", "b": "nginx:1", "c": "nginx:1"})
-    mgr.start_and_wait()
+    mgr.start().wait_ready()
     a = agents(node=node, servers=[mgr.address])
     foreign = a.foreign
     a.start()
@@ -128,7 +129,7 @@ def test_new_log_id_sends_a_snapshot_that_removes_pods(control_plane, manager, n
     mgr.stop()
     shutil.rmtree(mgr.data_dir)  # the manager's data is lost: it rebuilds a new log from Kubernetes
     apply(cp, node, namespace, {"c": "nginx:2"})
-    mgr.start_and_wait()
+    mgr.start().wait_ready()
     converge(a, mgr, node)
     assert sorted(managed_files(a.manifests)) == [f"k8s-edge_{namespace}_c.json"]
     with a.replica() as r, mgr.store() as s:
@@ -142,7 +143,7 @@ def test_compacted_position_sends_a_snapshot_that_removes_pods(control_plane, ma
     mgr.cmd += ["--retain-events", "1", "--compaction-interval", "1s"]
     node = f"edge-{namespace[-6:]}"
     apply(cp, node, namespace, {"a": "nginx:1", "b": "nginx:1", "c": "nginx:1"})
-    mgr.start_and_wait()
+    mgr.start().wait_ready()
     a = agents(node=node, servers=[mgr.address])
     foreign = a.foreign
     a.start()
@@ -168,7 +169,7 @@ def test_unwritable_folder_shows_in_the_edgenode_status(control_plane, manager, 
     cp, mgr = control_plane, manager
     node = f"edge-{namespace[-6:]}"
     apply(cp, node, namespace, {"a": "nginx:1"})
-    mgr.start_and_wait()
+    mgr.start().wait_ready()
     a = agents(node=node, servers=[mgr.address])
     a.start()
     converge(a, mgr, node)

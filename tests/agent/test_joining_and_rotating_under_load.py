@@ -10,9 +10,10 @@ import time
 
 from cryptography import x509
 
-from tests.agent.agentproc import expected_files, journal_kinds
-from tests.e2e.processes import wait_for
-from tests.manager.manager_helpers import apply
+from tests.kit.agents import journal_kinds
+from tests.kit.manifests import expected_files
+from tests.kit.waits import wait_for
+from tests.kit.builders import apply
 
 MAX_LOAD_SECONDS = 150.0  # a 60 s certificate (the manager's shortest) is renewed 42-54 s after it arrives
 
@@ -65,7 +66,7 @@ def test_renewals_during_a_stream_of_changes_lose_repeat_and_interrupt_nothing(
 
     # the next connection uses the renewed certificate (the one it joined with expired long ago)
     mgr.kill()
-    mgr.start_and_wait()
+    mgr.start().wait_ready()
     apply(cp, node, namespace, {"after": "nginx:1"})
     wait_for(lambda: mgr.desired(node) == {(namespace, "after"): mgr.desired(node).get((namespace, "after"))},
              timeout=60, what="the manager to record the last change")

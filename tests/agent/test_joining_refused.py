@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.agent.agentproc import AGENT, REPO, error_lines, run_agent
-from tests.e2e.processes import free_port, wait_for
-from tests.manager.join_client import new_token
-from tests.manager.manager_helpers import apply
+from tests.kit.processes import AGENT, REPO, error_lines, free_port, run_agent
+from tests.kit.waits import wait_for
+from tests.kit.joining import new_token
+from tests.kit.builders import apply
 
 
 def _join(j, tmp: Path, node: str, *args: str, timeout: str = "20s") -> tuple[object, Path]:

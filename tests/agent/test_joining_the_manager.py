@@ -14,9 +14,9 @@ import stat
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from tests.agent.agentproc import expected_files
-from tests.e2e.processes import wait_for
-from tests.manager.manager_helpers import apply
+from tests.kit.manifests import expected_files
+from tests.kit.waits import wait_for
+from tests.kit.builders import apply
 
 
 def _mode(p) -> int:

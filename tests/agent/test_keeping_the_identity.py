@@ -15,7 +15,7 @@ from cryptography.x509.oid import NameOID
 
 from agent import pki
 from agent.pki import PkiError
-from tests.agent.pki_helpers import NOW, LocalCa
+from tests.kit.local_ca import NOW, LocalCa
 
 
 def _mode(p) -> int:

@@ -9,7 +9,9 @@ import lmdb
 import pytest
 
 from eventlog import LogStore
-from tests.agent.agentproc import error_lines, make_replica, pod_manifest, run_agent
+from tests.kit.agents import make_replica
+from tests.kit.builders import pod_manifest
+from tests.kit.processes import error_lines, run_agent
 
 BASE = ["--insecure", "--sync-server", "127.0.0.1:1", "--resync-interval", "1s"]
 
@@ -108,7 +110,7 @@ def test_bad_fault_spec_is_refused(tmp_path):
 def test_second_agent_on_the_same_data_dir_is_refused(tmp_path, agents):
     a = agents(node="edge01", servers=["127.0.0.1:1"])
     a.start()
-    a.wait_log("Starting sync edge spec")
+    a.wait_serving()
     res = run_agent(*BASE, "--node-name", "edge01", "--data-dir", str(a.data_dir),
                     "--pod-manifest-path", str(a.manifests))
     assert_one_clear_error(res, f"another edge-agent (pid {a.pid})")

@@ -8,16 +8,17 @@ import time
 
 import pytest
 
-from tests.agent.agentproc import expected_files, foreign_files, managed_files
-from tests.agent.syncserver import delete, put
-from tests.e2e.processes import wait_for
+from tests.kit.builders import delete, put
+from tests.kit.manifests import expected_files, foreign_files, managed_files
+from tests.kit.waits import wait_for
+
 
 RESYNC = 2.0
 
 
 def test_hand_deleted_or_edited_manifests_come_back_within_one_resync(logserver, agents):
     srv = logserver
-    srv.append([put("edge01", "ns", f"p{i}") for i in range(3)])
+    srv.append([put("edge01", f"p{i}", ns="ns") for i in range(3)])
     a = agents(node="edge01", servers=[srv.address], resync=f"{RESYNC:g}s")
     foreign = a.foreign
     a.start()
@@ -43,7 +44,7 @@ def _error_lines(log: str) -> list[str]:
 @pytest.mark.parametrize("broken", ["missing", "under-a-file"])
 def test_missing_manifest_folder_is_reported_and_retried(logserver, agents, tmp_path, broken):
     srv = logserver
-    srv.append([put("edge01", "ns", "a"), put("edge01", "ns", "b")])
+    srv.append([put("edge01", "a", ns="ns"), put("edge01", "b", ns="ns")])
     a = agents(node="edge01", servers=[srv.address], resync="1s")
     shutil.rmtree(a.manifests)
     a.check_foreign = False
@@ -73,7 +74,7 @@ def test_missing_manifest_folder_is_reported_and_retried(logserver, agents, tmp_
 def test_read_only_folder_loses_nothing_and_converges_when_writable(logserver, agents):
     """chattr +i makes the folder unwritable even for root (tests run as root; chmod would not stop root)."""
     srv = logserver
-    srv.append([put("edge01", "ns", f"p{i}") for i in range(3)])
+    srv.append([put("edge01", f"p{i}", ns="ns") for i in range(3)])
     a = agents(node="edge01", servers=[srv.address], resync="1s")
     foreign = a.foreign
     a.start()
@@ -83,7 +84,7 @@ def test_read_only_folder_loses_nothing_and_converges_when_writable(logserver, a
     if r.returncode != 0:
         pytest.skip(f"cannot make the folder immutable: {r.stderr.strip()}")
     try:
-        srv.append([put("edge01", "ns", "p0", "nginx:2"), delete("edge01", "ns", "p1"), put("edge01", "ns", "p5")])
+        srv.append([put("edge01", "p0", ns="ns", image="nginx:2"), delete("edge01", "p1", ns="ns"), put("edge01", "p5", ns="ns")])
         a.wait_applied(srv.head("edge01"))  # committed to the replica: nothing is lost
         wait_for(lambda: a.metrics()["k8s_edge_agent_manifest_write_errors_total"] > 0, timeout=30,
                  what="a failed write")

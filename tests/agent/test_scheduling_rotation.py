@@ -12,8 +12,8 @@ from agent import pki
 from agent.join_settings import JoinSettings
 from agent.pki import Identity, agent_pem, new_key
 from agent.renewing import Renewer, rotation_deadline
-from tests.agent.pki_helpers import NOW, LocalCa
-from tests.e2e.processes import free_port
+from tests.kit.local_ca import NOW, LocalCa
+from tests.kit.processes import free_port
 
 YEAR = Identity(node="edge01", serial=1, not_before=NOW, not_after=NOW + timedelta(days=365))
 

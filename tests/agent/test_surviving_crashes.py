@@ -6,9 +6,10 @@ import signal
 
 import pytest
 
-from tests.agent.agentproc import expected_files, foreign_files, journal_kinds, managed_files
-from tests.agent.syncserver import delete, put
-from tests.e2e.processes import wait_for
+from tests.kit.agents import journal_kinds
+from tests.kit.builders import delete, put
+from tests.kit.manifests import expected_files, foreign_files, managed_files
+from tests.kit.waits import wait_for
 
 
 def wait_killed(a) -> None:
@@ -21,7 +22,7 @@ def wait_killed(a) -> None:
 @pytest.mark.parametrize("point", ["crash-after-commit", "crash-after-files"])
 def test_crash_while_applying_events(logserver, agents, point):
     srv = logserver
-    srv.append([put("edge01", "ns", f"p{i}") for i in range(5)] + [put("edge02", "ns", "x")])
+    srv.append([put("edge01", f"p{i}", ns="ns") for i in range(5)] + [put("edge02", "x", ns="ns")])
     a = agents(node="edge01", servers=[srv.address])
     foreign = a.foreign
     a.start()
@@ -31,9 +32,9 @@ def test_crash_while_applying_events(logserver, agents, point):
 
     a.set_env(K8S_EDGE_FAULT=point)
     a.start()
-    a.wait_log("Starting sync edge spec")
-    srv.append([put("edge01", "ns", "p1", "nginx:2"), delete("edge01", "ns", "p2"), put("edge01", "ns", "p9"),
-                put("edge02", "ns", "y")])
+    a.wait_ready()
+    srv.append([put("edge01", "p1", ns="ns", image="nginx:2"), delete("edge01", "p2", ns="ns"), put("edge01", "p9", ns="ns"),
+                put("edge02", "y", ns="ns")])
     wait_killed(a)
     with a.replica() as r:  # the batch committed in either case
         assert r.cursor().applied_offset == srv.store.node_state("edge01").head_offset
@@ -44,7 +45,7 @@ def test_crash_while_applying_events(logserver, agents, point):
     else:
         assert managed_files(a.manifests) == expected_files(srv.desired("edge01"))  # killed before the Ack
 
-    srv.append([put("edge01", "ns", "p3", "nginx:3"), put("edge01", "other", "p0")])  # while it is down
+    srv.append([put("edge01", "p3", ns="ns", image="nginx:3"), put("edge01", "p0", ns="other")])  # while it is down
     a.set_env(K8S_EDGE_FAULT=None)
     a.start()
     a.wait_files(expected_files(srv.desired("edge01")))
@@ -61,11 +62,11 @@ def test_crash_while_applying_events(logserver, agents, point):
 @pytest.mark.parametrize("point", ["crash-after-commit", "crash-after-files"])
 def test_crash_while_installing_the_first_snapshot(logserver, agents, point):
     srv = logserver
-    srv.append([put("edge01", "ns", f"p{i}") for i in range(3)])
+    srv.append([put("edge01", f"p{i}", ns="ns") for i in range(3)])
     a = agents(node="edge01", servers=[srv.address], env={"K8S_EDGE_FAULT": point})
     a.start()
     wait_killed(a)
-    srv.append([delete("edge01", "ns", "p0"), put("edge01", "ns", "p7")])
+    srv.append([delete("edge01", "p0", ns="ns"), put("edge01", "p7", ns="ns")])
     a.set_env(K8S_EDGE_FAULT=None)
     a.start()
     a.wait_files(expected_files(srv.desired("edge01")))

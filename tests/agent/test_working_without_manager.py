@@ -5,14 +5,15 @@ from __future__ import annotations
 import http.server
 import threading
 
-from tests.agent.agentproc import expected_files, foreign_files, journal_kinds, managed_files
-from tests.agent.syncserver import delete, put
-from tests.e2e.processes import free_port
+from tests.kit.agents import journal_kinds
+from tests.kit.builders import delete, put
+from tests.kit.manifests import expected_files, foreign_files, managed_files
+from tests.kit.processes import free_port
 
 
 def test_restart_while_manager_down_restores_then_catches_up(logserver, agents):
     srv = logserver
-    srv.append([put("edge01", "ns", f"p{i}") for i in range(4)])
+    srv.append([put("edge01", f"p{i}", ns="ns") for i in range(4)])
     a = agents(node="edge01", servers=[srv.address])
     foreign = a.foreign
     a.start()
@@ -31,7 +32,7 @@ def test_restart_while_manager_down_restores_then_catches_up(logserver, agents):
     assert a.metrics()["k8s_edge_agent_connected"] == 0
     assert "Traceback" not in a.log()
 
-    srv.append([delete("edge01", "ns", "p0"), put("edge01", "ns", "p1", "nginx:2"), put("edge01", "ns", "new")])
+    srv.append([delete("edge01", "p0", ns="ns"), put("edge01", "p1", ns="ns", image="nginx:2"), put("edge01", "new", ns="ns")])
     srv.start()  # the manager is back: the changes made meanwhile arrive as events
     a.wait_files(expected_files(srv.desired("edge01")))
     a.wait_applied(srv.head("edge01"))
@@ -68,7 +69,7 @@ class _NotGrpc(http.server.BaseHTTPRequestHandler):
 
 def test_wrong_server_is_retried_and_the_next_address_is_used(logserver, agents):
     srv = logserver
-    srv.append([put("edge01", "ns", "a")])
+    srv.append([put("edge01", "a", ns="ns")])
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotGrpc)  # something that is not a manager
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:

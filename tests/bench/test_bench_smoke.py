@@ -6,11 +6,10 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.kit.processes import REPO
 
 
 def _quick(script: str, *, timeout: float) -> tuple[int, str]:

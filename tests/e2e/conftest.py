@@ -18,17 +18,13 @@ from __future__ import annotations
 import os
 import random
 import uuid
-from pathlib import Path
 
 import pytest
 
-from tests.crd_helpers import wait_established
+from tests.kit.crd import install_crd
+from tests.kit.harness import EdgeSystem, delete_all_edgenodes
+from tests.kit.toxiproxy import ToxiproxyServer, build_toxiproxy
 from tools.controlplane import ControlPlane, build_binaries
-
-from .harness import EdgeSystem, delete_all_edgenodes
-from .toxiproxy import ToxiproxyServer, build_toxiproxy
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
@@ -42,12 +38,11 @@ def long_run(request: pytest.FixtureRequest) -> bool:
 
 @pytest.fixture(scope="session")
 def e2e_control_plane(tmp_path_factory):
-    # pdeathsig=False: no preexec_fn fork while the session may have gRPC loaded (see processes.py)
+    # pdeathsig=False: no preexec_fn fork while the session may have gRPC loaded (see tests/kit/processes.py)
     cp = ControlPlane(tmp_path_factory.mktemp("e2e-controlplane"), bin_dir=build_binaries(), pdeathsig=False)
     cp.start()
     try:
-        cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", REPO / "crd" / "edgenode.yaml")
-        wait_established(cp)
+        install_crd(cp)
         yield cp
     finally:
         cp.stop()
@@ -64,8 +59,7 @@ def nocache_control_plane(tmp_path):
                       pdeathsig=False)
     cp.start()
     try:
-        cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", REPO / "crd" / "edgenode.yaml")
-        wait_established(cp)
+        install_crd(cp)
         for n in ("e2e-a", "e2e-b"):
             cp.kubectl("create", "namespace", n)
         yield cp

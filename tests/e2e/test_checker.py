@@ -9,26 +9,12 @@ import pytest
 
 from eventlog import Change, JournalEntry, LogStore, ReplicaStore, canonical_manifest
 from manager.recording import desired_node
-
-from .checker import (
-    POD_CHECK,
-    MirrorPodObs,
-    check_agent,
-    check_journal,
-    check_log,
-    check_manifests,
-    check_mirror_pods,
-    check_rejections,
-    check_rendering,
-    check_status,
-    check_view,
-    expected_view,
-    manifest_file_name,
-    mirror_pods_of,
-    observe_agent,
-    observe_manager,
+from tests.kit.checker import (
+    POD_CHECK, MirrorPodObs, check_agent, check_journal, check_log, check_manifests, check_mirror_pods,
+    check_rejections, check_rendering, check_status, check_view, expected_view, journal_snapshots, manifest_file_name,
+    mirror_pods_of, observe_agent, observe_manager, unexplained_snapshots,
 )
-from .workload import MALFORMED, MALFORMED_LABEL, edgenode, malformed_pod, pod
+from tests.kit.workload import MALFORMED, MALFORMED_LABEL, edgenode, malformed_pod, pod
 
 
 def _edgenode(ns: str, node: str, *pods: tuple[str, str]) -> dict:
@@ -150,14 +136,12 @@ def test_status_must_be_synced_at_the_head(world):
 
 
 def test_journal_snapshot_counting(world):
-    from .checker import journal_snapshots
     _, agent = world
     assert [j.snapshot_offset for j in journal_snapshots(agent.journal)] == [0]
     assert isinstance(agent.journal[0], JournalEntry)
 
 
 def test_snapshots_need_a_reason(world):
-    from .checker import unexplained_snapshots
     _, agent = world
     assert unexplained_snapshots(agent) == []  # the first snapshot of a fresh replica
     last = agent.journal[-1]
@@ -172,7 +156,6 @@ def test_snapshots_need_a_reason(world):
     assert any("into a new log with no wipe" in p for p in unexplained_snapshots(moved))
     assert unexplained_snapshots(moved, wiped_logs=[last.log_id]) == []
     assert unexplained_snapshots(moved, wiped_logs=["new"]) != []  # the log it left was not the one wiped
-
 
 
 @pytest.mark.parametrize("kind", MALFORMED)

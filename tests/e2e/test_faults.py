@@ -13,10 +13,12 @@ import time
 
 import pytest
 
-from . import checker
-from .harness import EdgeSystem
-from .processes import wait_for
-from .workload import Workload, pod
+from tests.kit import checker
+from tests.kit.harness import EdgeSystem
+from tests.kit.manifests import managed_files
+from tests.kit.waits import wait_for
+from tests.kit.workload import Workload, pod
+
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -42,7 +44,7 @@ def wait_recorded(system: EdgeSystem, *, timeout: float = 60) -> None:
     def recorded() -> bool:
         obs = system.observe()
         return not checker.check_view(checker.expected_view(obs.edgenodes), obs.manager)
-    wait_for(recorded, timeout=timeout, what="the manager to record the API's desired state",
+    wait_for(recorded, timeout=timeout, max_interval=1.0, what="the manager to record the API's desired state",
              on_timeout=system.log_tails)
 
 
@@ -104,7 +106,8 @@ def test_black_hole_is_noticed_by_keepalive(world):
                 if st.get("phase") == "Offline" or conn == "False":
                     return True
         return False
-    wait_for(offline, timeout=120, what="edge01 to be reported Offline (keepalive) during a black hole",
+    wait_for(offline, timeout=120, max_interval=1.0,
+             what="edge01 to be reported Offline (keepalive) during a black hole",
              on_timeout=system.log_tails)
     print(f"[e2e] black hole noticed after {time.monotonic() - started:.0f}s")
     system.heal("edge01")
@@ -149,9 +152,10 @@ def test_agent_kill9_and_restart(world):
     wait_recorded(system)
     assert running_pods(system, "edge01") == kept, "a node whose agent is down keeps running its pods"
     # a hand-deleted and a hand-edited manifest while the agent is down come back
-    files = sorted(system.agents["edge01"].manifest_dir.glob("k8s-edge_*.json"))
-    files[0].unlink()
-    files[-1].write_text("{}")
+    folder = system.agents["edge01"].manifest_dir
+    files = sorted(managed_files(folder))
+    (folder / files[0]).unlink()
+    (folder / files[-1]).write_text("{}")
     system.start_agent("edge01")
     system.wait_converged(context="agent restarted")
     assert system.snapshot_counts() == before
@@ -182,11 +186,11 @@ def test_agent_restores_manifests_from_replica_without_manager(world):
     system.kill_manager()
     system.kill_agent("edge02")
     folder = system.agents["edge02"].manifest_dir
-    files = {p.name: p.read_bytes() for p in folder.glob("k8s-edge_*.json")}
-    for f in folder.glob("k8s-edge_*.json"):
-        f.unlink()
+    files = managed_files(folder)
+    for f in files:
+        (folder / f).unlink()
     system.start_agent("edge02")
-    wait_for(lambda: {p.name: p.read_bytes() for p in folder.glob("k8s-edge_*.json")} == files, timeout=30,
+    wait_for(lambda: managed_files(folder) == files, timeout=30, max_interval=1.0,
              what="edge02 to restore its manifests from its replica with no manager",
              on_timeout=system.agents["edge02"].daemon.log_tail)
     system.start_manager()
@@ -268,7 +272,7 @@ def test_log_compacted_past_an_agent_forces_exactly_that_snapshot(world):
     # the others are at their heads; edge01 is behind: compact away everything
     for n in ("edge02", "edge03"):
         wait_for(lambda n=n: not checker.check_agent(system.observe().agents[n], system.observe().manager),
-                 timeout=60, what=f"{n} to catch up", on_timeout=system.log_tails)
+                 timeout=60, max_interval=1.0, what=f"{n} to catch up", on_timeout=system.log_tails)
     first = system.compact_manager_log(keep_last=0)
     assert first > 1
     system.heal("edge01")

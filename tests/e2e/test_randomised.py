@@ -21,9 +21,10 @@ from collections.abc import Callable
 
 import pytest
 
-from . import checker
-from .harness import EdgeSystem
-from .workload import MALFORMED, Workload, malformed_pod
+from tests.kit import checker
+from tests.kit.harness import EdgeSystem
+from tests.kit.workload import MALFORMED, Workload, malformed_pod
+
 
 pytestmark = pytest.mark.timeout(3 * 3600)
 

@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.request
-
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
 from edgecommon.addresses import Address
 from edgecommon.serving import HealthServer
-
-
-def get(server: HealthServer, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{server.address.port}{path}", timeout=10) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
+from tests.kit.waits import http_get
 
 
 @pytest.fixture
@@ -33,17 +23,17 @@ def served():
 
 def test_readyz_says_why_until_ready(served):
     server, why = served
-    assert get(server, "/readyz") == (503, "not ready: store not open\n")
+    assert http_get(server.address.port, "/readyz") == (503, "not ready: store not open\n")
     why[0] = None
-    assert get(server, "/readyz") == (200, "ok\n")
+    assert http_get(server.address.port, "/readyz") == (200, "ok\n")
 
 
 def test_metrics_healthz_and_unknown_paths(served):
     server, _ = served
-    code, text = get(server, "/metrics")
+    code, text = http_get(server.address.port, "/metrics")
     assert code == 200 and "k8s_edge_test_things_total 3.0" in text
-    assert get(server, "/healthz?verbose") == (200, "ok\n")
-    assert get(server, "/nope")[0] == 404
+    assert http_get(server.address.port, "/healthz?verbose") == (200, "ok\n")
+    assert http_get(server.address.port, "/nope")[0] == 404
 
 
 def test_a_taken_port_is_an_oserror_at_construction(served):

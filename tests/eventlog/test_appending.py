@@ -6,8 +6,7 @@ import pytest
 
 from eventlog import Change, LogStore, digest_of
 from eventlog.verify import verify_log
-
-from storehelpers import delete, put
+from tests.kit.builders import delete, put
 
 
 def test_offsets_start_at_one_and_are_gap_free(tmp_path):

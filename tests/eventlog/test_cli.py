@@ -12,8 +12,9 @@ import pytest
 
 from eventlog import LogStore, ReplicaStore
 from eventlog.encoding import u64
-
-from storehelpers import cli_command, delete, put, raw_env, run_cli
+from tests.kit.builders import delete, put
+from tests.kit.files import raw_env
+from tests.kit.processes import cli_command, run_cli
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,10 @@ from pathlib import Path
 
 from eventlog import LogStore, ReplicaStore
 from eventlog.encoding import u64, view_key, encode_view_value
+from tests.kit.builders import delete, put
+from tests.kit.files import raw_env
+from tests.kit.processes import run_cli
 
-from storehelpers import delete, put, raw_env, run_cli
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "cli_outputs.txt"
 LOG_ID = "0123456789abcdef0123456789abcdef"

@@ -7,8 +7,7 @@ import pytest
 from eventlog import CompactedError, LogStore
 from eventlog.replay import log_state_at, replay
 from eventlog.verify import verify_log
-
-from storehelpers import delete, put
+from tests.kit.builders import delete, put
 
 
 def _fill(store: LogStore, batches: int = 20) -> None:

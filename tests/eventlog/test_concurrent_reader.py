@@ -8,8 +8,8 @@ import sys
 import orjson
 
 from eventlog import LogStore
+from tests.kit.processes import APPENDER, cli_command, run_cli
 
-from storehelpers import APPENDER, cli_command, run_cli
 
 BATCHES, BATCH = 150, 16
 TOTAL = BATCHES * BATCH
@@ -49,7 +49,7 @@ def test_follow_and_repeated_dumps_while_appending(tmp_path, procs):
 
 def test_follow_on_an_agent_store_sees_new_journal_lines(tmp_path, procs):
     from eventlog import ReplicaStore
-    from storehelpers import put
+    from tests.kit.builders import put
     with LogStore(tmp_path / "log") as log, ReplicaStore(tmp_path / "rep", node="edge0") as rep:
         log.append([put("edge0", "a")])
         rep.install_snapshot(log.snapshot("edge0"))

@@ -13,8 +13,9 @@ import orjson
 
 from eventlog import LogStore
 from eventlog.verify import verify_log
+from tests.kit.builders import put
+from tests.kit.processes import APPENDER, run_cli
 
-from storehelpers import APPENDER, put, run_cli
 
 BATCH = 64
 

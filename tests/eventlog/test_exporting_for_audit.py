@@ -9,8 +9,8 @@ import orjson
 from eventlog import LogStore
 from eventlog.export import export_file, verify_exports
 from eventlog.verify import verify_log
-
-from storehelpers import delete, put, run_cli
+from tests.kit.builders import delete, put
+from tests.kit.processes import run_cli
 
 
 def _fill(store: LogStore, rounds: int = 12) -> None:

@@ -18,14 +18,14 @@ from hypothesis import strategies as st
 from eventlog import Change, LogStore, ReplicaStore, digest_of
 from eventlog.replay import log_state_at, replay
 from eventlog.verify import verify_log, verify_replica, verify_replica_against
+from tests.kit.builders import pod_manifest
 
-from storehelpers import manifest
 
 NODES = [f"edge{i}" for i in range(4)]
 PODS = [f"p{i}" for i in range(5)]
 
 change = st.builds(
-    lambda op, node, ns, pod, v: Change(node, op, ns, pod, manifest(node, ns, pod, v) if op == "put" else None),
+    lambda op, node, ns, pod, v: Change(node, op, ns, pod, pod_manifest(ns, pod, f"nginx:1.{v}", node=node) if op == "put" else None),
     st.sampled_from(["put", "put", "delete"]), st.sampled_from(NODES), st.sampled_from(["default", "kube-edge"]),
     st.sampled_from(PODS), st.integers(0, 3),
 )

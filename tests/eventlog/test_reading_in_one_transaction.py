@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from eventlog import LogStore, ReplicaStore, decode_event
 from eventlog.encoding import INDEX_NODE, INDEX_OFFSET, decode_journal, from_u64, node_index_key, split_view_key, view_key
-
-from storehelpers import delete, put
+from tests.kit.builders import delete, put
 
 
 def test_a_log_reader_sees_one_state_while_the_log_is_appended_and_compacted(tmp_path):

@@ -8,8 +8,7 @@ import pytest
 
 from eventlog import CorruptRecordError, DigestMismatchError, LogMismatchError, LogStore, ReplicaStore
 from eventlog.verify import verify_replica, verify_replica_against
-
-from storehelpers import delete, put
+from tests.kit.builders import delete, put
 
 
 @pytest.fixture

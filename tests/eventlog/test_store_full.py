@@ -6,8 +6,7 @@ import pytest
 
 from eventlog import LogStore, StoreFullError
 from eventlog.verify import verify_log
-
-from storehelpers import put
+from tests.kit.builders import put
 
 
 def test_a_map_at_its_limit_refuses_the_append_and_keeps_the_store_sound(tmp_path):

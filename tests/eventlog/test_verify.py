@@ -7,8 +7,8 @@ import pytest
 from eventlog import LogStore, ReplicaStore
 from eventlog.encoding import encode_node, encode_view_value, node_index_key, u64, view_key
 from eventlog.verify import verify_log, verify_replica
-
-from storehelpers import delete, put, raw_env
+from tests.kit.builders import delete, put
+from tests.kit.files import raw_env
 
 
 @pytest.fixture

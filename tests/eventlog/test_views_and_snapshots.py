@@ -6,8 +6,7 @@ import pytest
 
 from eventlog import CompactedError, LogStore, OffsetOutOfRangeError, SnapshotCause, SnapshotReason, digest_of
 from eventlog.replay import log_state_at
-
-from storehelpers import delete, put
+from tests.kit.builders import delete, put
 
 
 def test_snapshot_is_the_view_at_the_node_head(tmp_path):

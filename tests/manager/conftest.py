@@ -1,10 +1,7 @@
-"""Fixtures for the manager's tests (helpers live in manager_helpers.py).
+"""Fixtures of the manager's tests alone (shared helpers and fixtures: tests/kit).
 
 - ``clientgo_correlator`` (session): client-go's EventCorrelator as a small Go program
   (clientgo_correlator/main.go), built against tools/kube's pinned modules.
-- ``manager_factory`` (function): ``start(kubeconfig=..., data_dir=..., namespace=..., args=[...],
-  insecure=True, wait=True)`` -> ManagerProcess (started, EdgeNodes listed). Every process is
-  killed (process group) at the end of the test.
 """
 
 from __future__ import annotations
@@ -16,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.manager.manager_helpers import EDGE_MANAGER, REPO, ManagerProcess
+from tests.kit.processes import REPO
 
 
 @pytest.fixture(scope="session")
@@ -33,27 +30,3 @@ def clientgo_correlator(tmp_path_factory) -> Path:
                          cwd=mod, env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     return mod / "correlator.bin"
-
-
-@pytest.fixture
-def manager_factory(tmp_path):
-    started: list[ManagerProcess] = []
-
-    def start(*, kubeconfig: Path, data_dir: Path | None = None, namespace: str | None = None,
-              args: list[str] = (), wait: bool = True, insecure: bool = True) -> ManagerProcess:
-        data_dir = Path(data_dir or tmp_path / "data")
-        cmd = [str(EDGE_MANAGER), "--kubeconfig", str(kubeconfig), "--data-dir", str(data_dir),
-               "--sync-server", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--log-level", "DEBUG"]
-        if insecure:
-            cmd.append("--insecure")
-        if namespace:
-            cmd += ["--namespace", namespace]
-        cmd += list(args)
-        log_path = tmp_path / f"manager{len(started)}.log"
-        mp = ManagerProcess(cmd, log_path, data_dir)
-        started.append(mp)
-        return mp.wait_started() if wait else mp
-
-    yield start
-    for mp in started:
-        mp.kill()

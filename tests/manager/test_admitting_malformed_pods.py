@@ -22,26 +22,15 @@ from manager import recording
 from manager.validating import EDGENODE_SELF, MAX_MANIFEST_BYTES, PodCheck, pod_problem
 from manager.recording import Recorder, desired_node
 from manager.retrying import Backoff, RetryQueue
-from tests.kubelet_shape import kubelet_refusal
-from tests.malformed import MALFORMED_PODS
+from tests.kit.builders import spec_pod as pod
+from tests.kit.kubelet_shape import kubelet_refusal
+from tests.kit.malformed import MALFORMED_PODS
 
 
 def edgenode(name: str, ns: str, *pods: Any, spec: Any = None) -> dict:
     return {"apiVersion": "edge.k8s.io/v1alpha1", "kind": "EdgeNode",
             "metadata": {"name": name, "namespace": ns, "uid": f"u-{name}", "resourceVersion": "1", "generation": 1},
             "spec": {"pods": list(pods)} if spec is None else spec}
-
-
-def pod(name: str, image: str = "nginx", **spec: Any) -> dict:
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-            "spec": {"containers": [{"name": "c", "image": image}], **spec}}
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = LogStore(tmp_path / "log")
-    yield s
-    s.close()
 
 
 class FakeClock:

@@ -12,7 +12,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from eventlog import LogStore
 from manager.admitting import ALLOWED_NODES_ANNOTATION, NamespaceAdmission, allowed_nodes_of, node_allowed
 from manager.podsecurity import (
     ENFORCE_LABEL,
@@ -114,13 +113,6 @@ def edgenode(name: str, ns: str, *pods: dict) -> dict:
 def pod(name: str, **security_context) -> dict:
     return {"metadata": {"name": name},
             "spec": {"containers": [{"name": "app", "image": "x", "securityContext": security_context}]}}
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = LogStore(tmp_path / "log")
-    yield s
-    s.close()
 
 
 def test_relabelling_a_namespace_sends_newly_allowed_and_deletes_newly_refused_pods(store):

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import REPO
-from tests.manager.fake_agent import FakeAgent
-from tests.manager.manager_helpers import apply, events, wait_for
+from tests.kit.builders import apply, sa_kubeconfig
+from tests.kit.fake_agents import FakeAgent
+from tests.kit.manager import events
+from tests.kit.processes import REPO
+from tests.kit.waits import wait_for
 
 
 def test_deploy_manifests_pass_server_side_validation(control_plane, edgenode_crd):
@@ -25,16 +27,7 @@ def test_the_service_account_of_crd_rbac_is_enough(control_plane, edgenode_crd, 
                                                     tmp_path):
     cp = control_plane
     cp.kubectl("apply", "-f", REPO / "crd" / "rbac.yaml")
-    token = cp.kubectl("create", "token", "edge-manager", "-n", "k8s-edge", "--duration=1h").stdout.strip()
-    kubeconfig = tmp_path / "sa.kubeconfig"
-    ca = cp.kubectl("config", "view", "--raw", "--minify", "-o",
-                    "jsonpath={.clusters[0].cluster.certificate-authority-data}").stdout.strip()
-    kubeconfig.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
-        "clusters": [{"name": "c", "cluster": {"server": cp.server, "certificate-authority-data": ca}}],
-        "users": [{"name": "sa", "user": {"token": token}}],
-        "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa"}}],
-    }))
+    kubeconfig = sa_kubeconfig(cp, tmp_path / "sa.kubeconfig")
     data = tmp_path / "data"
     mgr = manager_factory(kubeconfig=kubeconfig, data_dir=data, namespace=namespace)
     apply(cp, "edge01", namespace, {"web": "nginx"})

@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 
 from manager.events import AGGREGATE_PREFIX
-from tests.manager.fake_agent import FakeAgent
-from tests.manager.manager_helpers import apply, wait_for
+from tests.kit.builders import apply
+from tests.kit.fake_agents import FakeAgent
+from tests.kit.waits import wait_for
 
 
 def edge_events(cp, ns: str, name: str) -> list[dict]:

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import json
 
-from tests.crd_helpers import wait_established
-from tests.malformed import MALFORMED_PODS, loose_crd
-from tests.manager.manager_helpers import apply, events, wait_for
+from tests.kit.builders import apply, edgenode_status
+from tests.kit.crd import wait_established
+from tests.kit.malformed import MALFORMED_PODS, loose_crd
+from tests.kit.manager import events
+from tests.kit.waits import wait_for
+
 
 SECONDS = 30  # "within seconds", with room for a loaded CI machine
-
-
-def status(cp, ns: str, name: str) -> dict:
-    return json.loads(cp.kubectl("get", "edgenode", name, "-n", ns, "-o", "json").stdout).get("status") or {}
 
 
 def recorded(data, node: str, pod: str, image: str) -> bool:
@@ -53,7 +52,7 @@ def test_malformed_edgenodes_are_refused_alone_across_a_restart(control_plane_fa
 
     def refused_in_status() -> bool:
         for i, (_, _, path) in enumerate(MALFORMED_PODS):
-            st = status(cp, "tenant", f"bad{i}")
+            st = edgenode_status(cp, "tenant", f"bad{i}")
             if st.get("rejected") != [{"name": "bad", "reason": st.get("rejected", [{}])[0].get("reason", "")}] \
                     or not st["rejected"][0]["reason"].startswith(f"{path}: ") or st.get("desiredPods") != 1:
                 return False

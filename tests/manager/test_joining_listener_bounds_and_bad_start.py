@@ -11,12 +11,11 @@ import time
 
 import pytest
 
-from tests.manager.conftest import manager_factory  # noqa: F401 (fixture)
-from tests.manager.join_client import (
+from tests.kit.joining import (
     CA_NAME, CA_NAMESPACE, JoinClient, join_port, joining_args, make_join_pki, node_csr, put_ca_secret, put_token,
 )
-from tests.manager.manager_helpers import wait_for
-from tests.manager.test_refusing_bad_start import one_error_line, one_usage_line, run
+from tests.kit.processes import error_log_line, refused_start, usage_line
+from tests.kit.waits import wait_for
 
 
 @pytest.fixture
@@ -40,22 +39,22 @@ def test_bad_joining_flags_are_one_line_and_exit_2(tmp_path, pki):
         ([*tls, "--agent-ca-secret", "k8s-edge/ca", "--agent-certificate-duration", "10s"], "at least 60s"),
         ([*tls, "--agent-ca-secret", "k8s-edge/ca", "--join-server", "nowhere"], "--join-server: not an address"),
     ]:
-        res = run(*args, tmp_path=tmp_path)
-        assert words in one_usage_line(res), (args, res.stderr)
+        res = refused_start(*args, tmp_path=tmp_path)
+        assert words in usage_line(res), (args, res.stderr)
 
 
 def test_a_ca_secret_that_cannot_sign_stops_the_start_with_one_line(control_plane, tmp_path, pki):
     kube = ["--kubeconfig", str(control_plane.kubeconfig), "--join-server", "127.0.0.1:0"]
     tls = ["--tls-cert-file", str(pki.server_cert), "--tls-private-key-file", str(pki.server_key)]
-    res = run(*kube, *tls, "--agent-ca-secret", f"{CA_NAMESPACE}/nosuch", tmp_path=tmp_path)
+    res = refused_start(*kube, *tls, "--agent-ca-secret", f"{CA_NAMESPACE}/nosuch", tmp_path=tmp_path)
     assert res.returncode == 1
-    assert f"--agent-ca-secret {CA_NAMESPACE}/nosuch: no Secret {CA_NAMESPACE}/nosuch" in one_error_line(res)
+    assert f"--agent-ca-secret {CA_NAMESPACE}/nosuch: no Secret {CA_NAMESPACE}/nosuch" in error_log_line(res)
     # the serving certificate is no CA: it cannot sign agents' certificates
     control_plane.kubectl("create", "secret", "tls", "not-a-ca", "-n", CA_NAMESPACE, f"--cert={pki.server_cert}",
                           f"--key={pki.server_key}")
-    res = run(*kube, *tls, "--agent-ca-secret", f"{CA_NAMESPACE}/not-a-ca", tmp_path=tmp_path)
+    res = refused_start(*kube, *tls, "--agent-ca-secret", f"{CA_NAMESPACE}/not-a-ca", tmp_path=tmp_path)
     assert res.returncode == 1
-    assert "is not a CA (basicConstraints CA:TRUE)" in one_error_line(res)
+    assert "is not a CA (basicConstraints CA:TRUE)" in error_log_line(res)
 
 
 def test_a_join_port_in_use_is_one_line(control_plane, tmp_path, pki):
@@ -63,11 +62,11 @@ def test_a_join_port_in_use_is_one_line(control_plane, tmp_path, pki):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        res = run("--kubeconfig", str(control_plane.kubeconfig), "--tls-cert-file", str(pki.server_cert),
+        res = refused_start("--kubeconfig", str(control_plane.kubeconfig), "--tls-cert-file", str(pki.server_cert),
                   "--tls-private-key-file", str(pki.server_key), "--agent-ca-secret", f"{CA_NAMESPACE}/{CA_NAME}",
                   "--join-server", f"127.0.0.1:{port}", tmp_path=tmp_path)
     assert res.returncode == 1
-    assert f"--join-server 127.0.0.1:{port}: " in one_error_line(res) and "in use" in one_error_line(res)
+    assert f"--join-server 127.0.0.1:{port}: " in error_log_line(res) and "in use" in error_log_line(res)
 
 
 def test_requests_are_bounded_and_a_stalled_client_blocks_nobody(control_plane, manager_factory, pki):

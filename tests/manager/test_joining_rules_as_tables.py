@@ -18,7 +18,7 @@ from cryptography.x509.oid import NameOID
 from manager.bootstrap_tokens import Refusal, Token, check_token, parse_token
 from manager.refusals import NodeRefusals
 from manager.signing import CaError, CsrProblem, check_request, csr_object_name, lifetime_text, load_ca, sign
-from tests.manager.join_client import make_join_pki, node_csr
+from tests.kit.joining import make_join_pki, node_csr
 
 NOW = datetime(2026, 12, 2, 8, 0, tzinfo=UTC)
 TOKEN = Token("abcdef", "0123456789abcdef")

@@ -13,13 +13,13 @@ import grpc
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from tests.manager.conftest import manager_factory  # noqa: F401 (fixture)
-from tests.manager.fake_agent import FakeAgent
-from tests.manager.join_client import (
+from tests.kit.builders import apply
+from tests.kit.fake_agents import FakeAgent
+from tests.kit.joining import (
     JoinClient, issued, join_port, joining_args, kubectl_csr, make_join_pki, node_csr, put_ca_secret, put_token,
     sync_credentials,
 )
-from tests.manager.manager_helpers import apply, wait_for
+from tests.kit.waits import wait_for
 
 
 @pytest.fixture

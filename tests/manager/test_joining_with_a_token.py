@@ -1,7 +1,7 @@
 """Joining: a bootstrap token gets a node its certificate through the CSR API, and nothing else does.
 
 Against the real API server (tokens as kube-system Secrets, CSRs seen with kubectl) and the
-real edge-manager process; the client is the test kit's (tests/manager/join_client.py).
+real edge-manager process; the client is the test kit's (tests/kit/joining.py).
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tests.manager.conftest import manager_factory  # noqa: F401 (fixture)
-from tests.manager.fake_agent import FakeAgent
-from tests.manager.join_client import (
-    JoinClient, csr_condition_types, issued, join_port, joining_args, kubectl_csr, make_join_pki, new_token,
-    node_csr, put_ca_secret, put_token, sync_credentials,
+from tests.kit.builders import apply
+from tests.kit.fake_agents import FakeAgent
+from tests.kit.joining import (
+    JoinClient, csr_condition_types, issued, join_port, joining_args, kubectl_csr, make_join_pki, new_token, node_csr,
+    put_ca_secret, put_token, sync_credentials,
 )
-from tests.manager.manager_helpers import apply, wait_for
-from tests.sync.sync_helpers import make_pki
+from tests.kit.pki import make_pki
+from tests.kit.waits import wait_for
 
 
 @pytest.fixture

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import json
-import re
 import signal
 
 import pytest
 
 from eventlog import LogStore
-from tests.manager.manager_helpers import apply, events, wait_for
-from tests.manager.fake_agent import FakeAgent
-
-
-def sample(metrics: str, name: str) -> float | None:
-    m = re.search(r"^%s (\S+)$" % re.escape(name), metrics, re.M)
-    return float(m.group(1)) if m else None
+from tests.kit.builders import apply
+from tests.kit.fake_agents import FakeAgent
+from tests.kit.manager import events, sample
+from tests.kit.waits import wait_for
 
 
 def test_metrics_report_log_agents_lag_and_snapshots(control_plane, edgenode_crd, namespace, manager_factory,

@@ -11,7 +11,10 @@ from __future__ import annotations
 import json
 import subprocess
 
-from tests.manager.manager_helpers import EDGE_MANAGER, events, wait_for
+from tests.kit.manager import events
+from tests.kit.processes import EDGE_MANAGER
+from tests.kit.waits import wait_for
+
 
 PRIVILEGED_REFUSAL = ('violates PodSecurity "baseline:latest": privileged '
                       '(container "app" must not set securityContext.privileged=true)')

@@ -5,7 +5,6 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from eventlog import LogStore
 from manager.validating import static_pod_problem
 from manager.recording import (
     MANAGED_BY_LABEL,
@@ -13,24 +12,13 @@ from manager.recording import (
     Recorder,
     desired_node,
 )
+from tests.kit.builders import spec_pod as pod
 
 
 def edgenode(name: str, ns: str, *pods: dict, uid: str = "u1", rv: str = "1", gen: int = 1) -> dict:
     return {"apiVersion": "edge.k8s.io/v1alpha1", "kind": "EdgeNode",
             "metadata": {"name": name, "namespace": ns, "uid": uid, "resourceVersion": rv, "generation": gen},
             "spec": {"pods": list(pods)}}
-
-
-def pod(name: str, image: str = "nginx", **spec) -> dict:
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-            "spec": {"containers": [{"name": "c", "image": image}], **spec}}
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = LogStore(tmp_path / "log")
-    yield s
-    s.close()
 
 
 @pytest.fixture

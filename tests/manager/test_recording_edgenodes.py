@@ -15,7 +15,10 @@ from pathlib import Path
 
 import orjson
 
-from tests.manager.manager_helpers import apply, events, ops, wait_for
+from tests.kit.builders import apply
+from tests.kit.manager import events, ops
+from tests.kit.waits import wait_for
+
 
 EDGE_EVENTLOG = Path(sys.executable).parent / "edge-eventlog"
 
@@ -94,7 +97,7 @@ def test_changes_made_while_the_manager_was_down_are_recorded_once_it_is_back(
     apply(control_plane, "edge04", namespace, {"z": "nginx:1"})
 
     manager_factory(kubeconfig=control_plane.kubeconfig, data_dir=data, namespace=namespace)
-    # the catch-up is appended before "Starting workers": exactly the differences, deletions included
+    # the catch-up is appended before /readyz turns ready: exactly the differences, deletions included
     assert ops(events(data, mark)) == [
         ("edge01", "put", "a"), ("edge01", "put", "c"), ("edge01", "delete", "b"),
         ("edge04", "put", "z"),

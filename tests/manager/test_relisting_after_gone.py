@@ -13,9 +13,10 @@ import re
 import signal
 import time
 
-from tests.conftest import CRD_FILE
-from tests.crd_helpers import wait_established
-from tests.manager.manager_helpers import apply, events, ops, wait_for
+from tests.kit.builders import apply
+from tests.kit.crd import CRD_FILE, wait_established
+from tests.kit.manager import events, ops
+from tests.kit.waits import wait_for
 
 
 def restarts(metrics: str, reason: str) -> float:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,14 +12,11 @@ from eventlog import LogStore
 from eventlog.export import verify_exports
 from edgecommon.usage import UsageError
 from manager.main import parse_args
-from tests.manager.manager_helpers import apply, events, wait_for
+from tests.kit.builders import apply
+from tests.kit.manager import events, sample
+from tests.kit.waits import wait_for
 
 EDGE_EVENTLOG = Path(sys.executable).parent / "edge-eventlog"
-
-
-def sample(metrics: str, name: str) -> float | None:
-    m = re.search(r"^%s (\S+)$" % re.escape(name), metrics, re.M)
-    return float(m.group(1)) if m else None
 
 
 def _retention(*args: str):

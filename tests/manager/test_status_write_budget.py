@@ -14,20 +14,14 @@ import json
 import time
 from datetime import UTC, datetime
 
-from tests.conftest import CRD_FILE
-from tests.crd_helpers import wait_established
-from tests.manager.manager_helpers import apply, wait_for
-from tests.manager.fake_agent import FakeAgent
-from tests.manager.test_status_columns import mirror_pod, status
+from tests.kit.builders import apply, edgenode_status, mirror_pod
+from tests.kit.crd import audited_control_plane
+from tests.kit.fake_agents import FakeAgent
+from tests.kit.waits import wait_for
+
 
 REFRESH = 5.0
 WINDOW = 20.0
-POLICY = """apiVersion: audit.k8s.io/v1
-kind: Policy
-omitStages: ["RequestReceived"]
-rules:
-- level: Metadata
-"""
 
 
 def manager_requests(audit_log, start: datetime, end: datetime) -> list[dict]:
@@ -45,12 +39,7 @@ def manager_requests(audit_log, start: datetime, end: datetime) -> list[dict]:
 
 def test_steady_state_costs_at_most_one_status_write_per_edgenode_per_interval(
         control_plane_factory, manager_factory, tmp_path):
-    audit_log, policy = tmp_path / "audit.log", tmp_path / "audit-policy.yaml"
-    policy.write_text(POLICY)
-    cp = control_plane_factory(extra_apiserver_args=[f"--audit-log-path={audit_log}",
-                                                     f"--audit-policy-file={policy}"])
-    cp.kubectl("apply", "-f", CRD_FILE)
-    wait_established(cp)
+    cp, audit_log = audited_control_plane(control_plane_factory, tmp_path)
     cp.kubectl("create", "serviceaccount", "default", "-n", "default", check=False)
     ns, data = "default", tmp_path / "data"
     mgr = manager_factory(kubeconfig=cp.kubeconfig, data_dir=data, namespace=ns,
@@ -60,8 +49,8 @@ def test_steady_state_costs_at_most_one_status_write_per_edgenode_per_interval(
     mirror_pod(cp, ns, "web-edge01", "edge01", "Running")
     agents = [FakeAgent(mgr.sync_port, node, data) for node in ("edge01", "edge02")]
     try:
-        wait_for(lambda: status(cp, ns, "edge01").get("phase") == "Running"
-                 and status(cp, ns, "edge02").get("phase") == "Synced", 60, "steady state")
+        wait_for(lambda: edgenode_status(cp, ns, "edge01").get("phase") == "Running"
+                 and edgenode_status(cp, ns, "edge02").get("phase") == "Synced", 60, "steady state")
         time.sleep(2)  # let the last coalesced write land
         heartbeats = sum(a.heartbeats for a in agents)
         start = datetime.now(UTC)

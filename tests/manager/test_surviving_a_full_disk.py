@@ -8,26 +8,20 @@ from __future__ import annotations
 
 import errno
 import json
-import re
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from eventlog import LogStore
-from tests.agent.agentproc import AgentProc, expected_files, managed_files
-from tests.manager.manager_helpers import wait_for
+from tests.kit.agents import AgentProc
+from tests.kit.manager import sample
+from tests.kit.manifests import expected_files, managed_files
+from tests.kit.waits import http_get, wait_for
 
 EDGE_EVENTLOG = Path(sys.executable).parent / "edge-eventlog"
 PADDING = "x" * 6000  # big manifests, so a few changes need pages the full disk cannot give
-
-
-def sample(metrics: str, name: str) -> float:
-    m = re.search(r"^%s (\S+)$" % re.escape(name), metrics, re.M)
-    return float(m.group(1)) if m else 0.0
 
 
 def _edgenode(name: str, namespace: str, *, version: int, pods: int = 6) -> str:
@@ -39,14 +33,6 @@ def _edgenode(name: str, namespace: str, *, version: int, pods: int = 6) -> str:
                                                     "args": [f"--pad={PADDING}"]}]}}
                           for i in range(pods)]},
     })
-
-
-def _readyz(port: int) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
 
 
 def _fill(path: Path) -> None:
@@ -62,18 +48,8 @@ def _fill(path: Path) -> None:
 
 
 @pytest.fixture
-def small_disk(tmp_path):
-    mnt = tmp_path / "data"
-    mnt.mkdir()
-    # mode 0700: a tmpfs root is 1777 by default, and a shared (sticky) dir is refused as a data dir
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(mnt)],
-                         capture_output=True, text=True)
-    assert res.returncode == 0, f"cannot mount a tmpfs (the test needs root): {res.stderr}"
-    try:
-        yield mnt
-    finally:
-        if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+def small_disk(tmpfs, tmp_path) -> Path:
+    return tmpfs(tmp_path / "data", size="4m")
 
 
 def test_a_full_disk_stops_recording_and_space_returning_records_every_change(
@@ -92,20 +68,20 @@ def test_a_full_disk_stops_recording_and_space_returning_records_every_change(
                 return {k: p.manifest for k, p in s.pods(node).items()}
 
         agent.wait_files(expected_files(log_pods("edge01")), timeout=90)
-        assert _readyz(mgr.metrics_port)[0] == 200
+        assert http_get(mgr.metrics_port, "/readyz")[0] == 200
 
         _fill(data / "ballast")
         version = 0
-        while _readyz(mgr.metrics_port)[0] == 200:  # free pages of the store absorb the first changes
+        while http_get(mgr.metrics_port, "/readyz")[0] == 200:  # free pages of the store absorb the first changes
             version += 1
             assert version <= 40, "the disk never filled up for the store"
             cp.kubectl("apply", "-f", "-", input=_edgenode("edge01", namespace, version=version))
 
             def settled(v: int = version) -> bool:
                 pods = log_pods("edge01").values()
-                return _readyz(mgr.metrics_port)[0] == 503 or any(f"nginx:1.{v}".encode() in m for m in pods)
+                return http_get(mgr.metrics_port, "/readyz")[0] == 503 or any(f"nginx:1.{v}".encode() in m for m in pods)
             wait_for(settled, 30, f"change {version} recorded or refused")
-        code, body = _readyz(mgr.metrics_port)
+        code, body = http_get(mgr.metrics_port, "/readyz")
         assert code == 503 and "No space left on device" in body, body
         head_when_full = LogStore(data / "eventlog", readonly=True).head_offset
 
@@ -124,7 +100,7 @@ def test_a_full_disk_stops_recording_and_space_returning_records_every_change(
         late.wait_files(expected_files(log_pods("edge02")), timeout=90)
 
         (data / "ballast").unlink()  # space returns
-        wait_for(lambda: _readyz(mgr.metrics_port)[0] == 200, 90, "/readyz to turn ok again")
+        wait_for(lambda: http_get(mgr.metrics_port, "/readyz")[0] == 200, 90, "/readyz to turn ok again")
         assert "recording resumed" in mgr.log()
         assert log_pods("edge03") == {}
         assert all(f"nginx:1.{final}".encode() in m for m in log_pods("edge01").values())

@@ -10,14 +10,15 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.manager.manager_helpers import events, wait_for
+from tests.kit.manager import events
+from tests.kit.processes import REPO
+from tests.kit.waits import wait_for
 
-REPO = Path(__file__).resolve().parents[2]
+
 REFUSAL = 'namespace "{ns}" may not place pods on edge node "{node}": not in its edge.k8s.io/allowed-nodes annotation'
 
 

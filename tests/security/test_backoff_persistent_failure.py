@@ -5,21 +5,19 @@ to commit. Before issue 12 the backoff was reset by every Welcome: 38 reconnects
 snapshots in 10 s, one log line each (44 snapshots in this test's 10 s against that code).
 Now only progress (an apply that committed) resets it: about 5 tries in 10 s, one line.
 The full disk is real: the agent's --data-dir is a small tmpfs mounted by the test (as root).
-A real agent process against the real sync service (tests/agent/syncserver.py).
+A real agent process against the real sync service (tests/kit/servers.py).
 """
 
 from __future__ import annotations
 
 import subprocess
 import time
-from pathlib import Path
-
-import pytest
 
 from eventlog import Change, canonical_manifest
-from tests.agent.agentproc import expected_files, make_replica, managed_files, pod_manifest
-from tests.agent.conftest import agents, logserver  # noqa: F401 (fixtures)
-from tests.e2e.processes import wait_for
+from tests.kit.agents import make_replica
+from tests.kit.builders import pod_manifest
+from tests.kit.manifests import expected_files, managed_files
+from tests.kit.waits import wait_for
 
 WINDOW = 10.0
 BIG_PODS = 8  # x ~128 KiB: a snapshot of ~1 MiB, on a 512 KiB disk
@@ -32,30 +30,13 @@ def big_pod(node: str, name: str) -> Change:
     return Change(node, "put", "ns", name, canonical_manifest(body))
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 512 KiB tmpfs; unmounted at the end."""
-    mounted: list[Path] = []
-
-    def mount(path: Path) -> Path:
-        path.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k,mode=0700", "tmpfs", str(path)], check=True,
-                       capture_output=True, timeout=30)
-        mounted.append(path)
-        return path
-
-    yield mount
-    for p in mounted:
-        subprocess.run(["umount", "-l", str(p)], check=False, capture_output=True, timeout=30)
-
-
 def failure_lines(log: str, needle: str) -> list[str]:
     return [l for l in log.splitlines() if needle in l and (" WARNING " in l or " ERROR " in l)]
 
 
-def test_full_disk_backs_off_with_one_log_line_and_loses_nothing(agents, logserver, small_disk):
+def test_full_disk_backs_off_with_one_log_line_and_loses_nothing(agents, logserver, tmpfs):
     a = agents(node="edge01", servers=[logserver.address])
-    small_disk(a.data_dir)
+    tmpfs(a.data_dir, size="512k")  # a snapshot of ~1 MiB does not fit
     old = {("ns", "old"): pod_manifest("ns", "old")}
     make_replica(a.data_dir / "replica", node="edge01", pods=old)  # of another log: the manager sends a snapshot
     logserver.append([big_pod("edge01", f"p{i}") for i in range(BIG_PODS)])

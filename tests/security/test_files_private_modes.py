@@ -18,13 +18,13 @@ from edgecommon import files
 from edgecommon.files import PrivacyError, check_private_key_mode, ensure_private_dir
 from eventlog import LogStore, ReplicaStore
 from manager.sync_service import ServerTls
-from tests.agent.agentproc import REPO, expected_files, make_replica, managed_files, pod_manifest, run_agent
-from tests.agent.conftest import agents, manager  # noqa: F401 (fixtures)
-from tests.agent.managerproc import EDGE_MANAGER
-from tests.agent.syncserver import LogServer, put
-from tests.e2e.processes import free_port
-from tests.security.files_helpers import PRIVATE_STORE, mode, one_error_line, store_modes
-from tests.sync.sync_helpers import make_pki
+from tests.kit.agents import make_replica
+from tests.kit.builders import pod_manifest, put
+from tests.kit.files import PRIVATE_STORE, mode, store_modes
+from tests.kit.manifests import expected_files, managed_files
+from tests.kit.pki import make_pki
+from tests.kit.processes import EDGE_MANAGER, REPO, free_port, one_error_line, run_agent
+from tests.kit.servers import LogServer
 
 PODS = {("ns", "web"): pod_manifest("ns", "web"), ("ns", "db"): pod_manifest("ns", "db", "postgres:16")}
 
@@ -42,7 +42,7 @@ def _loosen(store: Path) -> None:
 def test_agent_creates_its_data_dir_0700_and_replica_files_0600(agents):
     a = agents(node="edge01", servers=[f"127.0.0.1:{free_port()}"])
     a.start()
-    a.wait_log("Starting sync agent")
+    a.wait_serving()
     assert mode(a.data_dir) == 0o700
     assert store_modes(a.data_dir / "replica") == PRIVATE_STORE
 
@@ -107,7 +107,7 @@ def test_manager_creates_its_data_dir_0700_and_log_files_0600(manager):
     with LogStore(manager.data_dir / "eventlog") as s:  # a log an older version wrote, with its identity
         log_id = s.info().log_id
     _loosen(manager.data_dir / "eventlog")
-    manager.start_and_wait()
+    manager.start().wait_ready()
     assert mode(manager.data_dir) == 0o700
     assert store_modes(manager.data_dir / "eventlog") == PRIVATE_STORE
     with manager.store() as s:
@@ -194,7 +194,7 @@ def test_agent_syncs_with_a_private_key(pki, tmp_path, agents):
     srv = LogServer(tmp_path / "tls-log", tls=ServerTls(cert_file=pki.server_cert, key_file=pki.server_key,
                                                        client_ca_file=pki.ca)).start()
     try:
-        srv.append([put("edge01", "ns", "web")])
+        srv.append([put("edge01", "web", ns="ns")])
         cert, key = pki.client("edge01")
         assert mode(key) == 0o600
         a = agents(node="edge01", servers=[srv.address], insecure=False,

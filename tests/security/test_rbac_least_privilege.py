@@ -18,15 +18,15 @@ from pathlib import Path
 import yaml
 from cryptography.hazmat.primitives import serialization
 
-from tests.conftest import CRD_FILE, REPO
-from tests.crd_helpers import wait_established
-from tests.manager.conftest import manager_factory  # noqa: F401 (fixture)
-from tests.manager.fake_agent import FakeAgent
-from tests.manager.join_client import (
+from tests.kit.builders import apply, mirror_pod, sa_kubeconfig
+from tests.kit.crd import audited_control_plane
+from tests.kit.fake_agents import FakeAgent
+from tests.kit.joining import (
     JoinClient, issued, join_port, joining_args, make_join_pki, node_csr, put_ca_secret, put_token, sync_credentials,
 )
-from tests.manager.manager_helpers import apply, wait_for
-from tests.manager.test_status_columns import mirror_pod
+from tests.kit.processes import REPO
+from tests.kit.waits import wait_for
+
 
 RBAC_FILE = REPO / "crd" / "rbac.yaml"
 DEPLOY_FILE = REPO / "deploy" / "manager.yaml"
@@ -61,14 +61,6 @@ CHECKED_BY_ADMISSION = {
     ("certificates.k8s.io", "signers", "sign"),
 }
 
-POLICY = """apiVersion: audit.k8s.io/v1
-kind: Policy
-omitStages: ["RequestReceived"]
-rules:
-- level: Metadata
-"""
-
-
 def granted(rbac_text: str) -> set[tuple[str, str, str]]:
     """(group, resource, verb) triples of the edge-manager ClusterRole and of its Roles (edge-manager-*)."""
     roles = [d for d in yaml.safe_load_all(rbac_text) if d and d["kind"] in ("ClusterRole", "Role")
@@ -94,27 +86,8 @@ def audited(audit_log: Path, user: str) -> tuple[set[tuple[str, str, str]], list
     return used, refused
 
 
-def sa_kubeconfig(cp, path: Path) -> Path:
-    """A kubeconfig holding only a token of the edge-manager ServiceAccount."""
-    token = cp.kubectl("create", "token", "edge-manager", "-n", "k8s-edge", "--duration=1h").stdout.strip()
-    ca = cp.kubectl("config", "view", "--raw", "--minify", "-o",
-                    "jsonpath={.clusters[0].cluster.certificate-authority-data}").stdout.strip()
-    path.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
-        "clusters": [{"name": "c", "cluster": {"server": cp.server, "certificate-authority-data": ca}}],
-        "users": [{"name": "sa", "user": {"token": token}}],
-        "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa"}}],
-    }))
-    return path
-
-
 def test_the_cluster_role_grants_exactly_what_the_manager_calls(control_plane_factory, manager_factory, tmp_path):
-    audit_log, policy = tmp_path / "audit.log", tmp_path / "audit-policy.yaml"
-    policy.write_text(POLICY)
-    cp = control_plane_factory(extra_apiserver_args=[f"--audit-log-path={audit_log}",
-                                                     f"--audit-policy-file={policy}"])
-    cp.kubectl("apply", "-f", CRD_FILE)
-    wait_established(cp)
+    cp, audit_log = audited_control_plane(control_plane_factory, tmp_path)
     cp.kubectl("apply", "-f", RBAC_FILE)
     cp.kubectl("create", "serviceaccount", "default", "-n", "default", check=False)
     ns, data = "default", tmp_path / "data"

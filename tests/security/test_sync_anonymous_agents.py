@@ -11,12 +11,16 @@ from agent.sync_client import ClientTls
 from eventlog import LogStore
 from manager.sync_service import ServerTls
 from proto import sync_pb2 as pb
-from tests.manager.manager_helpers import EDGE_MANAGER, ManagerProcess
-from tests.security.sync_attacks import fill_node, legit_agent_syncs, one_error_line, pki, run_manager, store  # noqa: F401
-from tests.sync.sync_helpers import Pki, raw_stream, run, serving
+from tests.kit.builders import fill_node
+from tests.kit.fake_agents import legit_agent_syncs, raw_stream
+from tests.kit.manager import ManagerProcess
+from tests.kit.pki import Pki
+from tests.kit.processes import one_error_line, run_manager
+from tests.kit.servers import serving
+from tests.kit.waits import run
 
 
-def test_tls_without_a_client_ca_refuses_to_start(pki: Pki, tmp_path: Path) -> None:  # noqa: F811
+def test_tls_without_a_client_ca_refuses_to_start(pki: Pki, tmp_path: Path) -> None:
     data = tmp_path / "data"
     with LogStore(data / "eventlog") as s:
         fill_node(s, "edge11", pods=3, size=200)
@@ -31,15 +35,14 @@ def test_tls_without_a_client_ca_refuses_to_start(pki: Pki, tmp_path: Path) -> N
         assert (s.info().head_offset, s.info().log_id) == (before.head_offset, before.log_id)
 
 
-def test_allowing_unauthenticated_agents_is_explicit_and_loud(control_plane, edgenode_crd, namespace, pki: Pki,  # noqa: F811
+def test_allowing_unauthenticated_agents_is_explicit_and_loud(control_plane, edgenode_crd, namespace, pki: Pki,
                                                               tmp_path: Path) -> None:
-    cmd = [str(EDGE_MANAGER), "--kubeconfig", str(control_plane.kubeconfig), "--data-dir", str(tmp_path / "data"),
-           "--sync-server", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--namespace", namespace,
-           "--tls-cert-file", str(pki.server_cert), "--tls-private-key-file", str(pki.server_key),
-           "--allow-unauthenticated-agents"]
-    mgr = ManagerProcess(cmd, tmp_path / "manager.log", tmp_path / "data")
+    mgr = ManagerProcess(kubeconfig=control_plane.kubeconfig, data_dir=tmp_path / "data",
+                         log_path=tmp_path / "manager.log", namespace=namespace, insecure=False,
+                         args=["--tls-cert-file", str(pki.server_cert), "--tls-private-key-file", str(pki.server_key),
+                               "--allow-unauthenticated-agents"])
     try:
-        mgr.wait_started()
+        mgr.start().wait_ready()
         warnings = [line for line in mgr.log().splitlines() if " WARNING " in line]
         assert any("--allow-unauthenticated-agents" in line and "any client" in line for line in warnings)
         assert mgr.stop() == 0
@@ -47,7 +50,7 @@ def test_allowing_unauthenticated_agents_is_explicit_and_loud(control_plane, edg
         mgr.kill()
 
 
-def test_an_anonymous_tls_client_gets_nothing_and_the_agent_still_syncs(store: LogStore, pki: Pki,  # noqa: F811
+def test_an_anonymous_tls_client_gets_nothing_and_the_agent_still_syncs(store: LogStore, pki: Pki,
                                                                         tmp_path: Path) -> None:
     fill_node(store, "edge11", pods=8, size=500)
     tls = ServerTls(cert_file=pki.server_cert, key_file=pki.server_key, client_ca_file=pki.ca)

@@ -20,8 +20,11 @@ import pytest
 from eventlog import LogStore
 from manager.sync_service import ServerTls
 from proto import sync_pb2 as pb
-from tests.security.sync_attacks import fill_node, store  # noqa: F401
-from tests.sync.sync_helpers import issue, raw_stream, run, serving
+from tests.kit.builders import fill_node
+from tests.kit.fake_agents import raw_stream
+from tests.kit.pki import issue
+from tests.kit.servers import serving
+from tests.kit.waits import run
 
 SAME = [  # (subject, SANs): certificates on which the manager decides as Kubernetes does
     ("/CN=system:node:edge01/O=system:nodes", ""),
@@ -74,7 +77,7 @@ def signed(control_plane, tmp_path: Path) -> Path:  # noqa: ANN001
 
 
 def test_the_manager_names_the_node_kube_apiserver_names(control_plane, signed: Path,  # noqa: ANN001
-                                                         store: LogStore) -> None:  # noqa: F811
+                                                         store: LogStore) -> None:
     d = signed
     tls = ServerTls(cert_file=d / "apiserver.crt", key_file=d / "apiserver.key", client_ca_file=d / "ca.crt")
     for subject, _ in SAME + STRICTER:

@@ -12,14 +12,11 @@ from agent.sync_client import ClientTls
 from eventlog import LogStore
 from manager.sync_service import ServerTls
 from proto import sync_pb2 as pb
-from tests.security.sync_attacks import fill_node, legit_agent_syncs, pki, store  # noqa: F401
-from tests.sync.sync_helpers import Pki, raw_stream, run, serving
-
-
-def _creds(pki: Pki, client: str) -> grpc.ChannelCredentials:  # noqa: F811
-    cert, key = pki.client(client)
-    return grpc.ssl_channel_credentials(root_certificates=pki.ca.read_bytes(), private_key=key.read_bytes(),
-                                        certificate_chain=cert.read_bytes())
+from tests.kit.builders import fill_node
+from tests.kit.fake_agents import legit_agent_syncs, raw_stream
+from tests.kit.pki import Pki
+from tests.kit.servers import serving
+from tests.kit.waits import run
 
 
 @pytest.mark.parametrize(
@@ -31,7 +28,7 @@ def _creds(pki: Pki, client: str) -> grpc.ChannelCredentials:  # noqa: F811
         ("two-cns", ["edge01", "edge02"]),
     ],
 )
-def test_a_certificate_not_naming_exactly_one_node_syncs_nothing(store: LogStore, pki: Pki, client: str,  # noqa: F811
+def test_a_certificate_not_naming_exactly_one_node_syncs_nothing(store: LogStore, pki: Pki, client: str,
                                                                  nodes: list[str], tmp_path: Path) -> None:
     for node in nodes:
         fill_node(store, node, pods=4, size=300)
@@ -42,7 +39,7 @@ def test_a_certificate_not_naming_exactly_one_node_syncs_nothing(store: LogStore
     async def scenario() -> None:
         async with serving(store, tls=tls) as s:
             for node in nodes * 2:  # each node twice: an agent retrying is logged once
-                async with raw_stream(s.address, _creds(pki, client)) as st:
+                async with raw_stream(s.address, pki.credentials(client)) as st:
                     await st.send(hello=pb.Hello(node=node, record_format=1))
                     assert await st.status() == grpc.StatusCode.PERMISSION_DENIED
             assert s.observer.of("connected") == [] and s.observer.of("snapshot_sent") == []

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from eventlog import LogStore
-from tests.manager.manager_helpers import REPO
-from tests.security.sync_attacks import fill_node, one_error_line, run_manager
+from tests.kit.builders import fill_node
+from tests.kit.processes import REPO, one_error_line, run_manager
 
 
 @pytest.fixture

@@ -13,8 +13,10 @@ import pytest
 from eventlog import RECORD_FORMAT, Change, LogStore
 from proto import sync_pb2 as pb
 from proto import sync_pb2_grpc as pb_grpc
-from tests.security.sync_attacks import big_manifest, fill_node, legit_agent_syncs, store  # noqa: F401
-from tests.sync.sync_helpers import FAST, raw_stream, run, serving, wait_until
+from tests.kit.builders import big_manifest, fill_node
+from tests.kit.fake_agents import legit_agent_syncs, raw_stream
+from tests.kit.servers import FAST, serving
+from tests.kit.waits import run, wait_until
 
 
 async def _silent_streams(channel: grpc.aio.Channel, nodes: list[str]) -> list[grpc.aio.StreamStreamCall]:
@@ -32,7 +34,7 @@ def _net_connected(observer: object, node: str) -> int:
     return len(observer.of("connected", node)) - len(observer.of("disconnected", node))  # type: ignore[attr-defined]
 
 
-def test_400_silent_streams_for_one_node_hold_at_most_8_and_the_agent_then_syncs(store: LogStore,  # noqa: F811
+def test_400_silent_streams_for_one_node_hold_at_most_8_and_the_agent_then_syncs(store: LogStore,
                                                                                   tmp_path: Path) -> None:
     fill_node(store, "edge11")  # 256 pods x 5 KB, as in the issue
 
@@ -53,7 +55,7 @@ def test_400_silent_streams_for_one_node_hold_at_most_8_and_the_agent_then_syncs
     run(scenario(), timeout=180)
 
 
-def test_beyond_max_streams_new_streams_get_resource_exhausted(store: LogStore, tmp_path: Path) -> None:  # noqa: F811
+def test_beyond_max_streams_new_streams_get_resource_exhausted(store: LogStore, tmp_path: Path) -> None:
     fill_node(store, "edge01", pods=16, size=1000)
     settings = replace(FAST, max_streams=50)
 
@@ -75,7 +77,7 @@ def test_beyond_max_streams_new_streams_get_resource_exhausted(store: LogStore, 
     run(scenario(), timeout=180)
 
 
-def test_a_second_stream_for_a_node_replaces_the_first(store: LogStore, tmp_path: Path) -> None:  # noqa: F811
+def test_a_second_stream_for_a_node_replaces_the_first(store: LogStore, tmp_path: Path) -> None:
     fill_node(store, "edge01", pods=8, size=500)
 
     async def scenario() -> None:
@@ -97,7 +99,7 @@ def test_a_second_stream_for_a_node_replaces_the_first(store: LogStore, tmp_path
     run(scenario())
 
 
-def test_a_3_million_character_report_is_cut_to_1_kib(store: LogStore, tmp_path: Path) -> None:  # noqa: F811
+def test_a_3_million_character_report_is_cut_to_1_kib(store: LogStore, tmp_path: Path) -> None:
     fill_node(store, "edge01", pods=4, size=300)
 
     async def scenario() -> None:
@@ -127,7 +129,7 @@ def test_a_3_million_character_report_is_cut_to_1_kib(store: LogStore, tmp_path:
         (pb.Hello(node="edge01", log_id="f" * 10_000, record_format=RECORD_FORMAT), "log_id of 10000 characters"),
     ],
 )
-def test_oversized_or_invalid_strings_in_a_hello_are_refused(store: LogStore, tmp_path: Path, hello: pb.Hello,  # noqa: F811
+def test_oversized_or_invalid_strings_in_a_hello_are_refused(store: LogStore, tmp_path: Path, hello: pb.Hello,
                                                              why: str) -> None:
     fill_node(store, "edge01", pods=4, size=300)
 
@@ -143,7 +145,7 @@ def test_oversized_or_invalid_strings_in_a_hello_are_refused(store: LogStore, tm
     run(scenario())
 
 
-def test_one_nodes_silent_connections_cannot_fill_the_table_for_others(store: LogStore,  # noqa: F811
+def test_one_nodes_silent_connections_cannot_fill_the_table_for_others(store: LogStore,
                                                                         tmp_path: Path) -> None:
     fill_node(store, "edge11")  # 256 pods x 5 KB: a silent reader's window fills, its replaced stream cannot end
     fill_node(store, "edge12", pods=8, size=500)

@@ -5,17 +5,19 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from sync_helpers import manifest, put, raw_stream, run, serving, wait_until
-
 from agent.sync_client import SyncClient
 from eventlog import LogStore, PodEntry, ReplicaStore, Snapshot, digest_of
 from proto import sync_pb2 as pb
+from tests.kit.builders import pod_manifest, put
+from tests.kit.fake_agents import raw_stream
+from tests.kit.servers import serving
+from tests.kit.waits import run, wait_until
 
 
 def _corrupt(replica: ReplicaStore) -> None:
     """Make the replica hold a pod the log never had, at the same log_id and offset."""
     cursor = replica.cursor()
-    pods = (*replica.pods().values(), PodEntry("default", "intruder", cursor.applied_offset, manifest("intruder")))
+    pods = (*replica.pods().values(), PodEntry("default", "intruder", cursor.applied_offset, pod_manifest("default", "intruder")))
     replica.install_snapshot(Snapshot(cursor.log_id, replica.node, cursor.applied_offset, digest_of(pods), pods))
 
 

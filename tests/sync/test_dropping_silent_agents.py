@@ -11,10 +11,13 @@ import asyncio
 import time
 
 import grpc
-from sync_helpers import RECORD_FORMAT, raw_stream, run, serving
+from eventlog import RECORD_FORMAT
 
 from eventlog import LogStore
 from proto import sync_pb2 as pb
+from tests.kit.fake_agents import raw_stream
+from tests.kit.servers import serving
+from tests.kit.waits import run
 
 
 def test_a_silent_agent_is_dropped_and_a_ponging_one_is_kept(store: LogStore) -> None:

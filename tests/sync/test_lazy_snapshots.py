@@ -7,9 +7,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import grpc
-from sync_helpers import FAST, delete, put, raw_stream, run, serving, wait_until
 
 from eventlog import Change, LogStore, PodEntry, SnapshotPlan, decode_entry
+from tests.kit.builders import delete, put
+from tests.kit.fake_agents import raw_stream
+from tests.kit.servers import FAST, serving
+from tests.kit.waits import run, wait_until
 
 SMALL_CHUNKS = replace(FAST, snapshot_chunk_bytes=4096)
 

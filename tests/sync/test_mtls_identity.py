@@ -7,27 +7,22 @@ from pathlib import Path
 
 import grpc
 import pytest
-from sync_helpers import Pki, put, raw_stream, run, serving, wait_until
 
 from agent.sync_client import ClientTls, SyncClient
 from eventlog import LogStore, ReplicaStore
 from manager.identity import NodeIdentity, certificate_node, subject_attributes
 from manager.sync_service import ServerTls
 from proto import sync_pb2 as pb
+from tests.kit.builders import put
+from tests.kit.fake_agents import raw_stream
+from tests.kit.pki import Pki
+from tests.kit.servers import serving
+from tests.kit.waits import run, wait_until
 
 
 def _server_tls(pki: Pki, *, require_clients: bool = True, mode: NodeIdentity = NodeIdentity.KUBELET) -> ServerTls:
     return ServerTls(cert_file=pki.server_cert, key_file=pki.server_key,
                      client_ca_file=pki.ca if require_clients else None, node_identity=mode)
-
-
-def _credentials(pki: Pki, client: str | None) -> grpc.ChannelCredentials:
-    if client is None:
-        return grpc.ssl_channel_credentials(root_certificates=pki.ca.read_bytes())
-    cert, key = pki.client(client)
-    return grpc.ssl_channel_credentials(
-        root_certificates=pki.ca.read_bytes(), private_key=key.read_bytes(), certificate_chain=cert.read_bytes()
-    )
 
 
 @pytest.mark.parametrize(
@@ -39,7 +34,7 @@ def test_own_node_is_served(store: LogStore, pki: Pki, client: str, node: str, m
 
     async def scenario() -> None:
         async with serving(store, tls=_server_tls(pki, mode=mode)) as s, \
-                raw_stream(s.address, _credentials(pki, client)) as st:
+                raw_stream(s.address, pki.credentials(client)) as st:
             welcome = await st.hello(node)
             assert welcome.mode == pb.Welcome.SNAPSHOT
             last, entries = await st.read_snapshot()
@@ -74,7 +69,7 @@ def test_a_certificate_not_naming_exactly_this_node_is_permission_denied(
 
     async def scenario() -> None:
         async with serving(store, tls=_server_tls(pki, mode=mode)) as s, \
-                raw_stream(s.address, _credentials(pki, client)) as st:
+                raw_stream(s.address, pki.credentials(client)) as st:
             await st.send(hello=pb.Hello(node=node, record_format=1))
             assert await st.status() == grpc.StatusCode.PERMISSION_DENIED
             assert why in await st.call.details()
@@ -85,7 +80,7 @@ def test_a_certificate_not_naming_exactly_this_node_is_permission_denied(
 
 def test_no_client_certificate_is_refused(store: LogStore, pki: Pki) -> None:
     async def scenario() -> None:
-        async with serving(store, tls=_server_tls(pki)) as s, raw_stream(s.address, _credentials(pki, None)) as st:
+        async with serving(store, tls=_server_tls(pki)) as s, raw_stream(s.address, pki.credentials(None)) as st:
             with pytest.raises((grpc.aio.AioRpcError, AssertionError)) as info:
                 await st.send(hello=pb.Hello(node="edge01", record_format=1))
                 await st.read(timeout=10)
@@ -100,7 +95,7 @@ def test_server_tls_without_client_ca_serves_any_node(store: LogStore, pki: Pki)
     """The sync service alone: edge-manager refuses this set-up without --allow-unauthenticated-agents."""
     async def scenario() -> None:
         tls = _server_tls(pki, require_clients=False)
-        async with serving(store, tls=tls) as s, raw_stream(s.address, _credentials(pki, None)) as st:
+        async with serving(store, tls=tls) as s, raw_stream(s.address, pki.credentials(None)) as st:
             welcome = await st.hello("edge05")
             assert welcome.mode == pb.Welcome.SNAPSHOT
 

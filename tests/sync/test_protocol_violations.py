@@ -6,10 +6,13 @@ from collections.abc import Awaitable, Callable
 
 import grpc
 import pytest
-from sync_helpers import RawStream, put, raw_stream, run, serving, wait_until
 
 from eventlog import LogStore
 from proto import sync_pb2 as pb
+from tests.kit.builders import put
+from tests.kit.fake_agents import RawStream, raw_stream
+from tests.kit.servers import serving
+from tests.kit.waits import run, wait_until
 
 
 async def _ack_first(stream: RawStream, store: LogStore) -> None:

@@ -9,8 +9,10 @@ from pathlib import Path
 from agent.sync_client import Report, SyncClient
 from eventlog import LogStore, ReplicaStore, decode_event, digest_of
 from proto import sync_pb2 as pb
-
-from sync_helpers import delete, put, raw_stream, run, serving, wait_until
+from tests.kit.builders import delete, put
+from tests.kit.fake_agents import raw_stream
+from tests.kit.servers import serving
+from tests.kit.waits import run, wait_until
 
 
 def test_resume_sends_exactly_the_later_events_of_that_node(store: LogStore) -> None:

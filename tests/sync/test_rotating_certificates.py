@@ -8,12 +8,15 @@ import shutil
 from pathlib import Path
 
 import grpc
-from sync_helpers import Pki, put, raw_stream, run, serving, wait_until
 
 from agent.sync_client import ClientTls, SyncClient
 from eventlog import LogStore, ReplicaStore
 from manager.sync_service import ServerTls
-from proto import sync_pb2 as pb
+from tests.kit.builders import put
+from tests.kit.fake_agents import raw_stream
+from tests.kit.pki import Pki
+from tests.kit.servers import serving
+from tests.kit.waits import run, wait_until
 
 
 def _replace(src: Path, dst: Path) -> None:

@@ -8,14 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from sync_helpers import run
 
 from agent.sync_client import SyncClient, channel_options
 from eventlog import LogStore, ReplicaStore
 from manager.notify import LogNotifier
 from manager.sync_service import NullObserver, SyncSettings, create_server, listen_address, server_options
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.kit.processes import REPO
+from tests.kit.waits import run
 
 
 def test_server_keepalive_options_follow_the_doc() -> None:
@@ -76,7 +75,7 @@ def test_an_address_in_use_is_one_clear_error(tmp_path: Path) -> None:
 
 def test_generated_modules_are_not_stale(tmp_path: Path) -> None:
     (tmp_path / "proto").mkdir()
-    shutil.copy(ROOT / "proto" / "sync.proto", tmp_path / "proto" / "sync.proto")
+    shutil.copy(REPO / "proto" / "sync.proto", tmp_path / "proto" / "sync.proto")
     subprocess.run(
         [sys.executable, "-m", "grpc_tools.protoc", "-I.", "--python_out=.", "--pyi_out=.", "--grpc_python_out=.",
          "proto/sync.proto"],
@@ -84,7 +83,7 @@ def test_generated_modules_are_not_stale(tmp_path: Path) -> None:
     )
     for name in ("sync_pb2.py", "sync_pb2.pyi", "sync_pb2_grpc.py"):
         fresh = (tmp_path / "proto" / name).read_text()
-        committed = (ROOT / "proto" / name).read_text()
+        committed = (REPO / "proto" / name).read_text()
         assert fresh == committed, f"proto/{name} is stale: run proto/generate.sh"
 
 

@@ -7,7 +7,6 @@ import socket
 from pathlib import Path
 
 import grpc
-from sync_helpers import delete, put, raw_stream, run, serving, wait_until
 
 from agent.sync_client import Report, SyncClient
 from eventlog import LogStore, ReplicaStore
@@ -15,6 +14,10 @@ from manager.notify import LogNotifier
 from manager.sync_service import SyncSettings
 from proto import sync_pb2 as pb
 from proto import sync_pb2_grpc as pb_grpc
+from tests.kit.builders import delete, put
+from tests.kit.fake_agents import raw_stream
+from tests.kit.servers import serving
+from tests.kit.waits import run, wait_until
 
 
 def _client(address: str | list[str], replica: ReplicaStore, after_apply, **kw) -> SyncClient:  # noqa: ANN001

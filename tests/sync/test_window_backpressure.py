@@ -6,11 +6,13 @@ import asyncio
 import time
 from pathlib import Path
 
-from sync_helpers import put, raw_stream, run, serving, wait_until
-
 from agent.sync_client import SyncClient
 from eventlog import Change, LogStore, ReplicaStore, event_offset
 from manager.sync_service import SyncSettings
+from tests.kit.builders import put
+from tests.kit.fake_agents import raw_stream
+from tests.kit.servers import serving
+from tests.kit.waits import run, wait_until
 
 SETTINGS = SyncSettings(window=64, batch_size=16, heartbeat_seconds=1.0)
 

@@ -40,7 +40,7 @@ def loose_crd() -> str:
 
     import yaml
 
-    crd = yaml.safe_load((Path(__file__).resolve().parent.parent / "crd" / "edgenode.yaml").read_text())
+    crd = yaml.safe_load((Path(__file__).resolve().parents[2] / "crd" / "edgenode.yaml").read_text())
     items = (crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
              ["properties"]["pods"]["items"])
     del items["properties"]["spec"]

@@ -1,4 +1,4 @@
-"""A small join client and PKI for the manager's joining tests (the product client is the agent's).
+"""Joining for tests: a small join client and PKI for the manager's joining tests (the product client is the agent's).
 
 - ``make_join_pki(dir)``: an agent CA and a serving certificate for 127.0.0.1/localhost it signs
   (the documented setup: one CA, so the discovery bundle verifies the manager).
@@ -31,7 +31,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.manager.manager_helpers import wait_for
+from tests.kit.waits import wait_for
+
 
 CA_NAMESPACE, CA_NAME = "k8s-edge", "edge-agent-ca"
 _JOIN_PORT = re.compile(r"join server at \S*:(\d+) \(")

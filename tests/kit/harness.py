@@ -16,7 +16,7 @@ runtime), which talks to kube-apiserver directly. Processes run in their own pro
 and are killed in `close()` (the fixtures call it in a finalizer).
 
 Imports eventlog (offline log compaction, read-only observation), the checker and the join
-test kit (tests/manager/join_client.py: a CA, Secrets through kubectl); never manager or agent
+test kit (tests/kit/joining.py: a CA, Secrets through kubectl); never manager or agent
 code, which runs only as the `edge-manager` / `edge-agent` processes.
 """
 
@@ -27,7 +27,6 @@ import json
 import os
 import shutil
 import socket
-import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -39,14 +38,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from eventlog import LogStore
-from tests.manager.join_client import make_join_pki, put_ca_secret, put_token
+from tests.kit import checker
+from tests.kit.joining import make_join_pki, put_ca_secret, put_token
+from tests.kit.processes import Daemon, DaemonDied, command, free_port
+from tests.kit.toxiproxy import Proxy, ToxiproxyServer
+from tests.kit.waits import wait_for
 from tools.hollow_kubelet import HollowKubelet
 
-from . import checker
-from .processes import Daemon, DaemonDied, free_port, wait_for
-from .toxiproxy import Proxy, ToxiproxyServer
 
-VENV_BIN = Path(sys.executable).parent
 FOREIGN_FILES = {  # an operator's own static pods and notes, next to ours
     "kube-vip.yaml": b"apiVersion: v1\nkind: Pod\nmetadata:\n  name: kube-vip\n",
     "README.txt": b"static pods of this node; k8s-edge owns only k8s-edge_* files\n",
@@ -54,12 +53,6 @@ FOREIGN_FILES = {  # an operator's own static pods and notes, next to ours
 }
 MANAGER_STORE = "eventlog"  # eventlog.opening.MANAGER_SUBDIR
 AGENT_STORE = "replica"  # eventlog.opening.AGENT_SUBDIR
-
-
-def _command(script: str, module: str) -> list[str]:
-    """The installed console script, or `python -m <module>` when the venv has none."""
-    exe = VENV_BIN / script
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", module]
 
 
 def _port_open(port: int) -> bool:
@@ -143,7 +136,7 @@ class EdgeSystem:
         self.join_port = free_port()
         self.manager_metrics_port = free_port()
         self.manager = Daemon("edge-manager", [
-            *_command("edge-manager", "manager"), "--kubeconfig", str(self.kubeconfig),
+            *command("edge-manager", "manager"), "--kubeconfig", str(self.kubeconfig),
             "--sync-server", f"127.0.0.1:{self.sync_port}", "--data-dir", str(self.manager_data),
             "--tls-cert-file", str(pki.server_cert), "--tls-private-key-file", str(pki.server_key),
             "--agent-ca-secret", f"k8s-edge/{ca_secret}", "--join-server", f"127.0.0.1:{self.join_port}",
@@ -159,7 +152,7 @@ class EdgeSystem:
                 (manifest_dir / fname).write_bytes(content)
             metrics = free_port()
             daemon = Daemon(f"edge-agent {node}", [
-                *_command("edge-agent", "agent"), "--node-name", node, "--sync-server", proxy.listen,
+                *command("edge-agent", "agent"), "--node-name", node, "--sync-server", proxy.listen,
                 "--pod-manifest-path", str(manifest_dir), "--data-dir", str(data_dir),
                 "--resync-interval", str(resync_interval), "--metrics-addr", f"127.0.0.1:{metrics}",
                 "--join-server", f"127.0.0.1:{self.join_port}", "--token-file", str(self.token_file),
@@ -206,10 +199,14 @@ class EdgeSystem:
             self.cp.kubectl("delete", "nodes", *nodes, "--wait=false", "--ignore-not-found", check=False, timeout=60)
 
     def start_manager(self) -> None:
-        """Start edge-manager and wait until its sync and join ports accept connections."""
+        """Start edge-manager and wait until its sync and join ports accept connections.
+
+        Not /readyz, which waits for the first list: a fault may start the manager while kube-apiserver
+        is restarting, and it serves agents from its log before it can list."""
         self.manager.start()
         wait_for(lambda: self.manager.check_alive() or (_port_open(self.sync_port) and _port_open(self.join_port)),
-                 timeout=60, what="edge-manager's sync and join ports", on_timeout=self.manager.log_tail)
+                 timeout=60, max_interval=1.0, what="edge-manager's sync and join ports",
+                 on_timeout=self.manager.log_tail)
 
     def start_agent(self, node: str) -> None:
         """Start one agent (it connects by itself; nothing to wait for)."""

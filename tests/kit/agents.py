@@ -1,28 +1,16 @@
-"""Helpers for the edge-agent tests: agents as real processes, replicas and manifests on real folders."""
+"""edge-agent for tests: the agent as a real process with its folders and metrics, replicas on real folders."""
 
 from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
-import urllib.error
 import urllib.request
 from pathlib import Path
 
-from eventlog import PodEntry, ReplicaStore, Snapshot, canonical_manifest, digest_of
-from tests.e2e.processes import Daemon, free_port, wait_for
-
-REPO = Path(__file__).resolve().parents[2]
-AGENT = [sys.executable, "-m", "agent.main"]
-
-
-def pod_manifest(ns: str, name: str, image: str = "nginx:1.25") -> bytes:
-    """Canonical JSON of a small static pod."""
-    return canonical_manifest({
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns},
-        "spec": {"containers": [{"name": "c", "image": image}]},
-    })
+from eventlog import PodEntry, ReplicaStore, Snapshot, digest_of
+from tests.kit.manifests import managed_files, put_foreign
+from tests.kit.processes import AGENT, REPO, Daemon, free_port
+from tests.kit.waits import http_get, wait_for, wait_ready
 
 
 def make_replica(path: Path, *, node: str, pods: dict[tuple[str, str], bytes], log_id: str = "a" * 32,
@@ -35,66 +23,7 @@ def make_replica(path: Path, *, node: str, pods: dict[tuple[str, str], bytes], l
                                     digest_of(entries), entries))
 
 
-def managed_files(folder: Path) -> dict[str, bytes]:
-    """The agent's files in a manifest folder (by its naming scheme)."""
-    return {p.name: p.read_bytes() for p in folder.iterdir()
-            if re.fullmatch(r"k8s-edge_[^_/]+_[^_/]+\.json", p.name)}
-
-
-def expected_files(pods: dict[tuple[str, str], bytes]) -> dict[str, bytes]:
-    """What managed_files should be for these desired pods."""
-    return {f"k8s-edge_{ns}_{n}.json": m for (ns, n), m in pods.items()}
-
-
-FOREIGN = {"kube-apiserver.yaml": b"apiVersion: v1\nkind: Pod\n", "nginx.json": b'{"kind":"Pod"}',
-           ".hidden": b"x", "k8s-edge-notours.json": b"{}"}
-
-
-def put_foreign(folder: Path) -> dict[str, bytes]:
-    """Files an operator put in the manifest folder; the agent must never touch them."""
-    for n, data in FOREIGN.items():
-        (folder / n).write_bytes(data)
-    return dict(FOREIGN)
-
-
-def foreign_files(folder: Path) -> dict[str, bytes]:
-    """The foreign files as they are now."""
-    return {n: (folder / n).read_bytes() for n in FOREIGN if (folder / n).exists()}
-
-
-def run_agent(*args: str, timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run edge-agent to completion (for the start-up refusals)."""
-    return subprocess.run([*AGENT, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO,
-                          env={**os.environ, **(env or {})})
-
-
-def error_lines(text: str) -> list[str]:
-    """Lines a user would read as errors."""
-    return [l for l in text.splitlines() if " ERROR " in l or "error:" in l]
-
-
-class SpawnedDaemon(Daemon):
-    """A Daemon started without preexec_fn, so Python spawns it with vfork and runs no fork handlers.
-
-    The test process may host a gRPC server (syncserver.py): a plain fork() runs gRPC's atfork
-    handlers in the child, which can abort it (SIGABRT, "epoll_wait error: Bad file descriptor")
-    before exec. Finalizers kill the process groups instead of PR_SET_PDEATHSIG.
-    """
-
-    def start(self) -> Daemon:
-        if self.running:
-            raise RuntimeError(f"{self.name} is already running")
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            log.write(f"\n===== start #{self.starts + 1}: {' '.join(self.cmd)}\n".encode())
-            log.flush()
-            self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                         env=self.env, cwd=self.cwd, start_new_session=True)
-        self.starts += 1
-        return self
-
-
-class AgentProc(SpawnedDaemon):
+class AgentProc(Daemon):
     """An edge-agent process with its folders, metrics port and helpers to read its state."""
 
     def __init__(self, tmp: Path, name: str, *, node: str, servers: list[str], extra: list[str] = (),
@@ -112,7 +41,8 @@ class AgentProc(SpawnedDaemon):
                "--metrics-addr", f"127.0.0.1:{self.metrics_port}", *extra]
         for s in servers:
             cmd += ["--sync-server", s]
-        super().__init__(name, cmd, log_path=tmp / f"{name}.log", env={**os.environ, **(env or {})}, cwd=REPO)
+        super().__init__(name, cmd, log_path=tmp / f"{name}.log", env={**os.environ, **(env or {})}, cwd=REPO,
+                         deathsig=False)
 
     def set_env(self, **kv: str | None) -> None:
         """Change the environment of the next start (None removes a variable)."""
@@ -137,18 +67,25 @@ class AgentProc(SpawnedDaemon):
         return out
 
     def http(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}{path}", timeout=5) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read().decode()
+        """(status, body) of a path of its metrics server."""
+        return http_get(self.metrics_port, path, timeout=5)
 
     def replica(self) -> ReplicaStore:
         """The agent's replica, read-only (LMDB readers never block the agent)."""
         return ReplicaStore(self.data_dir / "replica", readonly=True)
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+    def wait_ready(self, *, timeout: float = 60) -> None:
+        """Until /readyz answers 200 (replica open, manifest folder reconciled once)."""
+        wait_ready(self.metrics_port, alive=self.check_alive, what=self.name, timeout=timeout,
+                   on_timeout=self.log_tail)
+
+    def wait_serving(self, *, timeout: float = 60) -> None:
+        """Until /healthz answers 200: data dir locked, replica open (a never-synced agent is not ready yet)."""
+        def serving() -> bool:
+            self.check_alive()
+            return http_get(self.metrics_port, "/healthz", timeout=5)[0] == 200
+
+        wait_for(serving, timeout, f"{self.name} to answer /healthz 200", on_timeout=self.log_tail)
 
     def wait_log(self, text: str, *, timeout: float = 60, count: int = 1) -> None:
         def seen() -> bool:

@@ -15,7 +15,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .processes import Daemon, free_port, wait_for
+from tests.kit.processes import Daemon, free_port
+from tests.kit.waits import wait_for
+
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "tools" / "build-toxiproxy.sh"
@@ -73,7 +75,8 @@ class ToxiproxyServer:
     def start(self) -> ToxiproxyServer:
         """Start the server and wait until its API answers."""
         self.daemon.start()
-        wait_for(lambda: self._ping(), timeout=20, what="toxiproxy API", on_timeout=self.daemon.log_tail)
+        wait_for(lambda: self._ping(), timeout=20, max_interval=1.0, what="toxiproxy API",
+                 on_timeout=self.daemon.log_tail)
         return self
 
     def stop(self) -> None:

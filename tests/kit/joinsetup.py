@@ -1,7 +1,6 @@
 """Joined agents for the agent tests: the real edge-manager with joining on, its CA Secret, bootstrap tokens.
 
-Tests only. The CA, the Secrets and the manager's flags are the manager tests' kit
-(tests/manager/join_client.py); this adds what an agent needs: the join address, the CA
+Tests only. The CA, the Secrets and the manager's flags come from tests/kit/joining.py; this adds what an agent needs: the join address, the CA
 hash an operator pins, token files, and the agent's flags.
 """
 
@@ -14,9 +13,9 @@ from typing import Any
 from cryptography import x509
 
 from agent.pki import ca_cert_hash
-from tests.agent.managerproc import ManagerProc
-from tests.e2e.processes import free_port
-from tests.manager.join_client import CA_NAME, CA_NAMESPACE, make_join_pki, put_ca_secret, put_token
+from tests.kit.joining import CA_NAME, CA_NAMESPACE, make_join_pki, put_ca_secret, put_token
+from tests.kit.manager import ManagerProcess
+from tests.kit.processes import free_port
 
 
 class JoinSetup:
@@ -28,17 +27,20 @@ class JoinSetup:
         put_ca_secret(cp, self.pki)
         self.ca_hash = ca_cert_hash(x509.load_pem_x509_certificate(self.pki.ca_cert))
         self.join_address = f"127.0.0.1:{free_port()}"
-        self.manager = ManagerProc(tmp, kubeconfig=cp.kubeconfig, namespace=namespace, insecure=False, extra=[
-            "--tls-cert-file", str(self.pki.server_cert), "--tls-private-key-file", str(self.pki.server_key),
-            "--agent-ca-secret", f"{CA_NAMESPACE}/{CA_NAME}", "--join-server", self.join_address, *extra])
+        self.manager = ManagerProcess(
+            kubeconfig=cp.kubeconfig, data_dir=tmp / "manager-data", log_path=tmp / "manager.log",
+            namespace=namespace, sync_address=f"127.0.0.1:{free_port()}", insecure=False, args=[
+                "--heartbeat-interval", "1s", "--tls-cert-file", str(self.pki.server_cert),
+                "--tls-private-key-file", str(self.pki.server_key),
+                "--agent-ca-secret", f"{CA_NAMESPACE}/{CA_NAME}", "--join-server", self.join_address, *extra])
         self._tokens = 0
 
     def start(self) -> JoinSetup:
-        self.manager.start_and_wait()
+        self.manager.start().wait_ready()
         return self
 
     def token(self, **kw: Any) -> str:
-        """A bootstrap-token Secret (tests/manager/join_client.put_token's options); '<id>.<secret>'."""
+        """A bootstrap-token Secret (tests/kit/joining.put_token's options); '<id>.<secret>'."""
         return put_token(self.cp, **kw)
 
     def token_file(self, token: str) -> Path:

@@ -1,4 +1,4 @@
-"""The convergence checker: every invariant of ARCHITECTURE.md, checked on what the system holds.
+"""The convergence checker: every invariant of docs/architecture.md, checked on what the system holds.
 
 `observe(...)` gathers, read-only, what the API (EdgeNodes, and the mirror pods of nodes
 whose hollow kubelet runs), the manager's store, each agent's replica and each manifest folder hold (LMDB MVCC lets it read live stores); the `check_*`
@@ -12,9 +12,10 @@ added, status dropped, static-pod rejections left out). Because that shares code
 manager, `check_rendering` checks independently that each rendered pod still carries the
 user's name and spec, so a rendering bug cannot hide a lost or stale pod.
 
-Imports eventlog, manager.recording and manager.admitting (pure functions), never a daemon's
-process state. A pod the workload made malformed or policy-violating carries a label, so
-`check_rejections` expects its refusal independently of the manager's code.
+Imports eventlog, manager.recording, manager.admitting and agent.reconciling's file naming
+(pure functions), never a daemon's process state. A pod the workload made malformed or
+policy-violating carries a label, so `check_rejections` expects its refusal independently of
+the manager's code.
 """
 
 from __future__ import annotations
@@ -29,19 +30,16 @@ from typing import Any
 
 from eventlog import Event, JournalEntry, LogStore, NodeState, PodEntry, PodKey, ReplicaStore, digest_of
 
+from agent.reconciling import PREFIX, SUFFIX
 from manager.admitting import NamespaceAdmission
 from manager.recording import desired_node
+from tests.kit.manifests import manifest_file_name
 
 # The manager's Pod Security as it applies to the e2e namespaces (unlabelled: the default, baseline).
 POD_CHECK = NamespaceAdmission()
 
-MANAGED_PREFIX = "k8s-edge_"  # the agent's file naming: k8s-edge_<namespace>_<name>.json
-MANAGED_SUFFIX = ".json"
-
-
-def manifest_file_name(namespace: str, name: str) -> str:
-    """The agent's documented file name for a pod (agent/reconciling.py)."""
-    return f"{MANAGED_PREFIX}{namespace}_{name}{MANAGED_SUFFIX}"
+# the agent's file naming, k8s-edge_<namespace>_<name>.json: its own constants and function, never a copy
+MANAGED_PREFIX, MANAGED_SUFFIX = PREFIX, SUFFIX
 
 
 # -- observations -------------------------------------------------------------------------
