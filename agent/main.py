@@ -21,9 +21,6 @@ from loguru import logger
 from agent.daemon import EXIT_FAILURE, Agent, open_replica
 from agent.faults import FaultInjector
 from agent.join_settings import add_join_flags, join_settings
-from agent.joining import JoinError
-from agent.pki import AGENT_FILE, CA_FILE, pki_dir
-from agent.renewing import start_renewing
 from agent.settings import AgentSettings
 from edgecommon.addresses import check_dial_target, parse_listen_address
 from edgecommon.files import PrivacyError
@@ -125,6 +122,8 @@ def settings_from(a: argparse.Namespace) -> AgentSettings:
     metrics_addr = flag_value("--metrics-addr", parse_listen_address, a.metrics_addr) \
         if a.metrics_addr else None
     if join is not None:  # the files joining makes (or made on an earlier start)
+        from agent.pki import AGENT_FILE, CA_FILE, pki_dir  # lazily: `cryptography` costs ~10 MiB of RSS
+
         pki = pki_dir(Path(a.data_dir))
         a.ca_file, a.cert_file, a.key_file = pki / CA_FILE, pki / AGENT_FILE, pki / AGENT_FILE
     return AgentSettings(
@@ -181,6 +180,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     renewer = None
     try:
         if settings.join is not None:  # the pki the sync client's TLS files point at: joined now, or reused
+            from agent.joining import JoinError  # lazily, as above: agents with hand-made files never load them
+            from agent.renewing import start_renewing
+
             try:
                 renewer = start_renewing(settings.join, node=settings.node_name, data_dir=settings.data_dir,
                                          submitted=lambda: faults.reached("crash-after-join-request"))
