@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry
 
 from agent.faults import FaultInjector
 from agent.reconciling import ManifestReconciler, Outcome
-from agent.serving import AgentCollector, Readiness
+from agent.serving import AgentCollector, CertificateProgress, Readiness
 from agent.settings import AgentSettings
 from agent.sync_client import ClientTls, Report, SyncClient
 from edgecommon.backoff import NO_JITTER, Backoff
@@ -56,8 +56,10 @@ def open_replica(settings: AgentSettings) -> ReplicaStore:
 class Agent:
     """One running agent: the reconciler, the sync client, the resync timer, the health server."""
 
-    def __init__(self, settings: AgentSettings, replica: ReplicaStore, faults: FaultInjector) -> None:
+    def __init__(self, settings: AgentSettings, replica: ReplicaStore, faults: FaultInjector, *,
+                 certificate: CertificateProgress | None = None) -> None:
         self.settings = settings
+        self.certificate = certificate  # a joined agent's renewer, for its metrics
         self.replica = replica
         self.faults = faults
         self.reconciler = ManifestReconciler(settings.pod_manifest_path, desired=replica.pods)
@@ -132,7 +134,8 @@ class Agent:
             return None
         registry = CollectorRegistry()
         registry.register(AgentCollector(node=self.settings.node_name, replica=self.replica,
-                                         reconciler=self.reconciler, client=lambda: self.client))
+                                         reconciler=self.reconciler, client=lambda: self.client,
+                                         certificate=self.certificate))
         address = self.settings.metrics_addr
         try:
             server = HealthServer(address, registry=registry,

@@ -189,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             except JoinError as exc:
                 print(f"edge-agent: error: {exc}", file=sys.stderr)
                 return EXIT_FAILURE
-        return asyncio.run(Agent(settings, replica, faults).run())
+        return asyncio.run(Agent(settings, replica, faults, certificate=renewer).run())
     except KeyboardInterrupt:
         return 0
     finally:

@@ -68,6 +68,10 @@ class Renewer:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="certificate-renewer", daemon=True)
 
+    def expires_at(self) -> float:
+        """When the current certificate expires, as Unix time (the agent's metric)."""
+        return self.identity.not_after.timestamp()
+
     def start(self) -> Renewer:
         """Start renewing in the background."""
         self._thread.start()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
@@ -38,12 +39,21 @@ class Readiness:
         return None
 
 
+class CertificateProgress(Protocol):
+    """What a joined agent's renewer shows (agent/renewing.py); hand-made certificates have none."""
+
+    renewals: int
+
+    def expires_at(self) -> float: ...
+
+
 class AgentCollector:
     """Exposes the agent's state as Prometheus metrics, read when scraped."""
 
     def __init__(self, *, node: str, replica: ReplicaStore, reconciler: ManifestReconciler,
-                 client: Callable[[], SyncProgress | None]) -> None:
+                 client: Callable[[], SyncProgress | None], certificate: CertificateProgress | None = None) -> None:
         self.node = node
+        self.certificate = certificate  # a joined agent's renewer
         self.replica = replica
         self.reconciler = reconciler
         self.client = client  # the SyncClient once it exists
@@ -90,5 +100,11 @@ class AgentCollector:
         yield counter("manifest_removals", "Manifest files removed.", s.removed)
         yield counter("manifest_write_errors", "Manifest writes or removals that failed.", s.write_errors)
         yield gauge("managed_manifests", "Manifest files the agent manages now.", self.reconciler.managed)
+        if self.certificate is not None:  # as kubelet_certificate_manager_client_expiration_seconds
+            yield gauge("client_certificate_expiration_seconds", "When the joined client certificate expires "
+                        "(Unix time): alert well before it, e.g. when under 3 days away.",
+                        self.certificate.expires_at())
+            yield counter("client_certificate_renewals", "Client certificates renewed by this process.",
+                          self.certificate.renewals)
         yield gauge("manifests_ok", "1 when the last reconcile left the folder equal to the replica.",
                     1 if s.last is not None and s.last.ok else 0)

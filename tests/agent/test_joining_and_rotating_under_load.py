@@ -18,8 +18,12 @@ from tests.kit.builders import apply
 MAX_LOAD_SECONDS = 150.0  # a 60 s certificate (the manager's shortest) is renewed 42-54 s after it arrives
 
 
+def _certificate(a) -> x509.Certificate:
+    return x509.load_pem_x509_certificate((a.data_dir / "pki" / "agent.pem").read_bytes())
+
+
 def _serial(a) -> int:
-    return x509.load_pem_x509_certificate((a.data_dir / "pki" / "agent.pem").read_bytes()).serial_number
+    return _certificate(a).serial_number
 
 
 def _caught_up(a, mgr, node: str) -> None:
@@ -53,6 +57,11 @@ def test_renewals_during_a_stream_of_changes_lose_repeat_and_interrupt_nothing(
 
     renewed = a.log().count(f"renewed the certificate of node {node}")
     assert renewed >= 2 and len(serials) >= 3, (renewed, serials)
+    # what an operator alerts on, as kubelet_certificate_manager_client_expiration_seconds
+    before, m, after = _certificate(a), a.metrics(), _certificate(a)  # a renewal may fall between two reads
+    assert m["k8s_edge_agent_client_certificate_renewals_total"] >= 2
+    assert m["k8s_edge_agent_client_certificate_expiration_seconds"] in {
+        c.not_valid_after_utc.timestamp() for c in (before, after)}
     # exact: one snapshot (the first sync), then every event of the node's log once, in order
     with a.replica() as r:
         snapshots, events = journal_kinds(r)
