@@ -30,6 +30,7 @@ from loguru import logger  # noqa: E402
 from bench.benchlib import pod_manifest, proc_cpu_seconds, proc_status, raise_nofile, stdin_lines  # noqa: E402
 from eventlog import Change, LogStore, SnapshotCause  # noqa: E402
 from manager.sync_service import LogNotifier, SyncSettings, create_server  # noqa: E402
+from manager.streams import StreamTable  # noqa: E402
 from proto import sync_pb2 as pb  # noqa: E402
 
 RAW_SERVICE = "bench.Raw"
@@ -98,13 +99,15 @@ class Host:
         self.notifier = LogNotifier()
         self.observer = BenchObserver()
         self.server: grpc.aio.Server | None = None
+        self.streams: StreamTable | None = None
         self.port = 0
         self.raw_batches: list[pb.ManagerMessage] = []
         self.version = 1_000_000  # manifest versions of bumps, unique per run
 
     async def start_server(self, port: int = 0) -> None:
-        server, self.port = create_server(store=self.store, notifier=self.notifier, observer=self.observer,
-                                          address=f"127.0.0.1:{port}", tls=None, settings=self.settings)
+        built = create_server(store=self.store, notifier=self.notifier, observer=self.observer,
+                              address=f"127.0.0.1:{port}", tls=None, settings=self.settings)
+        server, self.port, self.streams = built.grpc_server, built.port, built.streams
         server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(RAW_SERVICE, {
             "Stream": grpc.unary_stream_rpc_method_handler(
                 self.raw_stream, request_deserializer=bytes, response_serializer=pb.ManagerMessage.SerializeToString),
@@ -158,7 +161,7 @@ class Host:
         o = self.observer
         if cmd == "stats":
             st = proc_status_safe()
-            table = getattr(self.server, "stream_table", None)
+            table = self.streams
             streams = {"open": table.open, "live": table.live_count, "replaced": table.replaced,
                        "refused": table.refused} if table is not None else {}
             return {**st, "cpu": proc_cpu_seconds_self(), "connected": o.n_connected, "connects": o.connects,

@@ -12,7 +12,7 @@ import asyncio
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVarTuple
+from typing import TypeVarTuple
 
 from loguru import logger
 
@@ -29,7 +29,7 @@ from manager.metrics import Metrics, serve
 from manager.recording import MANAGED_BY_LABEL, MANAGED_BY_VALUE, DesiredNode, Recorder
 from manager.refusals import REFUSED_LABEL, NodeRefusals, RefusalChange
 from manager.status import StatusSettings, StatusWriter, mirror_pod_key, pod_running
-from manager.sync_service import BindProblem, LogNotifier, ServerTls, SyncSettings, create_server
+from manager.sync_service import BindProblem, LogNotifier, ServerTls, SyncServer, SyncSettings, create_server
 from manager.watching import Changed, Listed, ListFn, WatchSettings, WatchStats, watch_forever
 
 _Ts = TypeVarTuple("_Ts")  # the arguments of a call handed to the loop
@@ -101,7 +101,7 @@ class Daemon:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._threads: list[threading.Thread] = []
         self._tasks: list[asyncio.Task[None]] = []
-        self._server: Any = None  # create_server's grpc.aio.Server, which also carries stream_table and tls_files
+        self._server: SyncServer | None = None
         self._http: HealthServer | None = None
         self.recorder = Recorder(
             store, notify=self.notifier.notify_threadsafe, namespace=namespace,
@@ -124,11 +124,12 @@ class Daemon:
         self._loop = asyncio.get_running_loop()
         logger.info("Starting sync service")
         try:
-            self._server, port = create_server(store=self.store, notifier=self.notifier, observer=self.observer,
-                                               address=sync_address, tls=tls, settings=self._sync_settings)
+            self._server = create_server(store=self.store, notifier=self.notifier, observer=self.observer,
+                                         address=sync_address, tls=tls, settings=self._sync_settings)
         except BindProblem as exc:
             raise BindError("sync", exc.reason) from None
-        await self._server.start()
+        await self._server.grpc_server.start()
+        port = self._server.port
         host = sync_address.rpartition(":")[0] or "[::]"
         mode = "plaintext" if tls is None else ("mTLS" if tls.checks_clients else "TLS")
         logger.info("Starting sync service api server: listening on {}:{} ({})", host, port, mode)
@@ -178,7 +179,7 @@ class Daemon:
         if self.event_recorder is not None:  # before the streams end: our own stop is no AgentDisconnected
             await asyncio.to_thread(self.event_recorder.close)
         if self._server is not None:
-            await self._server.stop(STOP_GRACE_SECONDS)
+            await self._server.grpc_server.stop(STOP_GRACE_SECONDS)
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -232,7 +233,8 @@ class Daemon:
             self._to_loop(lambda: events.join_refused(node, message=message))
 
     def _apply_refusals(self, change: RefusalChange) -> None:
-        table = self._server.stream_table
+        assert self._server is not None  # the EdgeNode watch starts after the sync service
+        table = self._server.streams
         table.allow_nodes(change.allowed)
         for node in sorted(change.allowed):
             logger.info("node {} is no longer refused (label {} removed)", node, REFUSED_LABEL)
@@ -300,8 +302,8 @@ class Daemon:
     # -- metrics read at scrape time ----------------------------------------------
 
     def _sync_streams(self) -> dict[str, int]:
-        table = self._server.stream_table
-        files = getattr(self._server, "tls_files", None)
+        assert self._server is not None  # metrics are served after the sync service started
+        table, files = self._server.streams, self._server.tls_files
         return {"open": table.open, "refused": table.refused, "replaced": table.replaced,
                 "tls_reloads": files.reloads if files is not None else 0}
 

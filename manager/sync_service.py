@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from dataclasses import dataclass
 import socket
 
 import grpc
@@ -142,6 +143,16 @@ def bind_problem(bind: str) -> str:
     return "cannot bind"
 
 
+@dataclass(frozen=True, slots=True)
+class SyncServer:
+    """A built sync service (not started): the gRPC server, its bound port, and what the metrics read."""
+
+    grpc_server: grpc.aio.Server
+    port: int
+    streams: StreamTable
+    tls_files: ReloadingFiles[grpc.ServerCertificateConfiguration] | None  # None: plaintext
+
+
 def create_server(
     *,
     store: LogStore,
@@ -150,8 +161,8 @@ def create_server(
     address: str,
     tls: ServerTls | None,
     settings: SyncSettings = SyncSettings(),
-) -> tuple[grpc.aio.Server, int]:
-    """Build the sync server (not started) and bind it; returns the server and its port.
+) -> SyncServer:
+    """Build the sync server (not started) and bind it.
 
     Without a client CA (plaintext, or TLS alone) no node identity is checked: main refuses
     that unless --insecure or --allow-unauthenticated-agents says so.
@@ -173,19 +184,17 @@ def create_server(
     )
     server = grpc.aio.server(handlers=[handler], options=server_options(settings))
     bind = listen_address(address)
+    files = None if tls is None else tls_files(tls)
     try:
-        if tls is None:
+        if files is None:
             port = server.add_insecure_port(bind)
         else:
-            files = tls_files(tls)
             credentials = grpc.dynamic_ssl_server_credentials(
                 files.current, files.reload_if_changed, require_client_authentication=identity is not None
             )
-            server.tls_files = files  # type: ignore[attr-defined]  (tests and metrics read reloads)
             port = server.add_secure_port(bind, credentials)
     except RuntimeError:
         raise BindProblem(address, bind_problem(bind)) from None
     if not port:
         raise BindProblem(address, bind_problem(bind))
-    server.stream_table = servicer.table  # type: ignore[attr-defined]  (metrics read it)
-    return server, port
+    return SyncServer(grpc_server=server, port=port, streams=servicer.table, tls_files=files)

@@ -20,7 +20,7 @@ from pathlib import Path
 import grpc
 
 from eventlog import Change, Event, LogStore, SnapshotCause
-from manager.sync_service import LogNotifier, NullObserver, ServerTls, SyncSettings, create_server
+from manager.sync_service import LogNotifier, NullObserver, ServerTls, SyncServer, SyncSettings, create_server
 from tests.kit.processes import free_port
 
 FAST = SyncSettings(heartbeat_seconds=1.0)
@@ -74,10 +74,17 @@ class RecordingObserver(NullObserver):
 class Served:
     """A running sync server."""
 
-    server: grpc.aio.Server
-    port: int
+    built: SyncServer  # the gRPC server, its port, stream table and TLS files
     notifier: LogNotifier
     observer: RecordingObserver
+
+    @property
+    def server(self) -> grpc.aio.Server:
+        return self.built.grpc_server
+
+    @property
+    def port(self) -> int:
+        return self.built.port
 
     @property
     def address(self) -> str:
@@ -97,14 +104,14 @@ async def serving(
     """Start a real sync server on 127.0.0.1 and stop it afterwards."""
     notifier = notifier or LogNotifier()
     observer = observer or RecordingObserver()
-    server, bound = create_server(
+    built = create_server(
         store=store, notifier=notifier, observer=observer, address=f"127.0.0.1:{port}", tls=tls, settings=settings
     )
-    await server.start()
+    await built.grpc_server.start()
     try:
-        yield Served(server, bound, notifier, observer)
+        yield Served(built, notifier, observer)
     finally:
-        await server.stop(0)
+        await built.grpc_server.stop(0)
 
 
 class LogServer:
@@ -136,10 +143,10 @@ class LogServer:
         self._thread.start()
 
         async def boot():
-            server, _ = create_server(store=self.store, notifier=self.notifier, observer=self.observer,
-                                      address=self.address, tls=self.tls, settings=self.settings)
-            await server.start()
-            return server
+            built = create_server(store=self.store, notifier=self.notifier, observer=self.observer,
+                                  address=self.address, tls=self.tls, settings=self.settings)
+            await built.grpc_server.start()
+            return built.grpc_server
 
         self._server = asyncio.run_coroutine_threadsafe(boot(), loop).result(timeout=30)
         return self

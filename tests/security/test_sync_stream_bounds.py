@@ -40,7 +40,7 @@ def test_400_silent_streams_for_one_node_hold_at_most_8_and_the_agent_then_syncs
 
     async def scenario() -> None:
         async with serving(store) as s:
-            table = s.server.stream_table
+            table = s.built.streams
             async with grpc.aio.insecure_channel(s.address) as attacker:
                 calls = await _silent_streams(attacker, ["edge11"] * 400)
                 # each new one replaced the live one; replaced ones that cannot end yet count against the node
@@ -61,7 +61,7 @@ def test_beyond_max_streams_new_streams_get_resource_exhausted(store: LogStore, 
 
     async def scenario() -> None:
         async with serving(store, settings=settings) as s:
-            table = s.server.stream_table
+            table = s.built.streams
             async with grpc.aio.insecure_channel(s.address) as attacker:
                 calls = await _silent_streams(attacker, [f"n{i:03d}" for i in range(400)])
                 await wait_until(lambda: table.refused == 350 and table.open == 50, what="the cap reached")
@@ -153,7 +153,7 @@ def test_one_nodes_silent_connections_cannot_fill_the_table_for_others(store: Lo
 
     async def scenario() -> None:
         async with serving(store) as s:
-            table = s.server.stream_table
+            table = s.built.streams
             channels = [grpc.aio.insecure_channel(s.address, options=silent) for _ in range(20)]
             try:
                 for ch in channels:

@@ -64,7 +64,7 @@ def test_a_rotated_server_certificate_is_used_by_the_next_connection(
             _replace(other_pki.server_cert, live.server_cert)
             assert await _welcomed(s.address, trusts_new, "edge01")
             assert not await _welcomed(s.address, trusts_old, "edge01")
-            assert s.server.tls_files.reloads == 1
+            assert s.built.tls_files.reloads == 1
 
     run(scenario())
 
@@ -81,7 +81,7 @@ def test_a_rotated_key_others_may_read_is_not_loaded(store: LogStore, pki: Pki, 
             _replace(other_pki.server_key, live.server_key)
             live.server_key.chmod(0o644)  # as refused at start: the old pair keeps serving
             assert await _welcomed(s.address, trusts_old, "edge01")
-            assert s.server.tls_files.reloads == 0
+            assert s.built.tls_files.reloads == 0
 
     run(scenario())
 

@@ -59,8 +59,9 @@ def test_an_address_in_use_is_one_clear_error(tmp_path: Path) -> None:
     store = LogStore(tmp_path / "log")
 
     async def scenario() -> None:
-        server, port = create_server(store=store, notifier=LogNotifier(), observer=NullObserver(),
-                                     address="127.0.0.1:0", tls=None)
+        built = create_server(store=store, notifier=LogNotifier(), observer=NullObserver(),
+                              address="127.0.0.1:0", tls=None)
+        server, port = built.grpc_server, built.port
         await server.start()
         try:
             with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{port}"):
