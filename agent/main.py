@@ -64,8 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="DURATION", help=f"timeout for connecting to a sync server (default {DEFAULT_CONNECT_TIMEOUT})")
     p.add_argument("--ca-file", type=Path, help="CA bundle that signed the manager's serving certificate (TLS)")
     p.add_argument("--cert-file", type=Path,
-                   help="this agent's client certificate (mTLS): its CN, a DNS SAN, or CN system:node:<node> "
-                        "names this node")
+                   help="this agent's client certificate (mTLS), naming this node as kubelet's does: "
+                        "CN=system:node:<node>, O=system:nodes (CN=<node> if the manager runs --node-identity=cn)")
     p.add_argument("--key-file", type=Path,
                    help="the client certificate's private key; refused if its group or others may read it")
     p.add_argument("--insecure", action="store_true", help="allow plaintext gRPC (no TLS); refused without it")

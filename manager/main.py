@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Record EdgeNode changes into an event log and stream them to edge agents.",
     )
     p.add_argument("--kubeconfig", default=None,
-                   help=f"kubeconfig file (default {DEFAULT_KUBECONFIG}; in-cluster config when none is found)")
+                   help=f"kubeconfig file (default $KUBECONFIG, else {DEFAULT_KUBECONFIG}; in-cluster config when none is found)")
     p.add_argument("--master", default=None, help="Kubernetes API server address; overrides the kubeconfig's")
     p.add_argument("--namespace", default=None, help="watch EdgeNodes of this namespace only (default: all)")
     p.add_argument("--sync-server", default=":50051", help="listen address of the gRPC sync service (default :50051)")
