@@ -8,7 +8,6 @@ certificate and key, replaced by rename. Pure files and crypto: no network, no g
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +19,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from edgecommon.names import NODE_USER_PREFIX, NODES_GROUP
+from edgecommon.pins import ca_cert_hash, spki_der
 from edgecommon.files import (
     PRIVATE_DIR_MODE,
     PrivacyError,
@@ -32,8 +33,6 @@ from edgecommon.files import (
 PKI_SUBDIR = "pki"
 CA_FILE = "ca.crt"
 AGENT_FILE = "agent.pem"
-NODE_CN_PREFIX = "system:node:"  # kubelet's client certificate convention, the sync channel's identity rule
-NODE_ORGANIZATION = "system:nodes"
 _STAGING = ".pki-new"  # the first identity is written here, then renamed to pki/
 
 
@@ -68,21 +67,11 @@ def new_key() -> ec.EllipticCurvePrivateKey:
 def certificate_request(key: ec.EllipticCurvePrivateKey, node: str) -> bytes:
     """PEM CSR for CN=system:node:<node>, O=system:nodes, nothing else requested."""
     subject = x509.Name([
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, NODE_ORGANIZATION),
-        x509.NameAttribute(NameOID.COMMON_NAME, NODE_CN_PREFIX + node),
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, NODES_GROUP),
+        x509.NameAttribute(NameOID.COMMON_NAME, NODE_USER_PREFIX + node),
     ])
     csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, hashes.SHA256())
     return csr.public_bytes(serialization.Encoding.PEM)
-
-
-def _spki(public_key: object) -> bytes:
-    return public_key.public_bytes(  # type: ignore[attr-defined]
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
-def ca_cert_hash(cert: x509.Certificate) -> str:
-    """kubeadm's discovery hash: sha256 of the DER SubjectPublicKeyInfo of the CA certificate."""
-    return "sha256:" + hashlib.sha256(_spki(cert.public_key())).hexdigest()
 
 
 def parse_certificates(pem: bytes, *, what: str) -> tuple[x509.Certificate, ...]:
@@ -97,9 +86,9 @@ def node_of(cert: x509.Certificate) -> str | None:
     """The node a certificate names (CN=system:node:<name>, O=system:nodes), or None."""
     cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     orgs = {str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)}
-    if len(cns) != 1 or NODE_ORGANIZATION not in orgs or not str(cns[0].value).startswith(NODE_CN_PREFIX):
+    if len(cns) != 1 or NODES_GROUP not in orgs or not str(cns[0].value).startswith(NODE_USER_PREFIX):
         return None
-    return str(cns[0].value)[len(NODE_CN_PREFIX):]
+    return str(cns[0].value)[len(NODE_USER_PREFIX):]
 
 
 def _issued_by(cert: x509.Certificate, bundle: tuple[x509.Certificate, ...]) -> bool:
@@ -115,7 +104,7 @@ def _issued_by(cert: x509.Certificate, bundle: tuple[x509.Certificate, ...]) -> 
 def check_certificate(cert: x509.Certificate, *, public_key: object, node: str,
                       bundle: tuple[x509.Certificate, ...], now: datetime, what: str) -> Identity:
     """The identity a certificate gives this node; PkiError when it is not for this key, node, CA or time."""
-    if _spki(cert.public_key()) != _spki(public_key):
+    if spki_der(cert.public_key()) != spki_der(public_key):
         raise PkiError(f"{what}: the certificate is not for this key")
     named = node_of(cert)
     if named != node:

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import re
 
+NODE_USER_PREFIX = "system:node:"
+"""A node's user name is this and its name (kubelet's client certificates: CN=system:node:<node>)."""
+NODES_GROUP = "system:nodes"
+"""... and its group (the certificate's O): the node-identity convention of the sync channel."""
 LABEL_MAX = 63
 SUBDOMAIN_MAX = 253
 LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"

@@ -12,10 +12,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from edgecommon.names import SUBDOMAIN_MAX, is_dns1123_subdomain
+from edgecommon.names import NODE_USER_PREFIX, NODES_GROUP, SUBDOMAIN_MAX, is_dns1123_subdomain
 
-KUBELET_CN_PREFIX = "system:node:"  # kubelet client certificates name the node this way
-NODES_GROUP = "system:nodes"  # ... and carry this organisation
 SYSTEM_PREFIX = "system:"  # Kubernetes' reserved user and group names
 MAX_NODE_NAME = SUBDOMAIN_MAX  # an EdgeNode's name is a Kubernetes object name: a DNS-1123 subdomain
 
@@ -128,13 +126,13 @@ def certificate_node(auth_context: Mapping[str, Iterable[bytes | str]], *, mode:
         return Verdict(None, f"the client certificate has {len(common)} common names; it must name exactly one node")
     cn = common[0]
     if mode is NodeIdentity.KUBELET:
-        if not cn.startswith(KUBELET_CN_PREFIX):
+        if not cn.startswith(NODE_USER_PREFIX):
             return Verdict(None, f"the client certificate's CN {cn[:120]!r} is not system:node:<node name> "
                                  "(--node-identity=kubelet)")
         if NODES_GROUP not in orgs:
             return Verdict(None, f"the client certificate of {cn[:120]!r} lacks O={NODES_GROUP} "
                                  "(--node-identity=kubelet)")
-        node = cn.removeprefix(KUBELET_CN_PREFIX)
+        node = cn.removeprefix(NODE_USER_PREFIX)
     else:
         if cn.startswith(SYSTEM_PREFIX) or any(o.startswith(SYSTEM_PREFIX) for o in orgs):
             return Verdict(None, f"the client certificate {cn[:120]!r} carries a Kubernetes system: name; "

@@ -25,13 +25,14 @@ from loguru import logger
 
 from edgecommon.addresses import Address
 from edgecommon.tls import ReloadingFiles
+from edgecommon.pins import ca_cert_hash
 from manager.bootstrap_tokens import Token, check_token, parse_token
 from manager.certificates import AlreadyExists, AutoApprover, CsrApi, CsrPhase, Signer, SignerSettings, state_of
 from manager.identity import NodeIdentity, certificate_node, node_name_problem
 from manager.refusals import REFUSED_LABEL, NodeRefusals
 from manager.settings import Approval, JoinSettings
 from manager.signing import (
-    SIGNER_NAME, AgentCa, CsrProblem, certificate_subject, check_request, csr_object_name, discovery_hash,
+    SIGNER_NAME, AgentCa, CsrProblem, certificate_subject, check_request, csr_object_name,
     lifetime_text, usages,
 )
 from manager.watching import WatchSettings
@@ -362,7 +363,7 @@ class JoinService:
         host = self.settings.address.bind_host()
         logger.info("join server at {}:{} (HTTPS; approval {}; certificates for {})",
                     host, self.port, self.settings.approval.value, lifetime_text(self.settings.certificate_seconds))
-        logger.info("agents join with --discovery-token-ca-cert-hash {}", discovery_hash(self._ca.certificate))
+        logger.info("agents join with --discovery-token-ca-cert-hash {}", ca_cert_hash(self._ca.certificate))
 
     def _retry_forever(self) -> None:
         """Approvals and signings the API refused, each retried when its backoff has passed."""

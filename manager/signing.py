@@ -7,7 +7,6 @@ bytes and times); imports neither kubernetes nor grpc.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -17,7 +16,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from manager.identity import KUBELET_CN_PREFIX, NODES_GROUP, node_name_problem
+from edgecommon.names import NODE_USER_PREFIX, NODES_GROUP
+from edgecommon.pins import key_sha256
+from manager.identity import node_name_problem
 
 SIGNER_NAME = "edge.k8s.io/agent"
 BACKDATE = timedelta(minutes=5)  # kube's signer backdates too: a node clock a little behind still accepts it
@@ -76,16 +77,9 @@ def load_ca(cert_pem: bytes, key_pem: bytes, *, now: datetime) -> AgentCa:
     return AgentCa(certificate=cert, key=key, bundle_pem=cert_pem)
 
 
-def discovery_hash(cert: x509.Certificate) -> str:
-    """kubeadm's --discovery-token-ca-cert-hash: sha256 of the DER SubjectPublicKeyInfo."""
-    spki = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return "sha256:" + hashlib.sha256(spki).hexdigest()
-
-
 def key_digest(csr: x509.CertificateSigningRequest) -> str:
     """sha256 hex of the request's public key: names the CSR object, so a key is submitted once."""
-    spki = csr.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return hashlib.sha256(spki).hexdigest()
+    return key_sha256(csr.public_key())
 
 
 def csr_object_name(node: str, csr: x509.CertificateSigningRequest) -> str:
@@ -115,10 +109,10 @@ def check_request(pem: bytes, *, node: str) -> x509.CertificateSigningRequest:
     except (InvalidSignature, ValueError, TypeError):
         raise CsrProblem("the csr's signature does not verify with its own key") from None
     attrs = [(a.oid, a.value) for a in csr.subject]
-    want = [(NameOID.COMMON_NAME, KUBELET_CN_PREFIX + node), (NameOID.ORGANIZATION_NAME, NODES_GROUP)]
+    want = [(NameOID.COMMON_NAME, NODE_USER_PREFIX + node), (NameOID.ORGANIZATION_NAME, NODES_GROUP)]
     if sorted(attrs, key=lambda t: t[0].dotted_string) != sorted(want, key=lambda t: t[0].dotted_string):
         raise CsrProblem(f"the csr's subject {csr.subject.rfc4514_string()[:200]!r} is not exactly "
-                         f"CN={KUBELET_CN_PREFIX}{node}, O={NODES_GROUP}")
+                         f"CN={NODE_USER_PREFIX}{node}, O={NODES_GROUP}")
     if len(csr.extensions) > 0:
         names = ", ".join(e.oid._name for e in csr.extensions)
         raise CsrProblem(f"the csr requests extensions ({names}); none may be requested")
