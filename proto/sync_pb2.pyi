@@ -130,3 +130,87 @@ class AgentReport(_message.Message):
     message: str
     managed_manifests: int
     def __init__(self, manifests_ok: _Optional[bool] = ..., message: _Optional[str] = ..., managed_manifests: _Optional[int] = ...) -> None: ...
+
+class StandbyMessage(_message.Message):
+    __slots__ = ("hello", "ack")
+    HELLO_FIELD_NUMBER: _ClassVar[int]
+    ACK_FIELD_NUMBER: _ClassVar[int]
+    hello: FollowHello
+    ack: FollowAck
+    def __init__(self, hello: _Optional[_Union[FollowHello, _Mapping]] = ..., ack: _Optional[_Union[FollowAck, _Mapping]] = ...) -> None: ...
+
+class LeaderMessage(_message.Message):
+    __slots__ = ("welcome", "records", "store", "heartbeat")
+    WELCOME_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    STORE_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    welcome: FollowWelcome
+    records: LogRecords
+    store: StoreChunk
+    heartbeat: Heartbeat
+    def __init__(self, welcome: _Optional[_Union[FollowWelcome, _Mapping]] = ..., records: _Optional[_Union[LogRecords, _Mapping]] = ..., store: _Optional[_Union[StoreChunk, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ...) -> None: ...
+
+class FollowHello(_message.Message):
+    __slots__ = ("identity", "log_id", "head_offset", "head_hash", "record_format")
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    LOG_ID_FIELD_NUMBER: _ClassVar[int]
+    HEAD_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    HEAD_HASH_FIELD_NUMBER: _ClassVar[int]
+    RECORD_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    identity: str
+    log_id: str
+    head_offset: int
+    head_hash: int
+    record_format: int
+    def __init__(self, identity: _Optional[str] = ..., log_id: _Optional[str] = ..., head_offset: _Optional[int] = ..., head_hash: _Optional[int] = ..., record_format: _Optional[int] = ...) -> None: ...
+
+class FollowWelcome(_message.Message):
+    __slots__ = ("log_id", "mode", "head_offset", "reason", "record_format", "heartbeat_seconds")
+    class Mode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        MODE_UNSPECIFIED: _ClassVar[FollowWelcome.Mode]
+        RESUME: _ClassVar[FollowWelcome.Mode]
+        COPY: _ClassVar[FollowWelcome.Mode]
+    MODE_UNSPECIFIED: FollowWelcome.Mode
+    RESUME: FollowWelcome.Mode
+    COPY: FollowWelcome.Mode
+    LOG_ID_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    HEAD_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    RECORD_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    log_id: str
+    mode: FollowWelcome.Mode
+    head_offset: int
+    reason: str
+    record_format: int
+    heartbeat_seconds: int
+    def __init__(self, log_id: _Optional[str] = ..., mode: _Optional[_Union[FollowWelcome.Mode, str]] = ..., head_offset: _Optional[int] = ..., reason: _Optional[str] = ..., record_format: _Optional[int] = ..., heartbeat_seconds: _Optional[int] = ...) -> None: ...
+
+class LogRecords(_message.Message):
+    __slots__ = ("records", "head_offset")
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    HEAD_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedScalarFieldContainer[bytes]
+    head_offset: int
+    def __init__(self, records: _Optional[_Iterable[bytes]] = ..., head_offset: _Optional[int] = ...) -> None: ...
+
+class StoreChunk(_message.Message):
+    __slots__ = ("data", "last", "head_offset", "size")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    HEAD_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    last: bool
+    head_offset: int
+    size: int
+    def __init__(self, data: _Optional[bytes] = ..., last: _Optional[bool] = ..., head_offset: _Optional[int] = ..., size: _Optional[int] = ...) -> None: ...
+
+class FollowAck(_message.Message):
+    __slots__ = ("head_offset",)
+    HEAD_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    head_offset: int
+    def __init__(self, head_offset: _Optional[int] = ...) -> None: ...

@@ -39,6 +39,11 @@ class SyncStub:
                 request_serializer=proto_dot_sync__pb2.AgentMessage.SerializeToString,
                 response_deserializer=proto_dot_sync__pb2.ManagerMessage.FromString,
                 _registered_method=True)
+        self.Follow = channel.stream_stream(
+                '/k8sedge.sync.v1.Sync/Follow',
+                request_serializer=proto_dot_sync__pb2.StandbyMessage.SerializeToString,
+                response_deserializer=proto_dot_sync__pb2.LeaderMessage.FromString,
+                _registered_method=True)
 
 
 class SyncServicer:
@@ -51,6 +56,17 @@ class SyncServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Follow(self, request_iterator, context):
+        """Follow carries the leader's log to one standby manager (docs/ha.md): the same
+        log_id, the same offsets, the same record bytes. Only the leader serves Stream
+        and Follow; a manager that does not lead aborts both with UNAVAILABLE, details
+        starting "not the leader", and the leader's sync address (when it knows one)
+        in the trailing metadata key "k8s-edge-leader".
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SyncServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -58,6 +74,11 @@ def add_SyncServicer_to_server(servicer, server):
                     servicer.Stream,
                     request_deserializer=proto_dot_sync__pb2.AgentMessage.FromString,
                     response_serializer=proto_dot_sync__pb2.ManagerMessage.SerializeToString,
+            ),
+            'Follow': grpc.stream_stream_rpc_method_handler(
+                    servicer.Follow,
+                    request_deserializer=proto_dot_sync__pb2.StandbyMessage.FromString,
+                    response_serializer=proto_dot_sync__pb2.LeaderMessage.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -87,6 +108,33 @@ class Sync:
             '/k8sedge.sync.v1.Sync/Stream',
             proto_dot_sync__pb2.AgentMessage.SerializeToString,
             proto_dot_sync__pb2.ManagerMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Follow(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/k8sedge.sync.v1.Sync/Follow',
+            proto_dot_sync__pb2.StandbyMessage.SerializeToString,
+            proto_dot_sync__pb2.LeaderMessage.FromString,
             options,
             channel_credentials,
             insecure,
