@@ -70,6 +70,7 @@ def run(*, agents: int, nodes: int, timings: LeaseTimings, quick: bool, workdir:
                 watch.stop()
             cpu = proc_cpu_seconds(standby.proc.pid) - cpu0  # type: ignore[union-attr]
             after = cluster.metrics(standby)
+            serving = int(metric_sum(after, "k8s_edge_manager_connected_agents"))
             head_after = int(metric_sum(after, "k8s_edge_manager_head_offset"))
             holder, transitions = cluster.lease()
         finally:
@@ -112,7 +113,7 @@ def run(*, agents: int, nodes: int, timings: LeaseTimings, quick: bool, workdir:
           note=f"{moved['reconnects']:,} client retries, {moved['leader_redirects']:,} 'not the leader' redirects "
                "(agent backoff 0.5 s doubling, full jitter)")
     r.add("snapshots sent / installed during the failover", f"{snapshots_sent:g} / {installed}", target="0",
-          met=True)
+          met=True, note=f"the new leader serves {serving:,} agent streams")
     r.add("relist on takeover appended", f"{head_after - head} events", target="0", met=head_after == head,
           note=f"new leader {holder}; its CPU from kill to last agent {cpu:.1f} s")
     return r

@@ -409,11 +409,13 @@ class Standby:
         LogStore.append_records = append_records  # type: ignore[method-assign]
 
     def start(self) -> None:
-        from manager.following import Follower
+        from manager import following
 
+        options = following.channel_options() if hasattr(following, "channel_options") else []
         store = LogStore(self.store_dir)
-        self.follower = Follower(self.store_dir, store, identity=self.identity, leader_address=lambda: self.leader,
-                                 channel=lambda address: grpc.aio.insecure_channel(address))
+        self.follower = following.Follower(
+            self.store_dir, store, identity=self.identity, leader_address=lambda: self.leader,
+            channel=lambda address: grpc.aio.insecure_channel(address, options=options))
         self.task = asyncio.create_task(self.follower.run(self.stop))
 
     def head(self) -> int:
@@ -427,7 +429,7 @@ class Standby:
         if cmd == "stats":
             f = self.follower
             return {**proc_status_safe(), "cpu": proc_cpu_seconds_self(), "head": self.head(),
-                    "copies": getattr(f, "copies_taken", None), "last_error": str(getattr(f, "last_error", "") or ""),
+                    "copies": getattr(f, "copies", None), "last_error": str(getattr(f, "last_error", "") or ""),
                     "commits": len(self.commits)}
         if cmd == "wait_head":  # every record through `offset` committed here
             deadline = time.monotonic() + a.get("timeout", 120)
