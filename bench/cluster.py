@@ -421,9 +421,12 @@ class HaCluster:
 
         def caught_up() -> bool:
             self.check_alive()
-            h = self.head(leader)
-            heads.append(h)
-            return h >= at_least and self.follow_head(standby) >= h
+            try:
+                h = self.head(leader)
+                heads.append(h)
+                return h >= at_least and self.follow_head(standby) >= h
+            except (urllib.error.URLError, OSError):  # a metrics server not (yet) serving
+                return False
 
         wait_for(caught_up, timeout=timeout, what=f"the standby holding the leader's head (>= {at_least})",
                  interval=0.25)
