@@ -386,8 +386,8 @@ class HaCluster:
     def check_alive(self) -> None:
         for m in self.managers:
             if m.proc is not None and m.proc.poll() is not None and m.proc.returncode != -signal.SIGKILL:
-                raise RuntimeError(f"edge-manager {m.index} exited with {m.proc.returncode}: see "
-                                   f"{self.workdir}/edge-manager-{m.index}.log")
+                tail = "\n  ".join(self.log_path(m).read_text(errors="replace").splitlines()[-15:])
+                raise RuntimeError(f"edge-manager {m.index} exited with {m.proc.returncode}; its log ends:\n  {tail}")
 
     def wait_leader_ready(self, *, timeout: float) -> ManagerProc:
         """Wait until the Lease names a manager and that manager is ready; return it."""
@@ -408,15 +408,25 @@ class HaCluster:
         """The manager's log head (k8s_edge_manager_head_offset)."""
         return int(metric_sum(self.metrics(m), "k8s_edge_manager_head_offset"))
 
-    def follow_head(self, m: ManagerProc) -> int:
-        """A standby's followed head (k8s_edge_manager_follow_head_offset; its head offset when absent)."""
+    def follow_head(self, m: ManagerProc) -> int | None:
+        """A standby's followed head (k8s_edge_manager_follow_head_offset), None when it does not export it."""
         metrics = self.metrics(m)
         if any(k.startswith("k8s_edge_manager_follow_head_offset") for k in metrics):
             return int(metric_sum(metrics, "k8s_edge_manager_follow_head_offset"))
-        return int(metric_sum(metrics, "k8s_edge_manager_head_offset"))
+        return None
+
+    def standby_in_sync(self, leader: ManagerProc, standby: ManagerProc) -> bool:
+        """The leader counts the standby in sync with no lag (k8s_edge_manager_replication_lag_events{standby})."""
+        metrics = self.metrics(leader)
+        lag = metrics.get(f'k8s_edge_manager_replication_lag_events{{standby="{standby.identity}"}}')
+        return lag == 0 and metric_sum(metrics, "k8s_edge_manager_standbys_in_sync") >= 1
 
     def wait_caught_up(self, leader: ManagerProc, standby: ManagerProc, *, at_least: int, timeout: float) -> int:
-        """Wait until the leader's head is at least `at_least` and the standby holds it; the head."""
+        """Wait until the leader's head is at least `at_least` and the standby holds it; the head.
+
+        Held: the standby's own follow head reaches the leader's head, or (a standby that does not
+        export it) the leader reports it in sync with no lag.
+        """
         heads: list[int] = []
 
         def caught_up() -> bool:
@@ -424,7 +434,10 @@ class HaCluster:
             try:
                 h = self.head(leader)
                 heads.append(h)
-                return h >= at_least and self.follow_head(standby) >= h
+                if h < at_least:
+                    return False
+                followed = self.follow_head(standby)
+                return followed >= h if followed is not None else self.standby_in_sync(leader, standby)
             except (urllib.error.URLError, OSError):  # a metrics server not (yet) serving
                 return False
 
