@@ -73,7 +73,7 @@ class Load:
                 self.reconcilers.append(ManifestReconciler(folder, desired=replica.pods))
                 after_apply = self._reconciling(self.reconcilers[-1])
             client = SyncClient(node=node, addresses=self.addresses, replica=replica, after_apply=after_apply,
-                                backoff_initial=args.backoff_initial)
+                                backoff_initial=args.backoff_initial, backoff_max=args.backoff_max)
             client.channel_options = [*client.channel_options, OWN_CONNECTION]
             self.clients.append(client)
             self.replicas.append(replica)
@@ -269,6 +269,7 @@ def main() -> None:
     p.add_argument("--raw-idle", default="")
     p.add_argument("--map-size", type=int, default=64, help="replica LMDB map size in MiB")
     p.add_argument("--backoff-initial", type=float, default=0.5)
+    p.add_argument("--backoff-max", type=float, default=30.0, help="the agent's reconnect backoff ceiling (its default)")
     p.add_argument("--report-offsets", action="store_true")
     p.add_argument("--log-level", default="WARNING")
     args = p.parse_args()

@@ -19,7 +19,9 @@ No snapshot may be sent or installed (asserted: the agents' counters and the new
 k8s_edge_manager_snapshots_sent_total by reason); the new leader's relist must append nothing.
 
 Lease timings: FAST_TIMINGS in bench/cluster.py (lease 8 s, renew 6 s, retry 1 s) and why;
---default-timings runs client-go's 15/10/2 for comparison.
+--default-timings runs client-go's 15/10/2 for comparison. --agent-backoff-max caps the agents'
+reconnect backoff (SyncClient's default 30 s: during the lease wait their retries back off far
+past the moment the new leader is ready, which this option shows).
 """
 
 from __future__ import annotations
@@ -37,11 +39,13 @@ from bench.cluster import (DEFAULT_TIMINGS, FAST_TIMINGS, HaCluster, LeaseTiming
                            metric_by_label, metric_sum)
 
 PODS = 2
+AGENT_BACKOFF_MAX = 30.0  # SyncClient's default ceiling (edge-agent has no flag for it)
 TARGET_SECONDS = 15.0
 SNAPSHOTS = "k8s_edge_manager_snapshots_sent_total"
 
 
-def run(*, agents: int, nodes: int, timings: LeaseTimings, quick: bool, workdir: Path, shm: Path) -> Report:
+def run(*, agents: int, nodes: int, timings: LeaseTimings, quick: bool, workdir: Path, shm: Path,
+        backoff_max: float = AGENT_BACKOFF_MAX) -> Report:
     r = Report("failover", quick)
     t_setup = time.monotonic()
     with HaCluster(workdir, nodes=nodes, pods=PODS, timings=timings, prefix="fo") as cluster:
@@ -50,7 +54,7 @@ def run(*, agents: int, nodes: int, timings: LeaseTimings, quick: bool, workdir:
         load = python_child("agent_load", "agent_load.py",
                             "--addr", ",".join(m.sync_address for m in cluster.managers),
                             "--nodes", f"fo:0:{agents}", "--replicas", str(shm / "replicas"),
-                            log_path=workdir / "agent_load.log")
+                            "--backoff-max", str(backoff_max), log_path=workdir / "agent_load.log")
         try:
             load.recv(timeout=120)
             load.call("track", address=leader.sync_address)
@@ -111,7 +115,7 @@ def run(*, agents: int, nodes: int, timings: LeaseTimings, quick: bool, workdir:
     r.add("  new leader ready -> agent at its head, p50 / p99 / max",
           f"{percentile(after_ready, 50):.2f} / {percentile(after_ready, 99):.2f} / {max(after_ready):.2f} s",
           note=f"{moved['reconnects']:,} client retries, {moved['leader_redirects']:,} 'not the leader' redirects "
-               "(agent backoff 0.5 s doubling, full jitter)")
+               f"(agent backoff 0.5 s doubling to {backoff_max:g} s, full jitter, reset only by progress)")
     r.add("snapshots sent / installed during the failover", f"{snapshots_sent:g} / {installed}", target="0",
           met=True, note=f"the new leader serves {serving:,} agent streams")
     r.add("relist on takeover appended", f"{head_after - head} events", target="0", met=head_after == head,
@@ -128,6 +132,8 @@ def main() -> None:
     p.add_argument("--renew-deadline", type=float, default=FAST_TIMINGS.renew_deadline)
     p.add_argument("--retry-period", type=float, default=FAST_TIMINGS.retry_period)
     p.add_argument("--default-timings", action="store_true", help="client-go's 15 s / 10 s / 2 s")
+    p.add_argument("--agent-backoff-max", type=float, default=AGENT_BACKOFF_MAX,
+                   help="the agents' reconnect backoff ceiling (default: SyncClient's 30 s)")
     a = p.parse_args()
     agents = a.agents or (50 if a.quick else 1000)
     nodes = max(a.nodes or agents, agents)
@@ -135,7 +141,8 @@ def main() -> None:
         lease_duration=a.lease_duration, renew_deadline=a.renew_deadline, retry_period=a.retry_period)
     with tempfile.TemporaryDirectory(prefix="bench-failover-", dir="/var/tmp") as tmp, \
             tempfile.TemporaryDirectory(prefix="bench-failover-", dir="/dev/shm") as shm:
-        run(agents=agents, nodes=nodes, timings=timings, quick=a.quick, workdir=Path(tmp), shm=Path(shm)).print()
+        run(agents=agents, nodes=nodes, timings=timings, quick=a.quick, workdir=Path(tmp), shm=Path(shm),
+            backoff_max=a.agent_backoff_max).print()
 
 
 if __name__ == "__main__":
