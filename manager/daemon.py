@@ -29,6 +29,7 @@ from manager.metrics import Metrics, serve
 from manager.recording import MANAGED_BY_LABEL, MANAGED_BY_VALUE, DesiredNode, Recorder
 from manager.refusals import REFUSED_LABEL, NodeRefusals, RefusalChange
 from manager.status import StatusSettings, StatusWriter, mirror_pod_key, pod_running
+from manager.leadership import Leadership
 from manager.sync_service import BindProblem, LogNotifier, ServerTls, SyncServer, SyncSettings, create_server
 from manager.watching import Changed, Listed, ListFn, WatchSettings, WatchStats, watch_forever
 
@@ -70,7 +71,11 @@ class Daemon:
         reporting_instance: str = "edge-manager",
         admission: NamespaceAdmission | None = None,
         export_dir: Path | None = None,
+        fenced: Callable[[], bool] | None = None,
+        leadership: Leadership | None = None,
+        standby_timeout: float | None = None,
     ) -> None:
+        """`fenced`, `leadership`, `standby_timeout`: one leader term of --leader-elect (manager/standing.py)."""
         self.store = store
         self._custom = custom
         self._core = core
@@ -79,6 +84,7 @@ class Daemon:
         self._compaction_interval = compaction_interval
         self._sync_settings = sync_settings
         self._watch_settings = watch_settings
+        self._leadership = leadership
         self.metrics = Metrics()
         self.notifier = LogNotifier()
         self.status = StatusWriter(
@@ -112,6 +118,7 @@ class Daemon:
             on_rejected=self.events.rejected if self.events else None,
             pod_check=self.admission,
             on_error=lambda _key, _exc: self.metrics.object_errors.inc(),
+            fenced=fenced,
         )
         self.intake = Intake(recorder=self.recorder, admission=self.admission, head_offset=lambda: store.head_offset,
                              on_object_error=self.metrics.object_errors.inc)
@@ -170,8 +177,8 @@ class Daemon:
             logger.warning("retention is off (--retain-age none --retain-bytes none): the event log grows "
                            "without bound")
 
-    async def stop(self) -> None:
-        """Stop watches, streams (with grace), tasks and metrics; the caller closes the store."""
+    async def stop(self, *, grace: float = STOP_GRACE_SECONDS) -> None:
+        """Stop watches, streams (with grace: 0 when fenced), tasks and metrics; the caller closes the store."""
         self._stop_threads.set()
         self._stop_tasks.set()
         # an in-flight append commits first; no append happens after this returns
@@ -179,7 +186,7 @@ class Daemon:
         if self.event_recorder is not None:  # before the streams end: our own stop is no AgentDisconnected
             await asyncio.to_thread(self.event_recorder.close)
         if self._server is not None:
-            await self._server.grpc_server.stop(STOP_GRACE_SECONDS)
+            await self._server.grpc_server.stop(grace)
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -190,6 +197,12 @@ class Daemon:
     def ready(self) -> bool:
         """Listed EdgeNodes once and serving agents."""
         return self.intake.edgenodes_listed.is_set() and self._server is not None
+
+    def not_ready(self) -> str | None:
+        """Why /readyz fails now, in a few words; None when ready."""
+        if self.intake.unwritable is not None:
+            return self.intake.unwritable
+        return None if self.ready() else "EdgeNodes not listed yet or the sync service not serving"
 
     # -- watches (threads) ----------------------------------------------------------
 

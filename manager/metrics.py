@@ -116,6 +116,33 @@ class _Retention(Collector):
                                 value=1 if self._recording() else 0)
 
 
+class RoleCollector(Collector):
+    """--leader-elect: whether this manager leads, how many terms it began, how far its own log reaches."""
+
+    def __init__(self, *, leading: Callable[[], bool], terms: Callable[[], int], head_offset: Callable[[], int],
+                 copies: Callable[[], int]) -> None:
+        self._leading = leading
+        self._terms = terms
+        self._head = head_offset
+        self._copies = copies
+
+    def collect(self) -> Iterator[Metric]:
+        """Read at scrape time; registered in the standby's registry and in each leader term's."""
+        yield GaugeMetricFamily("k8s_edge_manager_leader", "1 while this manager leads (holds the Lease).",
+                                value=1 if self._leading() else 0)
+        yield CounterMetricFamily("k8s_edge_manager_leader_transitions", "Leader terms this process began.",
+                                  value=self._terms())
+        try:
+            yield GaugeMetricFamily("k8s_edge_manager_follow_head_offset",
+                                    "Offset of the newest event in this manager's own log (a standby's copy).",
+                                    value=self._head())
+        except Exception:  # the store is being replaced by a copy: skip the sample
+            pass
+        yield CounterMetricFamily("k8s_edge_manager_store_copies",
+                                  "Whole-store copies taken from the leader (a standby's log had diverged or "
+                                  "fallen behind compaction).", value=self._copies())
+
+
 class Metrics:
     """The manager's counters; a private registry so tests can run several managers."""
 

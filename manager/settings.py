@@ -114,6 +114,55 @@ class JoinSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LeaseSettings:
+    """Leader election on a coordination.k8s.io/v1 Lease, with client-go's timing (docs/ha.md)."""
+
+    namespace: str
+    name: str
+    identity: str
+    """Stable across restarts of one data dir, distinct for two data dirs on one host."""
+    lease_duration: float = 15.0
+    """How long a standby waits, after the Lease last changed, before it takes it (client-go's default)."""
+    renew_deadline: float = 10.0
+    """The leader stops leading when it has not renewed for this long: before anyone may take over."""
+    retry_period: float = 2.0
+    sync_address: str = ""
+    """Where agents and standbys reach this manager when it leads (the Lease annotation edge.k8s.io/sync-address)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PeerTls:
+    """How a standby connects to the leader's Follow service; the files may be None (see docs/ha.md)."""
+
+    cert_file: Path | None = None
+    """Client certificate O=edge.k8s.io:managers; None: minted from the agent CA (joining on)."""
+    key_file: Path | None = None
+    ca_file: Path | None = None
+    """Verifies the leader's serving certificate."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PodRef:
+    """The manager's own Pod, labelled edge.k8s.io/manager-role=leader|standby for the agents' Service."""
+
+    namespace: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HighAvailability:
+    """--leader-elect: several managers, one leading, the others following its log."""
+
+    lease: LeaseSettings
+    standby_timeout: float = 10.0
+    """An in-sync standby silent this long while behind stops holding agents back."""
+    peer_tls: PeerTls | None = None
+    """None: plaintext Follow (--insecure)."""
+    pod: PodRef | None = None
+    """None: no pod label (not run in a cluster)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ManagerSettings:
     """Everything the manager was told on its command line, checked."""
 
@@ -129,6 +178,8 @@ class ManagerSettings:
     logging: LogSettings
     join: JoinSettings | None = None
     """None: no joining (no --agent-ca-secret)."""
+    ha: HighAvailability | None = None
+    """None: one manager, leading forever (no --leader-elect)."""
 
 
 def describe_retention(r: Retention, interval: float) -> str:
