@@ -506,6 +506,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def run(s: ManagerSettings) -> int:
     """Start everything, wait for SIGTERM/SIGINT, stop everything in order."""
     from eventlog import LogStore, StoreError
+    from eventlog.installing import recover_store_dir
     from eventlog.opening import MANAGER_SUBDIR
 
     logger.info("Starting edge manager ({})", USER_AGENT)
@@ -528,6 +529,7 @@ async def run(s: ManagerSettings) -> int:
     store_dir = s.store.data_dir / MANAGER_SUBDIR
     lock = _lock(s.store.data_dir)  # held until exit
     try:
+        recover_store_dir(store_dir)  # a copy from the leader whose install a crash interrupted (docs/ha.md)
         store = LogStore(store_dir)
     except (StoreError, OSError) as exc:
         raise StartupError(f"cannot open the event log in {store_dir}: {' '.join(str(exc).split())}") from None
