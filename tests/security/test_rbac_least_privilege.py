@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
 
@@ -200,6 +201,35 @@ def _disconnected(cp, ns: str) -> list[dict]:
     out = cp.kubectl("get", "events.events.k8s.io", "-n", ns, "-o", "json").stdout
     return [(e.get("series") or {}).get("count", 1) for e in json.loads(out)["items"]
             if e.get("reason") == "AgentDisconnected"]
+
+
+@pytest.fixture(scope="module")
+def rbac_applied(control_plane, edgenode_crd) -> None:
+    control_plane.kubectl("apply", "-f", RBAC_FILE)
+
+
+# The HA rules are limited by name (resourceNames); the apiserver's authorizer says what that allows.
+@pytest.mark.parametrize("verb,resource,namespace,allowed", [
+    ("create", "leases", HA_NAMESPACE, True),  # a create carries no name: RBAC cannot limit it to one
+    ("get", f"leases/{LEASE}", HA_NAMESPACE, True),
+    ("update", f"leases/{LEASE}", HA_NAMESPACE, True),
+    ("get", "leases/kube-scheduler", HA_NAMESPACE, False),  # another Lease
+    ("update", f"leases/{LEASE}", "kube-system", False),  # the same name elsewhere
+    ("delete", f"leases/{LEASE}", HA_NAMESPACE, False),
+    ("list", "leases", HA_NAMESPACE, False),
+    ("patch", f"pods/{POD}", HA_NAMESPACE, True),
+    ("patch", "pods/edge-manager-1", HA_NAMESPACE, True),
+    ("patch", "pods/edge-manager-2", HA_NAMESPACE, False),  # replicas: 3 adds it (deploy/manager.yaml)
+    ("patch", "pods/some-app", HA_NAMESPACE, False),
+    ("patch", f"pods/{POD}", "default", False),
+    ("update", f"pods/{POD}", HA_NAMESPACE, False),
+    ("delete", f"pods/{POD}", HA_NAMESPACE, False),
+])
+def test_the_ha_rules_reach_the_one_lease_and_the_managers_pods_only(control_plane, rbac_applied, verb, resource,
+                                                                     namespace, allowed):
+    res = control_plane.kubectl("auth", "can-i", verb, resource, "-n", namespace, "--as", SERVICE_ACCOUNT,
+                                check=False)
+    assert res.stdout.strip() == ("yes" if allowed else "no"), (res.stdout, res.stderr)
 
 
 def test_the_tls_secret_is_mounted_0400(control_plane, edgenode_crd):
