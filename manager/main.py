@@ -21,8 +21,8 @@ import re
 import signal
 import socket
 import sys
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -178,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="CA bundle that verifies the leader's serving certificate (TLS with --leader-elect)")
     ha.add_argument("--pod-name", default=os.environ.get("POD_NAME"), metavar="NAME",
                     help="this manager's Pod, labelled edge.k8s.io/manager-role=leader|standby (default $POD_NAME)")
+    ha.add_argument("--pod-namespace", default=os.environ.get("POD_NAMESPACE"), metavar="NAMESPACE",
+                    help="its namespace (default $POD_NAMESPACE, else the Lease's)")
     add_logging_flags(p)
     return p
 
@@ -258,7 +260,9 @@ def _high_availability(a: argparse.Namespace, tls: ServerTls | None, join: JoinS
         raise UsageError("--peer-* flags need TLS: with --insecure, standbys follow in plaintext")
     if a.pod_name is not None and not is_dns1123_subdomain(a.pod_name):
         raise UsageError(f"--pod-name: not a Pod name: {a.pod_name!r}")
-    pod_namespace = os.environ.get("POD_NAMESPACE") or namespace
+    pod_namespace = a.pod_namespace or namespace
+    if not is_dns1123_label(pod_namespace):
+        raise UsageError(f"--pod-namespace: not a namespace name: {pod_namespace!r}")
     return HighAvailability(
         lease=LeaseSettings(namespace=namespace, name=a.leader_elect_resource_name, identity=identity,
                             lease_duration=lease, renew_deadline=renew, retry_period=retry, sync_address=advertise),
@@ -646,7 +650,8 @@ async def _stand(s: ManagerSettings, ha: HighAvailability, store: Any, *, store_
     from manager.leader_election import LeaderElector
     from manager.leadership import Elected
     from manager.peer_tls import peer_channel
-    from manager.pod_role import PodRole
+    from manager.pod_role import PodRoleLabel
+    from manager.pod_role import Role as PodRole
     from manager.standing import Parts, Role, Standing
     from manager.metrics import RoleCollector
     from manager.standby import StandbyServer
@@ -681,7 +686,12 @@ async def _stand(s: ManagerSettings, ha: HighAvailability, store: Any, *, store_
                          copies=lambda: sum(f.copies for f in followers))
     standby = StandbyServer(address=s.sync.address, tls=tls, leadership=leadership, collectors=(role,),
                             not_ready=lambda: _standby_not_ready(followers[-1] if followers else None))
-    pod_role = PodRole(client.CoreV1Api(api), ha.pod) if ha.pod is not None else None
+    pod_role = (PodRoleLabel(client.CoreV1Api(api), namespace=ha.pod.namespace, name=ha.pod.name)
+                if ha.pod is not None else None)
+    labeller_stop = threading.Event()
+    if pod_role is not None:
+        pod_role.set(PodRole.STANDBY)  # a restarted container may still carry "leader"
+        threading.Thread(target=pod_role.run, args=(labeller_stop,), name="pod-role", daemon=True).start()
     health = None
     if s.metrics_addr is not None:
         try:
@@ -690,13 +700,11 @@ async def _stand(s: ManagerSettings, ha: HighAvailability, store: Any, *, store_
             raise StartupError(f"--metrics-addr {s.metrics_addr}: {exc.strerror or exc}") from None
         health.start()
 
-    labelling = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pod-role")  # in order, off the loop
-
     def on_role(now: Role) -> None:
         if health is not None and now is Role.STANDBY:
             health.registry, health.not_ready = standby.registry, standby.not_ready
         if pod_role is not None and now in (Role.STANDBY, Role.LEADER):
-            labelling.submit(pod_role.set, now.value)
+            pod_role.set(PodRole(now.value))  # returns at once; the labeller's thread patches
 
     standing = Standing(store, settings=ha, parts=Parts(
         elector=make_elector, follower=make_follower, standby_server=standby.serving,
@@ -709,7 +717,7 @@ async def _stand(s: ManagerSettings, ha: HighAvailability, store: Any, *, store_
     except BindProblem as exc:
         raise StartupError(f"--sync-server {s.sync.address}: {exc.reason}") from None
     finally:
-        labelling.shutdown(wait=False)
+        labeller_stop.set()
         if health is not None:
             health.stop()
 
