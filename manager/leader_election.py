@@ -268,7 +268,7 @@ class LeaderElector:
             self._write(self._spec(now, duration, acquire=now, transitions=0), started, create=True)
             return True
         self._lease = lease
-        current = self._record_of(lease, started)
+        current = self._record_of(lease, self._clock())  # seen now, after the read: the later, the safer
         with self._lock:
             if self._observed is None or self._observed.spec_key != current.spec_key:
                 self._observed = current

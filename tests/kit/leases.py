@@ -6,19 +6,28 @@
   apiserver answers them; for the pure timing tests with ``FakeClock``.
 - ``RunningElector``: a LeaderElector on its own thread, recording when (wall clock) it started
   and stopped leading and which leaders it saw.
+- ``build_clientgo_elector(dir)`` and ``ClientGoElector``: client-go's own LeaderElector as a
+  process (tests/manager/clientgo_elector), for the differential test.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
+import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from manager.leader_election import LeaderElector, LeaderRecord
 from manager.settings import LeaseSettings
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def lease_api(control_plane, *, host: str | None = None):
@@ -168,3 +177,58 @@ class RunningElector:
 
     def is_leader(self) -> bool:
         return self.elector.is_leader()
+
+
+def build_clientgo_elector(workdir: Path) -> Path:
+    """Build tests/manager/clientgo_elector (client-go's LeaderElector) against tools/kube's pinned modules."""
+    go = shutil.which("go")
+    assert go, "the differential leader-election test needs Go (the control plane is built with it)"
+    for f in ("go.mod", "go.sum"):  # the control plane's module: the same client-go, already downloaded
+        shutil.copy(REPO / "tools" / "kube" / f, workdir / f)
+    (workdir / "elector").mkdir(exist_ok=True)
+    shutil.copy(REPO / "tests" / "manager" / "clientgo_elector" / "main.go", workdir / "elector" / "main.go")
+    env = {**os.environ, "GOTOOLCHAIN": "local", "GOWORK": "off", "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"}
+    out = subprocess.run([go, "build", "-trimpath", "-o", str(workdir / "elector.bin"), "./elector"],
+                         cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return workdir / "elector.bin"
+
+
+class ClientGoElector:
+    """The client-go elector as a process; lines holds (its output line) as it prints them."""
+
+    def __init__(self, binary: Path, *, kubeconfig: Path, s: LeaseSettings, log_path: Path) -> None:
+        self.settings = s
+        self.lines: list[str] = []
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed with the process
+        self.proc = subprocess.Popen(
+            [str(binary), f"--kubeconfig={kubeconfig}", f"--namespace={s.namespace}", f"--name={s.name}",
+             f"--identity={s.identity}", f"--lease-duration={s.lease_duration}s",
+             f"--renew-deadline={s.renew_deadline}s", f"--retry-period={s.retry_period}s"],
+            stdout=subprocess.PIPE, stderr=self._log, text=True, start_new_session=True)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.strip())
+
+    def times(self, kind: str) -> list[float]:
+        """Unix times of its "started" or "stopped" lines."""
+        return [float(line.split()[1]) for line in list(self.lines) if line.startswith(kind + " ")]
+
+    def leading(self) -> bool:
+        """Whether it printed started and not (yet) stopped."""
+        return len(self.times("started")) > len(self.times("stopped"))
+
+    def terminate(self) -> None:
+        """SIGTERM: client-go cancels its context and releases the Lease (ReleaseOnCancel)."""
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=30)
+
+    def kill(self) -> None:
+        """SIGKILL: a crash; the Lease is left to expire."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=30)
+        self._log.close()

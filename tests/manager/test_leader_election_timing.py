@@ -36,6 +36,16 @@ class TestTakingALeaseHeldByAnother:
         assert a.try_acquire_or_renew()
         assert spec(api)["holderIdentity"] == "a"
 
+    def test_the_wait_starts_when_the_read_returned_not_when_it_was_sent(self):
+        api, clock = FakeLeaseApi(), FakeClock()
+        api.put_holder(NAME, "b")
+        a = make(api, clock)
+        api.during_call = lambda what: clock.advance(3) if what == "read" else None  # a slow read
+        start = clock()
+        assert not a.try_acquire_or_renew()
+        clock.now = start + 15.5  # 15.5 s after the read was sent, 12.5 s after it was seen
+        assert not a.try_acquire_or_renew()
+
     def test_a_change_of_the_record_restarts_the_wait(self):
         api, clock = FakeLeaseApi(), FakeClock()
         api.put_holder(NAME, "b", renew="2026-01-01T00:00:00.000000Z")
