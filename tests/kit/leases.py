@@ -1,7 +1,8 @@
 """Leader election in tests: Lease clients (real and in-memory), a manual clock, electors run on threads.
 
-- ``lease_api(control_plane, host=None)``: a CoordinationV1Api with no urllib3 retries (as the
-  manager must build it), optionally through another HOST:PORT (a relay) to the same apiserver.
+- ``lease_api(control_plane, host=None, workdir=None)``: a CoordinationV1Api with no urllib3
+  retries (as the manager must build it), optionally through another HOST:PORT (a relay) to the
+  same apiserver.
 - ``FakeLeaseApi``: one namespace of Leases in memory with resourceVersion, 404 and 409 as the
   apiserver answers them; for the pure timing tests with ``FakeClock``.
 - ``RunningElector``: a LeaderElector on its own thread, recording when (wall clock) it started
@@ -30,15 +31,21 @@ from manager.settings import LeaseSettings
 REPO = Path(__file__).resolve().parents[2]
 
 
-def lease_api(control_plane, *, host: str | None = None):
-    """A CoordinationV1Api for the cluster; host (HOST:PORT) replaces the server's address."""
+def lease_api(control_plane, *, host: str | None = None, workdir: Path | None = None):
+    """A CoordinationV1Api for the cluster; host (HOST:PORT) replaces the server's address (kubeconfig in workdir)."""
     from kubernetes import client, config
 
+    kubeconfig = Path(control_plane.kubeconfig)
+    if host is not None:  # a kubeconfig naming host: the client re-reads its server on every token refresh
+        text = kubeconfig.read_text()
+        assert control_plane.server in text, "the kubeconfig does not name the control plane's server"
+        assert workdir is not None, "a kubeconfig through another host needs a workdir to write it in"
+        kubeconfig = workdir / f"kubeconfig-via-{host.replace(':', '-')}.yaml"
+        kubeconfig.write_text(text.replace(control_plane.server, f"https://{host}"))
+        kubeconfig.chmod(0o600)
     cfg = client.Configuration()
-    config.load_kube_config(config_file=str(control_plane.kubeconfig), client_configuration=cfg)
+    config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg)
     cfg.retries = False  # a timed-out renew must fail, not be sent again
-    if host is not None:
-        cfg.host = f"https://{host}"
     return client.CoordinationV1Api(client.ApiClient(cfg))
 
 

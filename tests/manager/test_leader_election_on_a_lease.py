@@ -25,12 +25,12 @@ SLACK = 0.3  # seconds a callback may run after the instant it is due (threads o
 
 
 @pytest.fixture
-def electors(control_plane, namespace):
+def electors(control_plane, namespace, tmp_path):
     made: list[RunningElector] = []
 
     def start(identity: str, *, host: str | None = None, lease=LEASE, renew=RENEW, retry=RETRY) -> RunningElector:
         s = settings(identity, namespace=namespace, lease=lease, renew=renew, retry=retry)
-        e = RunningElector(lease_api(control_plane, host=host), s)
+        e = RunningElector(lease_api(control_plane, host=host, workdir=tmp_path), s)
         made.append(e)
         return e.start()
 
@@ -178,10 +178,14 @@ class TestRacingElectors:
             leader = next((i for i, e in live.items() if e.is_leader()), None)
             if leader is None:
                 continue
-            old = live[leader]
-            old.release() if rng.random() < 0.6 else old.stop()  # graceful, or a crash left to expire
-            live[leader] = electors(leader, **timing)
-            everyone.append(live[leader])
+            old = live.pop(leader)
+            if rng.random() < 0.6:
+                old.release()
+            else:
+                old.stop()  # a crash: the others wait for the lease to expire
+            fresh = f"{leader[0]}{len(everyone)}"  # a new identity, or it would just renew its own lease
+            live[fresh] = electors(fresh, **timing)
+            everyone.append(live[fresh])
         done.set()
         sampler.join()
         for e in live.values():
