@@ -83,8 +83,11 @@ def _now_micro() -> str:
 def _describe(exc: Exception) -> str:
     """One line for a failed request: the HTTP status and reason, or the error's type and message."""
     status = api_status(exc)
+    reason = str(getattr(exc, "reason", "") or "").strip().splitlines()
     if status:
-        return f"HTTP {status} {getattr(exc, 'reason', '')}".strip()
+        return f"HTTP {status} {reason[0] if reason else ''}".strip()
+    if status == 0 and reason:  # the client's own failure (TLS, a body it could not send): no HTTP status
+        return reason[0][:300]
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {text}"[:300]
 

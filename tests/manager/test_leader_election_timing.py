@@ -6,6 +6,7 @@ test_leader_election_on_a_lease.py; here only what needs a clock the test moves.
 
 from __future__ import annotations
 
+import logging
 import re
 
 import pytest
@@ -198,6 +199,17 @@ class TestReleasing:
         api.calls.clear()
         assert a.release()
         assert api.calls == ["read"] and spec(api)["holderIdentity"] == "b"
+
+
+def test_a_failing_api_is_logged_once_per_error_not_once_per_retry(caplog):
+    caplog.set_level(logging.DEBUG, logger="manager.leader_election")
+    api, clock = FakeLeaseApi(fail=True), FakeClock()
+    a = make(api, clock)
+    for _ in range(5):
+        assert not a.try_acquire_or_renew()
+        clock.advance(2)
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert len(lines) == 1 and "reading the lease: HTTP" not in lines[0] and "connection refused" in lines[0]
 
 
 @pytest.mark.parametrize("kw, message", [
