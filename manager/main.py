@@ -206,14 +206,6 @@ def _high_availability(a: argparse.Namespace, tls: ServerTls | None, join: JoinS
                for name, flag in (("--leader-elect-lease-duration",) * 2, ("--leader-elect-renew-deadline",) * 2,
                                   ("--leader-elect-retry-period",) * 2)}
     lease, renew, retry = timings.values()
-    if retry <= 0:
-        raise UsageError("--leader-elect-retry-period must be positive")
-    if lease <= renew:
-        raise UsageError(f"--leader-elect-lease-duration ({lease:g}s) must be greater than "
-                         f"--leader-elect-renew-deadline ({renew:g}s)")
-    if renew <= 1.2 * retry:
-        raise UsageError(f"--leader-elect-renew-deadline ({renew:g}s) must be greater than 1.2 x "
-                         f"--leader-elect-retry-period ({retry:g}s)")
     namespace = a.leader_elect_resource_namespace or os.environ.get("POD_NAMESPACE") or "default"
     if not is_dns1123_label(namespace):
         raise UsageError(f"--leader-elect-resource-namespace: not a namespace name: {namespace!r}")
@@ -263,9 +255,14 @@ def _high_availability(a: argparse.Namespace, tls: ServerTls | None, join: JoinS
     pod_namespace = a.pod_namespace or namespace
     if not is_dns1123_label(pod_namespace):
         raise UsageError(f"--pod-namespace: not a namespace name: {pod_namespace!r}")
+    try:  # client-go's rules for the timings, checked where the settings are made
+        lease_settings = LeaseSettings(namespace=namespace, name=a.leader_elect_resource_name, identity=identity,
+                                       lease_duration=lease, renew_deadline=renew, retry_period=retry,
+                                       sync_address=advertise)
+    except ValueError as exc:
+        raise UsageError(f"--leader-elect-*: {exc}") from None
     return HighAvailability(
-        lease=LeaseSettings(namespace=namespace, name=a.leader_elect_resource_name, identity=identity,
-                            lease_duration=lease, renew_deadline=renew, retry_period=retry, sync_address=advertise),
+        lease=lease_settings,
         standby_timeout=standby_timeout, peer_tls=peer_tls,
         pod=PodRef(namespace=pod_namespace, name=a.pod_name) if a.pod_name else None,
     )

@@ -115,19 +115,38 @@ class JoinSettings:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LeaseSettings:
-    """Leader election on a coordination.k8s.io/v1 Lease, with client-go's timing (docs/ha.md)."""
+    """The coordination.k8s.io/v1 Lease a manager contends for (--leader-elect), with client-go's three timings.
+
+    Checked as client-go's NewLeaderElector checks them (a ValueError naming the bad value), plus
+    one rule of ours: the Lease stores whole seconds, so the truncated duration other electors
+    read must still exceed the renew deadline.
+    """
 
     namespace: str
     name: str
     identity: str
-    """Stable across restarts of one data dir, distinct for two data dirs on one host."""
-    lease_duration: float = 15.0
-    """How long a standby waits, after the Lease last changed, before it takes it (client-go's default)."""
-    renew_deadline: float = 10.0
-    """The leader stops leading when it has not renewed for this long: before anyone may take over."""
-    retry_period: float = 2.0
-    sync_address: str = ""
-    """Where agents and standbys reach this manager when it leads (the Lease annotation edge.k8s.io/sync-address)."""
+    """Holder identity written to the Lease: stable across restarts of one data dir."""
+    lease_duration: float
+    """Seconds a standby waits, from when it saw the record last change, before taking the lease over."""
+    renew_deadline: float
+    """Seconds after its last successful renew at which the leader stops leading (the fence)."""
+    retry_period: float
+    """Seconds between attempts (jittered up to x2.2 while not leading, as client-go)."""
+    sync_address: str
+    """HOST:PORT agents and standbys reach this manager at when it leads (annotation edge.k8s.io/sync-address)."""
+
+    def __post_init__(self) -> None:
+        for field_name in ("namespace", "name", "identity", "sync_address"):
+            if not getattr(self, field_name):
+                raise ValueError(f"the lease {field_name.replace('_', ' ')} must not be empty")
+        if self.retry_period <= 0:
+            raise ValueError(f"the retry period must be positive, not {self.retry_period:g}s")
+        if self.renew_deadline <= 1.2 * self.retry_period:
+            raise ValueError(f"the renew deadline ({self.renew_deadline:g}s) must be longer than 1.2 x the retry "
+                             f"period ({self.retry_period:g}s)")
+        if int(self.lease_duration) <= self.renew_deadline:
+            raise ValueError(f"the lease duration ({self.lease_duration:g}s, whole seconds in the Lease) must be "
+                             f"longer than the renew deadline ({self.renew_deadline:g}s)")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

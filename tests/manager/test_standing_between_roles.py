@@ -18,7 +18,8 @@ from manager.standing import Parts, Role, Standing
 from tests.kit.waits import run, wait_until
 
 SETTINGS = HighAvailability(lease=LeaseSettings(namespace="default", name="edge-manager", identity="me",
-                                                lease_duration=3, renew_deadline=2, retry_period=0.5))
+                                                lease_duration=3, renew_deadline=2, retry_period=0.5,
+                                                sync_address="127.0.0.1:1"))
 
 
 class FakeElector:
