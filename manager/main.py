@@ -389,8 +389,8 @@ def parse_args(argv: Sequence[str] | None = None) -> ManagerSettings:
     return settings_from(build_parser().parse_args(argv))
 
 
-def api_client(kube: KubeSettings) -> Any:
-    """A kubernetes ApiClient from --kubeconfig/--master, else the in-cluster config."""
+def api_client(kube: KubeSettings, *, retries: int | bool = 0) -> Any:
+    """A kubernetes ApiClient from --kubeconfig/--master, else the in-cluster config; `retries`: urllib3's."""
     from kubernetes import client, config
     from kubernetes.config.config_exception import ConfigException
 
@@ -416,7 +416,7 @@ def api_client(kube: KubeSettings) -> Any:
         raise StartupError(f"cannot load the Kubernetes client configuration: {' '.join(str(exc).split())}") from None
     if kube.master:
         cfg.host = kube.master
-    cfg.retries = 0  # the watch loop has its own backoff; a start-up probe should fail fast
+    cfg.retries = retries  # the watch loop has its own backoff; a start-up probe should fail fast
     api = client.ApiClient(cfg)
     api.user_agent = USER_AGENT
     logger.info("using the Kubernetes API at {} ({})", cfg.host, source)
@@ -660,8 +660,11 @@ async def _stand(s: ManagerSettings, ha: HighAvailability, store: Any, *, store_
         record = elector_box[0].observed() if elector_box else None
         return record.sync_address if record is not None and record.holder != ha.lease.identity else ""
 
+    # its own client: a renew never queues behind the watches' connections; no urllib3 retry stretches its deadline
+    lease_client = await asyncio.to_thread(lambda: api_client(s.kube, retries=False))
+
     def make_elector(started: Callable[[], None], stopped: Callable[[], None]) -> Any:
-        elector = LeaderElector(client.CoordinationV1Api(api), ha.lease, on_started_leading=started,
+        elector = LeaderElector(client.CoordinationV1Api(lease_client), ha.lease, on_started_leading=started,
                                 on_stopped_leading=stopped)
         elector_box.append(elector)
         return elector
