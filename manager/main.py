@@ -658,7 +658,9 @@ async def _stand(s: ManagerSettings, ha: HighAvailability, store: Any, *, store_
 
     def leader_address() -> str:
         record = elector_box[0].observed() if elector_box else None
-        return record.sync_address if record is not None and record.holder != ha.lease.identity else ""
+        if record is None or record.holder_identity in ("", ha.lease.identity):
+            return ""
+        return record.sync_address or ""
 
     # its own client: a renew never queues behind the watches' connections; no urllib3 retry stretches its deadline
     lease_client = await asyncio.to_thread(lambda: api_client(s.kube, retries=False))
