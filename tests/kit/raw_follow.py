@@ -3,6 +3,8 @@
 - ``RawFollow`` / ``raw_follow(address, credentials=None)``: FollowHello, read Welcome, LogRecords,
   StoreChunks and heartbeats, send acks; the final status code and trailing metadata.
 - ``hello_of(store, identity, head=None)``: the FollowHello of a standby whose store is `store` (through head).
+- ``peer_credentials(pki, name, subject=None)``: channel credentials with a manager's peer certificate
+  (CN=edge.k8s.io:manager:<name>, O=edge.k8s.io:managers unless `subject` says otherwise), issued once.
 Tests only.
 """
 
@@ -19,6 +21,17 @@ from xxhash import xxh3_64_intdigest
 from eventlog import RECORD_FORMAT, LogStore, event_offset
 from proto import sync_pb2 as pb
 from proto import sync_pb2_grpc as pb_grpc
+from tests.kit.pki import Pki, issue
+
+
+def peer_credentials(pki: Pki, name: str, *, subject: str | None = None) -> grpc.ChannelCredentials:
+    """Credentials of a standby manager: a peer certificate of the test CA (kept in its dir under `name`)."""
+    cert, key = pki.client(f"peer-{name}")
+    if not cert.exists():
+        issue(pki.dir, f"peer-{name}", subject or f"/CN=edge.k8s.io:manager:{name}/O=edge.k8s.io:managers",
+              "extendedKeyUsage=clientAuth\n")
+    return grpc.ssl_channel_credentials(root_certificates=pki.ca.read_bytes(), private_key=key.read_bytes(),
+                                        certificate_chain=cert.read_bytes())
 
 
 def hello_of(store: LogStore, identity: str = "standby-1_0000abcd", *, head: int | None = None) -> pb.FollowHello:
