@@ -298,6 +298,18 @@ class HighWaterMark:
         head = self._store.head_offset
         return {s.identity: max(0, head - s.acked) for s in tuple(self._standbys.values())}
 
+    def reset(self) -> None:
+        """Start a new leadership term (on the loop thread): no standbys, the mark at the store's head.
+
+        A manager that led, stepped down (its log perhaps replaced by a copy of the new leader's,
+        shorter) and leads again must not keep the old mark: it could be beyond the new head.
+        """
+        self.close()
+        self._standbys.clear()
+        self._pending.clear()
+        self._last_head = self._store.head_offset
+        self._floor = 0
+
     def close(self) -> None:
         """Cancel the timeout check (the server stopped)."""
         if self._timer is not None:
@@ -328,7 +340,8 @@ def copy_reason(store: LogStore, *, log_id: str, head_offset: int, head_hash: in
     if head_offset > info.head_offset:
         return CopyReason.BEYOND_HEAD, f"head {head_offset} is beyond the leader's head {info.head_offset}"
     if head_offset < info.first_offset - 1:
-        return CopyReason.COMPACTED, f"offsets after {head_offset} were compacted (the log starts at {info.first_offset})"
+        return CopyReason.COMPACTED, (f"offsets after {head_offset} were compacted "
+                                      f"(the log starts at {info.first_offset})")
     expected = store.record_hash(head_offset)
     if expected is None:  # compacted between the two reads
         return CopyReason.COMPACTED, f"offset {head_offset} was compacted"
@@ -399,8 +412,8 @@ class FollowSession:
             except StreamError as exc:
                 self._error = exc
             if self._error is not None:
-                log = logger.info if self._replaced or self._error.code is grpc.StatusCode.UNAVAILABLE else logger.warning
-                log("standby {}: {}", self.identity, self._error.details)
+                quiet = self._replaced or self._error.code is grpc.StatusCode.UNAVAILABLE  # expected endings
+                (logger.info if quiet else logger.warning)("standby {}: {}", self.identity, self._error.details)
                 await context.abort(self._error.code, self._error.details, trailing_metadata=self._trailing)
         finally:
             reader.cancel()
@@ -555,7 +568,8 @@ class FollowSession:
         info = await asyncio.shield(scratch.copying)  # a cancelled stream leaves the thread to finish, then removes
         data = dest / "data.mdb"
         total = data.stat().st_size
-        logger.info("standby {}: sending a copy of the store ({} bytes, head {})", self.identity, total, info.head_offset)
+        logger.info("standby {}: sending a copy of the store ({} bytes, head {})",
+                    self.identity, total, info.head_offset)
         sent = 0
         with data.open("rb") as f:
             while True:

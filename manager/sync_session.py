@@ -1,7 +1,9 @@
 """One agent's sync stream on the manager: resume or snapshot, batches, window, acks, heartbeats.
 
 Owns the protocol logic of docs/sync-protocol.md for the server side; the gRPC
-servicer in sync_service.py only hands it the stream. Store reads are short
+servicer in sync_service.py only hands it the stream. With a Visibility (replication.py's
+high-water mark) an agent is sent only what every in-sync standby holds; with a Leadership the
+stream ends, with the leader's address, once this manager stops leading. Store reads are short
 LMDB read transactions done on the event loop (they never block the writer).
 Must not import kubernetes or the agent package.
 """

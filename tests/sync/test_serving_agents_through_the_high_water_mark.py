@@ -218,3 +218,16 @@ def test_a_catching_up_standby_joins_though_the_head_moved_before_each_ack_and_t
             assert s.mark.visible() < store.head_offset  # the new standby holds agents back now
 
     run(scenario())
+
+
+def test_a_new_leadership_term_starts_the_mark_again_at_the_head(store: LogStore) -> None:
+    store.append([put("edge01", f"p{i}") for i in range(5)])
+
+    async def scenario() -> None:
+        async with serving(store, replicate=True) as s, raw_follow(s.address) as standby:
+            await standby.hello(hello_of(store, STANDBY))
+            assert (s.mark.visible(), s.mark.standbys_in_sync) == (5, 1)
+            s.mark.reset()
+            assert (s.mark.visible(), s.mark.standbys_in_sync, s.mark.lag()) == (5, 0, {})
+
+    run(scenario())
