@@ -34,6 +34,7 @@ from eventlog import (
     format_digest,
 )
 from manager.identity import NodeIdentity, certificate_node, describe, node_name_problem
+from manager.leadership import Leadership
 from manager.notify import LogNotifier
 from manager.refusals import REFUSED_LABEL
 from manager.streams import DEFAULT_MAX_STREAMS, StreamTable
@@ -122,14 +123,6 @@ class Visibility(Protocol):
     """The offset agents may be sent through (manager.replication.HighWaterMark): what every in-sync standby holds."""
 
     def visible(self) -> int: ...
-
-
-class Leadership(Protocol):
-    """Whether this manager leads now, and the leader's sync address when it does not ("" when unknown)."""
-
-    def leading(self) -> bool: ...
-
-    def leader_address(self) -> str: ...
 
 
 def not_the_leader(leadership: Leadership) -> tuple[str, tuple[tuple[str, str], ...]]:
