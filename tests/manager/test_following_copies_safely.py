@@ -1,0 +1,122 @@
+"""A copy of the leader's store replaces the standby's only when it arrived whole and is what was announced.
+
+An interrupted copy (the leader dies mid-copy) leaves the old store whole and open, and the
+next copy completes; a copy whose size, log_id or head differ from the announcement, or that
+exceeds what the standby accepts, is refused and deleted; a copy half installed when the
+process died is finished or undone at the next start (eventlog.installing).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from eventlog import LogStore
+from eventlog.installing import recover_store_dir
+from manager.following import Follower, incoming_dir
+from manager.peer_tls import peer_channel
+from tests.kit.builders import put
+from tests.kit.follow_leaders import FakeLeader, Following, Lie, stored_records
+from tests.kit.waits import run, wait_until
+
+
+def standby(store_dir: Path, store: LogStore, address: str, **options: object) -> Follower:
+    return Follower(store_dir, store, identity="edge-manager-1_0badcafe", leader_address=lambda: address,
+                    channel=peer_channel(None), backoff_initial=0.05, backoff_max=0.2, **options)
+
+
+def own_log(store_dir: Path, n: int) -> tuple[LogStore, list[tuple[bytes, bytes]]]:
+    """A standby store with a log of its own (another log_id than the leader's), and its records."""
+    store = LogStore(store_dir)
+    store.append([put("edge09", f"mine{i}") for i in range(n)])
+    return store, stored_records(store)
+
+
+def leader_log(path: Path, n: int) -> LogStore:
+    store = LogStore(path)
+    store.append([put("edge01", f"app{i:03d}", image="x" * 2000) for i in range(n)])  # a copy of many chunks
+    return store
+
+
+def test_a_copy_cut_off_midway_leaves_the_old_store_whole_and_the_next_copy_completes(tmp_path: Path) -> None:
+    leader_store = leader_log(tmp_path / "leader" / "eventlog", 200)
+    store_dir = tmp_path / "standby" / "eventlog"
+    store, before = own_log(store_dir, 7)
+    log_id = store.log_id
+
+    async def scenario() -> LogStore:
+        async with FakeLeader(leader_store, chunk_bytes=4096, die_after_chunks=3) as leader:
+            follower = standby(store_dir, store, leader.address)
+            async with Following(follower) as f:
+                await wait_until(lambda: len(leader.welcomes) >= 2, what="a copy cut off, then tried again")
+                assert follower.copies == 0
+                assert follower.store is store and store.log_id == log_id  # still open, still its own log
+                assert stored_records(store) == before
+                assert follower.head_offset == 7
+                leader.die_after_chunks = None  # the leader is back for good
+                await wait_until(lambda: follower.copies == 1, what="the copy")
+            assert f.store is not None
+            return f.store
+
+    new = run(scenario())
+    assert stored_records(new) == stored_records(leader_store)
+    assert not incoming_dir(store_dir).exists()
+
+
+@pytest.mark.parametrize(("lie", "words"), [
+    (Lie.SIZE, "not the"),
+    (Lie.HEAD, "ends at"),
+    (Lie.LOG_ID, "holds log"),
+])
+def test_a_copy_that_is_not_what_was_announced_is_refused(tmp_path: Path, lie: Lie, words: str) -> None:
+    leader_store = leader_log(tmp_path / "leader" / "eventlog", 20)
+    store_dir = tmp_path / "standby" / "eventlog"
+    store, before = own_log(store_dir, 3)
+
+    async def scenario() -> None:
+        async with FakeLeader(leader_store, lie=lie) as leader:
+            follower = standby(store_dir, store, leader.address)
+            async with Following(follower):
+                await wait_until(lambda: words in follower.last_error, what="the copy refused")
+            assert follower.copies == 0 and follower.store is store
+
+    run(scenario())
+    assert stored_records(store) == before
+    assert not incoming_dir(store_dir).exists()
+
+
+def test_a_copy_larger_than_the_standby_accepts_is_refused_before_it_is_whole(tmp_path: Path) -> None:
+    leader_store = leader_log(tmp_path / "leader" / "eventlog", 200)
+    store_dir = tmp_path / "standby" / "eventlog"
+    store, before = own_log(store_dir, 3)
+
+    async def scenario() -> None:
+        async with FakeLeader(leader_store, chunk_bytes=4096) as leader:
+            follower = standby(store_dir, store, leader.address, max_copy_bytes=64 << 10)
+            async with Following(follower):
+                await wait_until(lambda: "exceeds" in follower.last_error, what="the copy refused")
+            assert follower.copies == 0
+
+    run(scenario())
+    assert stored_records(store) == before
+    assert not incoming_dir(store_dir).exists()
+
+
+def test_stopping_a_standby_returns_its_store_open(tmp_path: Path) -> None:
+    leader_store = leader_log(tmp_path / "leader" / "eventlog", 5)
+    store_dir = tmp_path / "standby" / "eventlog"
+
+    async def scenario() -> LogStore:
+        async with FakeLeader(leader_store) as leader:
+            follower = standby(store_dir, LogStore(store_dir), leader.address)
+            async with Following(follower) as f:
+                await wait_until(lambda: follower.head_offset == 5, what="the copy")
+            assert f.store is follower.store
+            return f.store
+
+    store = run(scenario())
+    store.append([put("edge01", "after")])  # the leader phase appends to it at once
+    assert store.head_offset == 6
+    recover_store_dir(store_dir)  # nothing half done: a no-op
+    assert store.head_offset == 6
