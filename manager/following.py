@@ -193,6 +193,7 @@ class Follower:
     async def run(self, stop: asyncio.Event) -> LogStore:
         """Follow the leader until `stop` is set; return the store, open (a new one after a copy)."""
         self._head = await asyncio.to_thread(lambda: self.store.head_offset)
+        await asyncio.to_thread(shutil.rmtree, incoming_dir(self.store_dir), ignore_errors=True)  # a crash's leftover
         stopping = asyncio.ensure_future(stop.wait())
         session: asyncio.Future[None] | None = None
         try:
@@ -219,6 +220,8 @@ class Follower:
                 session.cancel()
                 await asyncio.gather(session, return_exceptions=True)
             self.connected = False
+            # a copy cut off by the stop (even while its directory was being made) is not kept
+            await asyncio.to_thread(shutil.rmtree, incoming_dir(self.store_dir), ignore_errors=True)
         return self.store
 
     def _outcome(self, session: asyncio.Future[None], address: str) -> str | None:

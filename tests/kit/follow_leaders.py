@@ -5,8 +5,7 @@ standby's head is not beyond the leader's and its record hash equals the leader'
 otherwise COPY from `LogStore.copy_to`), streams records as they are appended and heartbeats,
 and records the acks. Faults: `leading=False` answers "not the leader" with a hint,
 `die_after_chunks` aborts a copy midway, `lie` announces a wrong size, log_id or head, `skip_records` leaves a gap.
-`Following` runs a Follower for the length of an `async with`; `stored_records` is what
-"byte-identical" compares.
+`Following` runs a Follower for the length of an `async with`.
 The real leader side is manager/replication.py (helper HR); this only pins the client.
 Tests only.
 """
@@ -55,6 +54,7 @@ class FakeLeader:
     welcomes: list[tuple[str, str]] = field(default_factory=list)  # (mode, reason) of each Welcome sent
     hellos: list[pb.FollowHello] = field(default_factory=list)
     refused: int = 0  # streams answered "not the leader"
+    peers: list[dict[str, list[bytes]]] = field(default_factory=list)  # the auth context of each stream
     credentials: grpc.ServerCredentials | None = None  # None: plaintext
     port: int = 0
     _server: grpc.aio.Server | None = None
@@ -101,6 +101,7 @@ class FakeLeader:
     async def Follow(  # noqa: N802 (the generated name)
         self, requests: AsyncIterator[pb.StandbyMessage], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.LeaderMessage]:
+        self.peers.append({k: list(v) for k, v in context.auth_context().items()})
         if not self.leading:
             # the Hello read first, as the real service does: a client still writing it when the call ends may
             # see gRPC's "Internal error from Core" instead of the status and its trailing metadata
@@ -185,9 +186,3 @@ class Following:
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
-
-
-def stored_records(store: LogStore) -> list[tuple[bytes, bytes]]:
-    """Every retained (offset key, record bytes) of a store, in order: what "byte-identical" compares."""
-    with store.reader() as r:
-        return list(r.records())

@@ -14,7 +14,8 @@ from eventlog import LogStore
 from manager.following import Follower
 from manager.peer_tls import peer_channel
 from tests.kit.builders import put
-from tests.kit.follow_leaders import FakeLeader, Following, stored_records
+from tests.kit.files import log_records
+from tests.kit.follow_leaders import FakeLeader, Following
 from tests.kit.waits import run, wait_until
 
 
@@ -51,7 +52,7 @@ def test_an_empty_standby_copies_the_store_then_follows_every_append_byte_for_by
 
     store = run(scenario())
     assert store.log_id == leader_store.log_id
-    assert stored_records(store) == stored_records(leader_store)
+    assert log_records(store) == log_records(leader_store)
     assert store.all_pods() == leader_store.all_pods()
     assert not (tmp_path / "standby" / "eventlog.incoming").exists()
 
@@ -79,7 +80,7 @@ def test_a_restarted_standby_resumes_where_it_stopped_without_a_copy(tmp_path: P
             return g.store
 
     store = run(scenario())
-    assert stored_records(store) == stored_records(leader_store)
+    assert log_records(store) == log_records(leader_store)
 
 
 def test_a_standby_with_a_tail_the_leader_never_had_is_replaced_by_a_copy(tmp_path: Path) -> None:
@@ -105,7 +106,7 @@ def test_a_standby_with_a_tail_the_leader_never_had_is_replaced_by_a_copy(tmp_pa
             return g.store
 
     store = run(scenario())
-    assert stored_records(store) == stored_records(leader_store)
+    assert log_records(store) == log_records(leader_store)
     assert "deposed" not in store.all_pods()
 
 
@@ -130,7 +131,7 @@ def test_a_standby_whose_head_holds_other_bytes_is_replaced_by_a_copy(tmp_path: 
             return g.store
 
     store = run(scenario())
-    assert stored_records(store) == stored_records(leader_store)
+    assert log_records(store) == log_records(leader_store)
 
 
 def test_records_that_leave_a_gap_drop_the_stream_and_the_standby_asks_for_a_copy(tmp_path: Path) -> None:
@@ -153,4 +154,4 @@ def test_records_that_leave_a_gap_drop_the_stream_and_the_standby_asks_for_a_cop
             return f.store
 
     store = run(scenario())
-    assert stored_records(store) == stored_records(leader_store)
+    assert log_records(store) == log_records(leader_store)

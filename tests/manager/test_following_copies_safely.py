@@ -17,7 +17,8 @@ from eventlog.installing import recover_store_dir
 from manager.following import Follower, incoming_dir
 from manager.peer_tls import peer_channel
 from tests.kit.builders import put
-from tests.kit.follow_leaders import FakeLeader, Following, Lie, stored_records
+from tests.kit.files import log_records
+from tests.kit.follow_leaders import FakeLeader, Following, Lie
 from tests.kit.waits import run, wait_until
 
 
@@ -26,11 +27,11 @@ def standby(store_dir: Path, store: LogStore, address: str, **options: object) -
                     channel=peer_channel(None), backoff_initial=0.05, backoff_max=0.2, **options)
 
 
-def own_log(store_dir: Path, n: int) -> tuple[LogStore, list[tuple[bytes, bytes]]]:
+def own_log(store_dir: Path, n: int) -> tuple[LogStore, list[bytes]]:
     """A standby store with a log of its own (another log_id than the leader's), and its records."""
     store = LogStore(store_dir)
     store.append([put("edge09", f"mine{i}") for i in range(n)])
-    return store, stored_records(store)
+    return store, log_records(store)
 
 
 def leader_log(path: Path, n: int) -> LogStore:
@@ -52,7 +53,7 @@ def test_a_copy_cut_off_midway_leaves_the_old_store_whole_and_the_next_copy_comp
                 await wait_until(lambda: len(leader.welcomes) >= 2, what="a copy cut off, then tried again")
                 assert follower.copies == 0
                 assert follower.store is store and store.log_id == log_id  # still open, still its own log
-                assert stored_records(store) == before
+                assert log_records(store) == before
                 assert follower.head_offset == 7
                 leader.die_after_chunks = None  # the leader is back for good
                 await wait_until(lambda: follower.copies == 1, what="the copy")
@@ -60,7 +61,7 @@ def test_a_copy_cut_off_midway_leaves_the_old_store_whole_and_the_next_copy_comp
             return f.store
 
     new = run(scenario())
-    assert stored_records(new) == stored_records(leader_store)
+    assert log_records(new) == log_records(leader_store)
     assert not incoming_dir(store_dir).exists()
 
 
@@ -82,7 +83,7 @@ def test_a_copy_that_is_not_what_was_announced_is_refused(tmp_path: Path, lie: L
             assert follower.copies == 0 and follower.store is store
 
     run(scenario())
-    assert stored_records(store) == before
+    assert log_records(store) == before
     assert not incoming_dir(store_dir).exists()
 
 
@@ -99,7 +100,7 @@ def test_a_copy_larger_than_the_standby_accepts_is_refused_before_it_is_whole(tm
             assert follower.copies == 0
 
     run(scenario())
-    assert stored_records(store) == before
+    assert log_records(store) == before
     assert not incoming_dir(store_dir).exists()
 
 

@@ -16,7 +16,8 @@ from eventlog import LogStore
 from manager.following import Follower
 from manager.peer_tls import peer_channel
 from tests.kit.builders import put
-from tests.kit.follow_leaders import FakeLeader, Following, stored_records
+from tests.kit.files import log_records
+from tests.kit.follow_leaders import FakeLeader, Following
 from tests.kit.processes import free_port
 from tests.kit.waits import run, wait_until
 
@@ -48,7 +49,7 @@ def test_a_not_the_leader_answer_is_followed_to_the_hinted_leader_at_once(tmp_pa
                     assert follower.address == leader.address
                 assert stale.refused == 1 and follower.redirects == 1 and follower.reconnects == 0
                 assert f.store is not None
-                assert stored_records(f.store) == stored_records(leader_store)
+                assert log_records(f.store) == log_records(leader_store)
                 return stale.address, leader.address
 
     stale, leader = run(scenario())
