@@ -28,15 +28,12 @@ from edgecommon.keepalive import SILENT_HEARTBEATS, ChannelOptions, keepalive_op
 from eventlog import RECORD_FORMAT, LogStore, OffsetOutOfRangeError, StoreError
 from eventlog.errors import DivergedError
 from eventlog.installing import install_store, recover_store_dir
+from manager.sync_session import LEADER_METADATA_KEY, NOT_THE_LEADER
 from proto import sync_pb2 as pb
 from proto import sync_pb2_grpc as pb_grpc
 
 T = TypeVar("T")
 
-LEADER_METADATA = "k8s-edge-leader"
-"""Trailing metadata key of a non-leader's answer: the leader's sync address."""
-NOT_LEADER = "not the leader"
-"""How the details of a non-leader's UNAVAILABLE start."""
 INCOMING_SUFFIX = ".incoming"
 """A copy being received lives beside the store, in `<store_dir>.incoming`, until it is installed."""
 COPY_FILE = "data.mdb"
@@ -70,10 +67,10 @@ def incoming_dir(store_dir: Path) -> Path:
 
 def leader_hint(exc: grpc.aio.AioRpcError) -> str | None:
     """The leader's address when `exc` is a non-leader's answer (None: not such an answer, or no leader known)."""
-    if exc.code() != grpc.StatusCode.UNAVAILABLE or not (exc.details() or "").startswith(NOT_LEADER):
+    if exc.code() != grpc.StatusCode.UNAVAILABLE or not (exc.details() or "").startswith(NOT_THE_LEADER):
         return None
     for key, value in exc.trailing_metadata() or ():
-        if key == LEADER_METADATA:
+        if key == LEADER_METADATA_KEY:
             text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
             return text.strip() or None
     return None
@@ -82,7 +79,7 @@ def leader_hint(exc: grpc.aio.AioRpcError) -> str | None:
 def is_not_leader(exc: BaseException) -> bool:
     """Whether `exc` is a non-leader's UNAVAILABLE (with or without a hint)."""
     return (isinstance(exc, grpc.aio.AioRpcError) and exc.code() == grpc.StatusCode.UNAVAILABLE
-            and (exc.details() or "").startswith(NOT_LEADER))
+            and (exc.details() or "").startswith(NOT_THE_LEADER))
 
 
 async def _finish(work: Awaitable[T]) -> T:

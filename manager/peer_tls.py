@@ -23,12 +23,9 @@ from cryptography.x509.oid import NameOID
 
 from edgecommon.tls import ReloadingFiles
 from manager.following import channel_options
+from manager.identity import MANAGER_USER_PREFIX, MANAGERS_GROUP
 from manager.signing import AgentCa, sign
 
-PEER_GROUP = "edge.k8s.io:managers"
-"""O of every manager's peer certificate."""
-PEER_USER_PREFIX = "edge.k8s.io:manager:"
-"""CN of a peer certificate: this prefix, then the manager's --leader-elect-identity."""
 MAX_COMMON_NAME = 64  # X.509's upper bound on a CN (RFC 5280 ub-common-name)
 MINTED_SECONDS = 24 * 3600.0  # a minted certificate lives a day; it is minted again at RENEW_FRACTION of that
 RENEW_FRACTION = 0.7  # as kubelet rotates at 70-90%: well before it expires, never on every connection
@@ -63,9 +60,9 @@ def peer_common_name(identity: str) -> str:
     """CN of `identity`'s peer certificate; PeerTlsError when the identity cannot be one."""
     if not identity or not identity.isprintable():
         raise PeerTlsError(f"the identity {identity[:80]!r} cannot name a peer certificate: empty or unprintable")
-    cn = PEER_USER_PREFIX + identity
+    cn = MANAGER_USER_PREFIX + identity
     if len(cn) > MAX_COMMON_NAME:
-        room = MAX_COMMON_NAME - len(PEER_USER_PREFIX)
+        room = MAX_COMMON_NAME - len(MANAGER_USER_PREFIX)
         raise PeerTlsError(f"the identity {identity[:80]!r} is too long for a peer certificate's CN (at most {room} "
                            "characters; set a shorter --leader-elect-identity)")
     return cn
@@ -74,7 +71,7 @@ def peer_common_name(identity: str) -> str:
 def peer_subject(identity: str) -> x509.Name:
     """The subject of `identity`'s peer certificate."""
     return x509.Name([
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, PEER_GROUP),
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, MANAGERS_GROUP),
         x509.NameAttribute(NameOID.COMMON_NAME, peer_common_name(identity)),
     ])
 
