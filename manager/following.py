@@ -40,6 +40,7 @@ COPY_FILE = "data.mdb"
 """The StoreChunks are the bytes of this one file of the leader's compacted copy (LMDB's data file)."""
 MAX_RECEIVE_BYTES = 64 << 20  # one record may carry a ~1.5 MiB EdgeNode's pod; batches and chunks stay near 1 MiB
 STABLE_STREAM_SECONDS = 30.0  # a stream up this long counts as progress, even with nothing to apply
+COPY_SILENCE_SECONDS = 120.0  # the leader sends nothing while it copies its store; keepalive still finds a dead one
 MAX_HOPS = 3  # "not the leader" redirects followed at once before backing off (two managers naming each other)
 
 
@@ -297,7 +298,7 @@ class Follower:
 
     def _position(self) -> pb.FollowHello:
         """Worker thread: the Hello of this store (an empty store, or one that must be replaced, asks for a copy)."""
-        head = self.store.head_offset
+        head = self._head = self.store.head_offset
         if head == 0 or self._want_copy:
             return pb.FollowHello(identity=self.identity, record_format=RECORD_FORMAT)
         head_hash = self.store.record_hash(head)
@@ -337,11 +338,12 @@ class Follower:
         incoming: _Incoming | None = None
         try:
             while True:
+                wait = silence if incoming is None else max(silence, COPY_SILENCE_SECONDS)
                 try:
-                    message = await asyncio.wait_for(call.read(), silence)
+                    message = await asyncio.wait_for(call.read(), wait)
                 except TimeoutError:
                     what = "no Welcome" if welcome is None else "nothing from the leader"
-                    raise StreamDead(f"{what} for {silence:g}s") from None
+                    raise StreamDead(f"{what} for {wait:g}s") from None
                 if message is grpc.aio.EOF:
                     return
                 kind = message.WhichOneof("kind")

@@ -8,11 +8,13 @@ process died is finished or undone at the next start (eventlog.installing).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from eventlog import LogStore
+from eventlog import installing
 from eventlog.installing import recover_store_dir
 from manager.following import Follower, incoming_dir
 from manager.peer_tls import peer_channel
@@ -121,3 +123,40 @@ def test_stopping_a_standby_returns_its_store_open(tmp_path: Path) -> None:
     assert store.head_offset == 6
     recover_store_dir(store_dir)  # nothing half done: a no-op
     assert store.head_offset == 6
+
+
+@pytest.mark.parametrize("failing", [".incoming", ".new"])
+def test_an_install_that_fails_midway_leaves_one_whole_store_open(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   failing: str) -> None:
+    """The rename of the received copy (step 1) or of the new store into place (step 3) fails once."""
+    leader_store = leader_log(tmp_path / "leader" / "eventlog", 30)
+    store_dir = tmp_path / "standby" / "eventlog"
+    store, _ = own_log(store_dir, 3)
+    old_log_id = store.log_id
+    failed: list[Path] = []
+
+    def rename(src: Path, dest: Path) -> None:
+        if src.name.endswith(failing) and not failed:
+            failed.append(src)
+            raise OSError(f"injected: cannot rename {src}")
+        os.rename(src, dest)
+
+    monkeypatch.setattr(installing, "_rename", rename)
+
+    async def scenario() -> LogStore:
+        async with FakeLeader(leader_store) as leader:
+            follower = standby(store_dir, store, leader.address)
+            async with Following(follower) as f:
+                await wait_until(lambda: failed and follower.head_offset == 30, what="the store replaced")
+            assert "injected" in follower.last_error
+            # the next Hello came from the store recovery left: the old one whole (before the copy's rename) or
+            # the copy (after it), never an empty or half-installed one
+            assert leader.hellos[1].head_offset == (3 if failing == ".incoming" else 30)
+            assert leader.hellos[1].log_id == (old_log_id if failing == ".incoming" else leader_store.log_id)
+            assert f.store is not None
+            return f.store
+
+    new = run(scenario())
+    assert log_records(new) == log_records(leader_store)
+    assert new.head_offset == 30  # open and whole
+    assert sorted(p.name for p in store_dir.parent.iterdir()) == ["eventlog"]
