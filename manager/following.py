@@ -198,9 +198,9 @@ class Follower:
             while not stop.is_set():
                 address = self._hint or self.leader_address()
                 self._hint = None
-                if not address:
+                if not address:  # an election under way, or the leader has not said where it serves yet
                     self.last_error = "no leader known"
-                    await self._pause(stop, "(no leader)", level="INFO")
+                    await self._pause(stop, "follow: waiting", level="INFO")
                     continue
                 session = asyncio.ensure_future(self._session(address))
                 await asyncio.wait({session, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -211,7 +211,7 @@ class Follower:
                 level = self._outcome(session, address)
                 if level is None:  # a non-leader named the leader: go there at once
                     continue
-                await self._pause(stop, address, level=level)
+                await self._pause(stop, f"follow {address} ended", level=level)
         finally:
             stopping.cancel()
             if session is not None and not session.done():  # run() itself cancelled: the store must be whole
@@ -257,18 +257,21 @@ class Follower:
             level = "ERROR"
         return level
 
-    async def _pause(self, stop: asyncio.Event, address: str, *, level: str) -> None:
-        """Log the failure (once per distinct error) and wait the backoff delay, or less if stopped."""
+    async def _pause(self, stop: asyncio.Event, what: str, *, level: str) -> None:
+        """Log the failure (once per distinct error) and wait the backoff delay, or less if stopped.
+
+        `what` starts the line ("follow <address> ended"); the reason is last_error.
+        """
         self.reconnects += 1
         delay = self.backoff.next()
         new, previous_repeats = self.streak.failed(self.last_error)
         if previous_repeats:
             logger.warning("follow: the previous error repeated {} more time(s)", previous_repeats)
         if new:
-            logger.log(level, "follow {} ended: {}; retrying in {:.1f}s (backing off up to {:g}s until progress; "
-                       "repeats of this error are not logged)", address, self.last_error, delay, self.backoff.maximum)
+            logger.log(level, "{}: {}; retrying in {:.1f}s (backing off up to {:g}s until progress; repeats of this "
+                       "error are not logged)", what, self.last_error, delay, self.backoff.maximum)
         else:
-            logger.debug("follow {} ended again: {}; retrying in {:.1f}s", address, self.last_error, delay)
+            logger.debug("{} again: {}; retrying in {:.1f}s", what, self.last_error, delay)
         with suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), delay)
 
