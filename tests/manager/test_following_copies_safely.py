@@ -147,7 +147,8 @@ def test_an_install_that_fails_midway_leaves_one_whole_store_open(tmp_path: Path
         async with FakeLeader(leader_store) as leader:
             follower = standby(store_dir, store, leader.address)
             async with Following(follower) as f:
-                await wait_until(lambda: failed and follower.head_offset == 30, what="the store replaced")
+                await wait_until(lambda: failed and follower.head_offset == 30 and len(leader.hellos) >= 2,
+                                 what="the store replaced, and a Hello from it")
             assert "injected" in follower.last_error
             # the next Hello came from the store recovery left: the old one whole (before the copy's rename) or
             # the copy (after it), never an empty or half-installed one
