@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import itertools
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -148,16 +149,21 @@ class FakeLeader:
             acks.cancel()
 
     async def _chunks(self, data: Path, head: int) -> AsyncIterator[pb.LeaderMessage]:
-        raw = data.read_bytes()  # test stores are small
-        pieces = [raw[i:i + self.chunk_bytes] for i in range(0, len(raw), self.chunk_bytes)] or [b""]
-        size = len(raw) + (1 if self.lie is Lie.SIZE else 0)
+        total = data.stat().st_size
+        size = total + (1 if self.lie is Lie.SIZE else 0)
         head = head + (1 if self.lie is Lie.HEAD else 0)
-        for i, piece in enumerate(pieces):
-            if self.die_after_chunks is not None and i == self.die_after_chunks:
-                raise ConnectionAbortedError("the fake leader died mid-copy")
-            last = i == len(pieces) - 1
-            yield pb.LeaderMessage(store=pb.StoreChunk(data=piece, last=last, head_offset=head if last else 0,
-                                                       size=size if last else 0))
+        sent = 0
+        with data.open("rb") as f:  # a chunk at a time, as the real leader: tests measure the standby's memory
+            for i in itertools.count():
+                piece = f.read(self.chunk_bytes)
+                sent += len(piece)
+                if self.die_after_chunks is not None and i == self.die_after_chunks:
+                    raise ConnectionAbortedError("the fake leader died mid-copy")
+                last = sent >= total
+                yield pb.LeaderMessage(store=pb.StoreChunk(data=piece, last=last, head_offset=head if last else 0,
+                                                           size=size if last else 0))
+                if last:
+                    return
 
     async def _read_acks(self, requests: AsyncIterator[pb.StandbyMessage]) -> None:
         async for message in requests:

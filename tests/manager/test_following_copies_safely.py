@@ -9,6 +9,7 @@ process died is finished or undone at the next start (eventlog.installing).
 from __future__ import annotations
 
 import os
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -161,3 +162,26 @@ def test_an_install_that_fails_midway_leaves_one_whole_store_open(tmp_path: Path
     assert log_records(new) == log_records(leader_store)
     assert new.head_offset == 30  # open and whole
     assert sorted(p.name for p in store_dir.parent.iterdir()) == ["eventlog"]
+
+
+def test_a_copy_goes_to_disk_a_chunk_at_a_time_never_whole_in_memory(tmp_path: Path) -> None:
+    leader_store = LogStore(tmp_path / "leader" / "eventlog")
+    for batch in range(8):  # about 8 MiB of manifests
+        leader_store.append([put("edge01", f"app{batch}-{i:03d}", image="x" * 8000) for i in range(128)])
+    store_dir = tmp_path / "standby" / "eventlog"
+
+    async def scenario() -> tuple[int, int]:
+        async with FakeLeader(leader_store, chunk_bytes=64 << 10) as leader:
+            follower = standby(store_dir, LogStore(store_dir), leader.address)
+            tracemalloc.start()
+            try:
+                async with Following(follower):
+                    await wait_until(lambda: follower.copies == 1, what="the copy", timeout=60)
+                _, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+            return peak, (store_dir / "data.mdb").stat().st_size
+
+    peak, size = run(scenario())
+    assert size > 8 << 20
+    assert peak < 2 << 20, f"{peak} bytes at the peak while receiving a copy of {size} bytes"
