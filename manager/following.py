@@ -84,14 +84,31 @@ def is_not_leader(exc: BaseException) -> bool:
 
 
 async def _finish(work: Awaitable[T]) -> T:
-    """Await `work` to its end even if we are cancelled meanwhile (a commit or an install half seen is worse)."""
+    """Await `work` to its end even if cancelled meanwhile (a commit or an install half seen is worse), then re-raise.
+
+    asyncio.wait never cancels what it waits for, and a second cancel is absorbed too.
+    """
     task = asyncio.ensure_future(work)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        with suppress(Exception):
-            await task
-        raise
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.wait({task})
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        if not task.cancelled() and task.exception() is not None:
+            logger.warning("follow: a store write failed while stopping: {}", task.exception())
+        raise asyncio.CancelledError
+    return task.result()
+
+
+async def _cancel(task: asyncio.Future[None]) -> None:
+    """Cancel `task` and wait for its end; cancelled again each second (grpc and wait_for may swallow one)."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=1.0)
+    if not task.cancelled():
+        task.exception()  # retrieved: the stop is why it ended
 
 
 class _Incoming:
@@ -205,8 +222,7 @@ class Follower:
                 session = asyncio.ensure_future(self._session(address))
                 await asyncio.wait({session, stopping}, return_when=asyncio.FIRST_COMPLETED)
                 if not session.done():
-                    session.cancel()
-                    await asyncio.gather(session, return_exceptions=True)
+                    await _cancel(session)
                     break
                 level = self._outcome(session, address)
                 if level is None:  # a non-leader named the leader: go there at once
@@ -215,8 +231,7 @@ class Follower:
         finally:
             stopping.cancel()
             if session is not None and not session.done():  # run() itself cancelled: the store must be whole
-                session.cancel()
-                await asyncio.gather(session, return_exceptions=True)
+                await _cancel(session)
             self.connected = False
             # a copy cut off by the stop (even while its directory was being made) is not kept
             await asyncio.to_thread(shutil.rmtree, incoming_dir(self.store_dir), ignore_errors=True)
@@ -273,7 +288,8 @@ class Follower:
         else:
             logger.debug("{} again: {}; retrying in {:.1f}s", what, self.last_error, delay)
         with suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), delay)
+            async with asyncio.timeout(delay):
+                await stop.wait()
 
     def _progressed(self) -> None:
         """A commit or an install (or a long healthy stream): reconnect quickly next time; say a failure cleared."""
@@ -317,7 +333,8 @@ class Follower:
     async def _ended(self, call: grpc.aio.StreamStreamCall, exc: BaseException) -> BaseException:
         """What ended the call by its final status: a write that lost the race with the end says less."""
         try:
-            code = await asyncio.wait_for(call.code(), self.connect_timeout)
+            async with asyncio.timeout(self.connect_timeout):
+                code = await call.code()
             if code == grpc.StatusCode.OK:
                 return StreamDead("the leader ended the stream")
             return grpc.aio.AioRpcError(code, await call.initial_metadata(), await call.trailing_metadata(),
@@ -332,7 +349,8 @@ class Follower:
         """Hello, then take what the leader sends until the stream ends."""
         hello = await asyncio.to_thread(self._position)
         try:  # an unreachable or black-holed leader: no answer within connect_timeout
-            await asyncio.wait_for(self._write(call, pb.StandbyMessage(hello=hello)), self.connect_timeout)
+            async with asyncio.timeout(self.connect_timeout):
+                await self._write(call, pb.StandbyMessage(hello=hello))
         except TimeoutError:
             raise TimeoutError(f"no connection within {self.connect_timeout:g}s") from None
         silence = self.connect_timeout  # until the Welcome names the heartbeat interval
@@ -343,7 +361,8 @@ class Follower:
             while True:
                 wait = silence if incoming is None else max(silence, COPY_SILENCE_SECONDS)
                 try:
-                    message = await asyncio.wait_for(call.read(), wait)
+                    async with asyncio.timeout(wait):  # not wait_for: on 3.11 it may swallow the stop's cancel
+                        message = await call.read()
                 except TimeoutError:
                     what = "no Welcome" if welcome is None else "nothing from the leader"
                     raise StreamDead(f"{what} for {wait:g}s") from None

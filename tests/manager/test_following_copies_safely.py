@@ -9,6 +9,7 @@ process died is finished or undone at the next start (eventlog.installing).
 from __future__ import annotations
 
 import os
+import threading
 import tracemalloc
 from pathlib import Path
 
@@ -185,3 +186,33 @@ def test_a_copy_goes_to_disk_a_chunk_at_a_time_never_whole_in_memory(tmp_path: P
     peak, size = run(scenario())
     assert size > 8 << 20
     assert peak < 2 << 20, f"{peak} bytes at the peak while receiving a copy of {size} bytes"
+
+
+def test_a_stop_during_a_commit_returns_only_once_it_is_committed(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    leader_store = leader_log(tmp_path / "leader" / "eventlog", 10)
+    store_dir = tmp_path / "standby" / "eventlog"
+    entered, release = threading.Event(), threading.Event()
+    real = LogStore.append_records
+
+    def slow(self: LogStore, records: list[bytes]) -> object:
+        entered.set()
+        release.wait(10)  # a slow disk
+        return real(self, records)
+
+    monkeypatch.setattr(LogStore, "append_records", slow)
+
+    async def scenario() -> LogStore:
+        async with FakeLeader(leader_store) as leader:
+            follower = standby(store_dir, LogStore(store_dir), leader.address)
+            async with Following(follower) as f:
+                await wait_until(lambda: follower.copies == 1, what="the copy")
+                leader_store.append([put("edge02", f"late{i}") for i in range(5)])
+                await wait_until(entered.is_set, what="a commit under way")
+                threading.Timer(0.3, release.set).start()  # the commit ends after the stop
+            assert f.store is not None
+            assert f.store.head_offset == 15  # committed before run() returned: the leader phase may append at once
+            return f.store
+
+    store = run(scenario())
+    assert log_records(store) == log_records(leader_store)
