@@ -151,7 +151,13 @@ class _Incoming:
 
 
 class Follower:
-    """Keeps a standby's store identical to the leader's log: same log_id, offsets and record bytes."""
+    """Keeps a standby's store identical to the leader's log: same log_id, offsets and record bytes.
+
+    The caller opens the store after `eventlog.installing.recover_store_dir(store_dir)` (a copy
+    half installed when the process died) and leaves it alone until `run()` returns it: a copy
+    closes it and opens a new one. A Hello with no log_id asks for a copy: an empty store, or one
+    the leader's records did not fit (a gap, or a change its view had already seen).
+    """
 
     def __init__(
         self,
