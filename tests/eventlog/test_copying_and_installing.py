@@ -103,10 +103,14 @@ def test_install_into_a_data_dir_with_no_store_yet(tmp_path):
     assert _installed(tmp_path)[1] == 1
 
 
-def test_install_refuses_what_is_not_a_store(tmp_path):
+def test_install_refuses_what_is_not_a_store_or_has_a_name_of_the_dance(tmp_path):
     (tmp_path / "eventlog.incoming").mkdir()
     with pytest.raises(NotAStoreError, match="holds no store"):
         install_store(tmp_path / "eventlog.incoming", tmp_path / "eventlog")
+    with LogStore(tmp_path / "eventlog.new") as received:  # recovery would install a half-received .new
+        received.append([put("edge01", "a")])
+    with pytest.raises(ValueError, match="received under another name than eventlog.new"):
+        install_store(tmp_path / "eventlog.new", tmp_path / "eventlog")
 
 
 class _Crash(Exception):
