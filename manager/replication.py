@@ -3,8 +3,8 @@
 Owns which offsets agents may see (the in-sync standbys' acknowledgements, Kafka ISR style),
 and the server half of a standby's Follow stream (docs/ha.md): Welcome with RESUME or COPY,
 the log's records byte for byte, a copy of the store, heartbeats. Runs on the event loop of
-the gRPC server; only HighWaterMark.appended() may be called from another thread (the
-recorder's). Must not import kubernetes or the agent package.
+the gRPC server; from other threads only HighWaterMark.appended() (the recorder's), wake_all()
+(the elector's) and the metrics reads. Must not import kubernetes or the agent package.
 """
 
 from __future__ import annotations
@@ -93,15 +93,18 @@ class Standby:
         self.acked = acked
         self.in_sync = False
         self.since = now  # last progress, or when it fell behind: the standby timeout counts from here
+        self.current_through = 0  # the newest record sent to it while that record was the head
 
 
 class HighWaterMark:
     """The offset agents may be sent through: every in-sync standby holds the log up to it.
 
     With no standby in sync it is the store's head (a lone leader serves at once). A standby
-    joins the in-sync set when its acknowledgement reaches the head of that moment, and leaves
-    it when it disconnects or acknowledges nothing for standby_timeout while behind. The mark
-    never moves back: a standby joins only at the head, where the mark already is.
+    joins the in-sync set when its acknowledgement reaches the head: the head of that moment,
+    or the head as it was when the acknowledged record was sent to it (Kafka's "caught up to the
+    log end at fetch time", so a standby joins under a steady stream of appends too). It leaves
+    the set when it disconnects or acknowledges nothing for standby_timeout while behind. The
+    mark never moves back: a standby that joins below it holds agents at the mark until it passes.
     """
 
     def __init__(
@@ -120,6 +123,7 @@ class HighWaterMark:
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_head = store.head_offset  # the newest offset appended() told of (or the head at start)
+        self._floor = 0  # the newest offset visible() returned: agents may have been sent through it
         self.timeouts = 0  # in-sync standbys dropped for acknowledging nothing for standby_timeout, since start
         try:
             self._loop = asyncio.get_running_loop()
@@ -129,15 +133,17 @@ class HighWaterMark:
     # -- what agents see ---------------------------------------------------------
 
     def visible(self) -> int:
-        """The offset agents may be sent through."""
+        """The offset agents may be sent through (on the loop thread)."""
         acked = [s.acked for s in self._standbys.values() if s.in_sync]
-        return min(acked) if acked else self._store.head_offset
+        self._floor = max(self._floor, min(acked) if acked else self._store.head_offset)
+        return self._floor
 
     def appended(self, last_offset: int, nodes: Iterable[str]) -> None:
         """The recorder appended through last_offset for `nodes` (any thread): wake what may now be sent."""
         names = frozenset(nodes)
         loop = self._loop
-        if loop is None:  # no stream ever started on a loop: nothing to hold back, nobody to wake but agents
+        if loop is None:  # no standby ever connected: nothing to hold back, nobody to wake but agents
+            self._last_head = max(self._last_head, last_offset)
             self._notifier.notify_threadsafe(names)
             return
         try:
@@ -148,6 +154,26 @@ class HighWaterMark:
             self._on_appended(last_offset, names)
         elif not loop.is_closed():
             loop.call_soon_threadsafe(self._on_appended, last_offset, names)
+
+    def wake_all(self) -> None:
+        """Wake every agent and Follow stream (any thread): after this manager stopped leading, each ends now
+        with the leader's address instead of at its next heartbeat."""
+        def wake() -> None:
+            self._notifier.notify_all()
+            for event in self._followers:
+                event.set()
+
+        loop = self._loop or self._notifier.loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            on_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            wake()
+        else:
+            loop.call_soon_threadsafe(wake)
 
     def _on_appended(self, last_offset: int, nodes: frozenset[str]) -> None:
         now = self._clock()
@@ -176,6 +202,11 @@ class HighWaterMark:
         self._maybe_join(standby)
         return standby
 
+    def sent(self, standby: Standby, last_offset: int, *, head: int) -> None:
+        """Records through last_offset went to the standby while the head was `head`."""
+        if last_offset >= head:
+            standby.current_through = last_offset
+
     def acknowledged(self, standby: Standby, offset: int) -> None:
         """The standby's store committed every record through `offset`."""
         if self._standbys.get(standby.identity) is not standby or offset <= standby.acked:
@@ -198,8 +229,10 @@ class HighWaterMark:
             self._moved()
 
     def _maybe_join(self, standby: Standby) -> None:
-        head = self._store.head_offset
-        if not standby.in_sync and standby.acked >= head:
+        if standby.in_sync:
+            return
+        caught_up = 0 < standby.current_through <= standby.acked
+        if caught_up or standby.acked >= self._store.head_offset:
             standby.in_sync = True
             standby.since = self._clock()
             logger.info("standby {} is in sync at offset {}: agents are served through what it holds",
@@ -258,12 +291,24 @@ class HighWaterMark:
     @property
     def standbys_in_sync(self) -> int:
         """Standbys whose acknowledgements hold agents back (k8s_edge_manager_standbys_in_sync)."""
-        return sum(1 for s in self._standbys.values() if s.in_sync)
+        return sum(1 for s in tuple(self._standbys.values()) if s.in_sync)  # tuple(): read by the metrics thread
 
     def lag(self) -> dict[str, int]:
         """Events each connected standby lacks, by identity (k8s_edge_manager_replication_lag_events)."""
         head = self._store.head_offset
-        return {s.identity: max(0, head - s.acked) for s in self._standbys.values()}
+        return {s.identity: max(0, head - s.acked) for s in tuple(self._standbys.values())}
+
+    def reset(self) -> None:
+        """Start a new leadership term (on the loop thread): no standbys, the mark at the store's head.
+
+        A manager that led, stepped down (its log perhaps replaced by a copy of the new leader's,
+        shorter) and leads again must not keep the old mark: it could be beyond the new head.
+        """
+        self.close()
+        self._standbys.clear()
+        self._pending.clear()
+        self._last_head = self._store.head_offset
+        self._floor = 0
 
     def close(self) -> None:
         """Cancel the timeout check (the server stopped)."""
@@ -295,7 +340,8 @@ def copy_reason(store: LogStore, *, log_id: str, head_offset: int, head_hash: in
     if head_offset > info.head_offset:
         return CopyReason.BEYOND_HEAD, f"head {head_offset} is beyond the leader's head {info.head_offset}"
     if head_offset < info.first_offset - 1:
-        return CopyReason.COMPACTED, f"offsets after {head_offset} were compacted (the log starts at {info.first_offset})"
+        return CopyReason.COMPACTED, (f"offsets after {head_offset} were compacted "
+                                      f"(the log starts at {info.first_offset})")
     expected = store.record_hash(head_offset)
     if expected is None:  # compacted between the two reads
         return CopyReason.COMPACTED, f"offset {head_offset} was compacted"
@@ -366,8 +412,8 @@ class FollowSession:
             except StreamError as exc:
                 self._error = exc
             if self._error is not None:
-                log = logger.info if self._replaced or self._error.code is grpc.StatusCode.UNAVAILABLE else logger.warning
-                log("standby {}: {}", self.identity, self._error.details)
+                quiet = self._replaced or self._error.code is grpc.StatusCode.UNAVAILABLE  # expected endings
+                (logger.info if quiet else logger.warning)("standby {}: {}", self.identity, self._error.details)
                 await context.abort(self._error.code, self._error.details, trailing_metadata=self._trailing)
         finally:
             reader.cancel()
@@ -510,6 +556,8 @@ class FollowSession:
         if not records:
             return None
         self._sent = event_offset(records[-1])
+        if self.standby is not None:
+            self.mark.sent(self.standby, self._sent, head=head)
         return pb.LeaderMessage(records=pb.LogRecords(records=records, head_offset=head))
 
     async def _copy(self, scratch: _Scratch) -> AsyncIterator[pb.LeaderMessage]:
@@ -520,7 +568,8 @@ class FollowSession:
         info = await asyncio.shield(scratch.copying)  # a cancelled stream leaves the thread to finish, then removes
         data = dest / "data.mdb"
         total = data.stat().st_size
-        logger.info("standby {}: sending a copy of the store ({} bytes, head {})", self.identity, total, info.head_offset)
+        logger.info("standby {}: sending a copy of the store ({} bytes, head {})",
+                    self.identity, total, info.head_offset)
         sent = 0
         with data.open("rb") as f:
             while True:
@@ -530,6 +579,8 @@ class FollowSession:
                 sent += len(chunk)
                 if sent >= total:
                     self._sent = info.head_offset
+                    if self.standby is not None:
+                        self.mark.sent(self.standby, info.head_offset, head=self.store.head_offset)
                     yield pb.LeaderMessage(store=pb.StoreChunk(data=chunk, last=True, head_offset=info.head_offset,
                                                                size=total))
                     break

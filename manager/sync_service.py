@@ -1,8 +1,9 @@
 """The manager's gRPC sync service: settings, TLS, the thin servicer and create_server.
 
-Owns how the server is built (options, credentials, binding). The protocol
-logic lives in sync_session.py, wakeups in notify.py, identity checks in
-identity.py. Must not import kubernetes or the agent package.
+Owns how the server is built (options, credentials, binding) and the leadership gate
+(a manager that does not lead refuses Stream and Follow with the leader's address). The
+protocol logic lives in sync_session.py (agents) and replication.py (standbys), wakeups in
+notify.py, identity checks in identity.py. Must not import kubernetes or the agent package.
 """
 
 from __future__ import annotations

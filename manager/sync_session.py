@@ -1,7 +1,9 @@
 """One agent's sync stream on the manager: resume or snapshot, batches, window, acks, heartbeats.
 
 Owns the protocol logic of docs/sync-protocol.md for the server side; the gRPC
-servicer in sync_service.py only hands it the stream. Store reads are short
+servicer in sync_service.py only hands it the stream. With a Visibility (replication.py's
+high-water mark) an agent is sent only what every in-sync standby holds; with a Leadership the
+stream ends, with the leader's address, once this manager stops leading. Store reads are short
 LMDB read transactions done on the event loop (they never block the writer).
 Must not import kubernetes or the agent package.
 """
@@ -323,6 +325,7 @@ class AgentSession:
         )
         if cause is None:
             welcome.mode = pb.Welcome.RESUME
+            welcome.head_offset = max(head, hello.applied_offset)  # it holds what it applied, visible or not
             self._sent = self._acked = hello.applied_offset
             logger.info(
                 "agent {} connected from {}: resume after {} (head {})", self.node, context.peer(), self._sent, head
@@ -385,6 +388,7 @@ class AgentSession:
             yield self._heartbeat()
 
     def _heartbeat(self) -> pb.ManagerMessage:
+        """A Heartbeat naming the node's newest event the agent may see."""
         return pb.ManagerMessage(heartbeat=pb.Heartbeat(head_offset=self._head(),
                                                         time_unix_ms=time.time_ns() // 1_000_000))
 
@@ -427,7 +431,6 @@ class AgentSession:
                 except TimeoutError:
                     pass
             yield self._heartbeat()
-            self._last_sent = time.monotonic()
 
     def _next_batch(self, limit: int) -> pb.ManagerMessage | None:
         """The next EventBatch after what was sent (through the high-water mark), or None when the agent is current."""

@@ -199,6 +199,24 @@ def test_a_bad_follow_hello_is_refused_with_one_line(store: LogStore, first: pb.
     run(scenario())
 
 
+def test_undecodable_or_oversized_messages_from_a_peer_end_its_stream(store: LogStore) -> None:
+    async def scenario() -> None:
+        async with serving(store, replicate=True) as s:
+            async with raw_follow(s.address) as f:
+                f.call.cancel()
+                f.call = f.channel.stream_stream("/k8sedge.sync.v1.Sync/Follow")()  # bytes as they are
+                await f.call.write(b"\xff\xff\xff\xff\x0f garbage")
+                code, details, _ = await f.ended()
+                assert code == grpc.StatusCode.INVALID_ARGUMENT and "undecodable" in details
+            async with raw_follow(s.address) as f:
+                await f.call.write(pb.StandbyMessage(hello=pb.FollowHello(identity="x" * (5 << 20))))
+                code, _, _ = await f.ended()
+                assert code == grpc.StatusCode.RESOURCE_EXHAUSTED  # gRPC's 4 MiB cap on what a server receives
+            assert s.mark.lag() == {}
+
+    run(scenario())
+
+
 def test_an_ack_beyond_what_was_sent_or_going_back_ends_the_stream(store: LogStore) -> None:
     _fill(store, 3)
 
@@ -229,8 +247,7 @@ def test_an_ack_beyond_what_was_sent_or_going_back_ends_the_stream(store: LogSto
 def test_a_manager_without_replication_does_not_serve_follow(store: LogStore) -> None:
     async def scenario() -> None:
         async with serving(store) as s, raw_follow(s.address) as f:
-            await f.send(hello=hello_of(store))
-            code, details, _ = await f.ended()
+            code, details, _ = await f.ended()  # refused before any FollowHello is read
             assert code == grpc.StatusCode.UNIMPLEMENTED and "without --leader-elect" in details
 
     run(scenario())

@@ -3,6 +3,8 @@ serving the streams it had the moment it stops leading."""
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 
@@ -11,6 +13,7 @@ from proto import sync_pb2 as pb
 from tests.kit.builders import put
 from tests.kit.fake_agents import raw_stream
 from tests.kit.raw_follow import hello_of, raw_follow
+from manager.sync_session import SyncSettings
 from tests.kit.servers import Leader, serving
 from tests.kit.waits import run
 
@@ -39,12 +42,10 @@ def test_stream_and_follow_are_refused_with_the_leaders_address(
     async def scenario() -> None:
         async with serving(store, leadership=Leader(leads=False, address=address), replicate=True) as s:
             async with raw_stream(s.address) as agent:
-                await agent.send(hello=pb.Hello(node="edge01", record_format=1))
-                code, got, meta = await _ended(agent.call)
+                code, got, meta = await _ended(agent.call)  # refused before any Hello is read
                 assert (code, got) == (grpc.StatusCode.UNAVAILABLE, details)
                 assert {k: v for k, v in meta.items() if k == "k8s-edge-leader"} == trailing
             async with raw_follow(s.address) as standby:
-                await standby.send(hello=hello_of(store))
                 code, got, meta = await standby.ended()
                 assert (code, got) == (grpc.StatusCode.UNAVAILABLE, details)
                 assert {k: v for k, v in meta.items() if k == "k8s-edge-leader"} == trailing
@@ -98,5 +99,25 @@ def test_a_follow_stream_ends_with_the_hint_when_leadership_is_lost(store: LogSt
             code, details, meta = await standby.ended()
             assert (code, details) == (grpc.StatusCode.UNAVAILABLE, f"not the leader; the leader is at {LEADER_AT}")
             assert meta.get("k8s-edge-leader") == LEADER_AT
+
+    run(scenario())
+
+
+def test_wake_all_ends_idle_streams_at_once_when_leadership_is_lost(store: LogStore) -> None:
+    store.append([put("edge01", "a")])
+    leader = Leader(leads=True)
+
+    async def scenario() -> None:
+        slow = SyncSettings(heartbeat_seconds=60.0)  # no heartbeat would end them in this test's time
+        async with serving(store, leadership=leader, replicate=True, settings=slow) as s, \
+                raw_stream(s.address) as agent, raw_follow(s.address) as standby:
+            await agent.hello("edge01", log_id=store.log_id, applied_offset=1, digest=store.digest_at("edge01", 1))
+            await standby.hello(hello_of(store))
+            leader.leads, leader.address = False, LEADER_AT
+            await asyncio.to_thread(s.mark.wake_all)  # as the elector's on_stopped_leading would, on its thread
+            code, details, _ = await _ended(agent.call)
+            assert code == grpc.StatusCode.UNAVAILABLE and LEADER_AT in details
+            code, details, _ = await standby.ended(timeout=5)
+            assert code == grpc.StatusCode.UNAVAILABLE and LEADER_AT in details
 
     run(scenario())

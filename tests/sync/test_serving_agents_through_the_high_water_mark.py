@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from eventlog import LogStore
+from eventlog import LogStore, event_offset
 from proto import sync_pb2 as pb
 from tests.kit.builders import put
 from tests.kit.fake_agents import raw_stream
@@ -187,5 +187,47 @@ def test_appends_told_from_the_recorder_thread_wake_agents_when_the_standby_acks
             await standby.ack(2)
             (event,) = await agent.read_events(1, timeout=0.9)
             assert event.offset == 2
+
+    run(scenario())
+
+
+def test_a_catching_up_standby_joins_though_the_head_moved_before_each_ack_and_the_mark_never_moves_back(
+    store: LogStore,
+) -> None:
+    store.append([put("edge01", f"p{i}") for i in range(200)])
+
+    async def scenario() -> None:
+        async with serving(store, replicate=True) as s, raw_follow(s.address) as standby:
+            await standby.hello(hello_of(store, STANDBY, head=50))  # 150 behind
+            seen = [s.mark.visible()]
+            for i in range(50):
+                message = await standby.read()
+                if message.WhichOneof("kind") != "records":
+                    continue
+                s.append([put("edge02", f"q{i}")])  # a steady writer: the head is never the acked offset
+                seen.append(s.mark.visible())
+                await standby.ack(event_offset(message.records.records[-1]))
+                await wait_until(lambda: s.mark.lag()[STANDBY] <= 1, what="the ack taken")
+                if s.mark.standbys_in_sync:
+                    break
+            # it was current when the records it acknowledged were sent: in sync, though never at the head
+            await wait_until(lambda: s.mark.standbys_in_sync == 1, what="in sync")
+            seen.append(s.mark.visible())
+            assert seen == sorted(seen)  # the mark only grew, though the standby joined below it
+            s.append([put("edge01", "held")])
+            assert s.mark.visible() < store.head_offset  # the new standby holds agents back now
+
+    run(scenario())
+
+
+def test_a_new_leadership_term_starts_the_mark_again_at_the_head(store: LogStore) -> None:
+    store.append([put("edge01", f"p{i}") for i in range(5)])
+
+    async def scenario() -> None:
+        async with serving(store, replicate=True) as s, raw_follow(s.address) as standby:
+            await standby.hello(hello_of(store, STANDBY))
+            assert (s.mark.visible(), s.mark.standbys_in_sync) == (5, 1)
+            s.mark.reset()
+            assert (s.mark.visible(), s.mark.standbys_in_sync, s.mark.lag()) == (5, 0, {})
 
     run(scenario())
