@@ -48,6 +48,14 @@ class StreamDead(Exception):
     """The stream broke the protocol, fell silent or carried what this store cannot take; reconnect."""
 
 
+class HelloLost(StreamDead):
+    """The call ended while the Hello was being written, and gRPC kept only INTERNAL, not the status that ended it.
+
+    A manager that refuses a stream before reading it (not the leader) races the Hello; a
+    retry at once gets the real answer, with its leader hint.
+    """
+
+
 class CopyRefused(StreamDead):
     """A received copy is not what the leader announced; it is deleted and the old store kept."""
 
@@ -251,6 +259,11 @@ class Follower:
         self._welcomed_at = None
         exc = session.exception()
         level = "WARNING"
+        if isinstance(exc, HelloLost) and self._hops < MAX_HOPS:
+            self._hops += 1
+            self._hint = address  # the same manager again, at once: its answer was lost, not refused
+            logger.debug("follow {}: {}; trying again at once", address, exc)
+            return None
         if exc is None:
             self.last_error = "stream ended by the leader"
         elif isinstance(exc, grpc.aio.AioRpcError):
@@ -359,6 +372,10 @@ class Follower:
                 await self._write(call, pb.StandbyMessage(hello=hello))
         except TimeoutError:
             raise TimeoutError(f"no connection within {self.connect_timeout:g}s") from None
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.INTERNAL:
+                raise HelloLost(f"the call ended while the Hello was sent ({exc.details()})") from None
+            raise
         silence = self.connect_timeout  # until the Welcome names the heartbeat interval
         welcome: pb.FollowWelcome | None = None
         synced = False  # RESUME, or the copy installed: records may be applied

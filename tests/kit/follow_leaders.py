@@ -5,7 +5,8 @@ standby's head is not beyond the leader's and its record hash equals the leader'
 otherwise COPY from `LogStore.copy_to`), streams records as they are appended and heartbeats,
 and records the acks. Faults: `leading=False` answers "not the leader" with a hint,
 `die_after_chunks` aborts a copy midway, `lie` announces a wrong size, log_id or head, `skip_records` leaves a gap.
-`Following` runs a Follower for the length of an `async with`.
+`Following` runs a Follower for the length of an `async with`; `LostHelloChannels` stands
+for gRPC losing a refusal's status to a Hello written as the call ended (INTERNAL).
 The real leader side is manager/replication.py (helper HR); this only pins the client.
 Tests only.
 """
@@ -192,3 +193,51 @@ class Following:
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
+
+
+class _LostHelloCall:
+    """A Follow call that ended while its Hello was written, as gRPC reports it then: INTERNAL, no metadata."""
+
+    async def write(self, message: object) -> None:
+        raise grpc.aio.AioRpcError(grpc.StatusCode.INTERNAL, grpc.aio.Metadata(), grpc.aio.Metadata(),
+                                   "Internal error from Core")
+
+    async def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.INTERNAL
+
+    async def details(self) -> str:
+        return "Internal error from Core"
+
+    async def initial_metadata(self) -> grpc.aio.Metadata:
+        return grpc.aio.Metadata()
+
+    async def trailing_metadata(self) -> grpc.aio.Metadata:
+        return grpc.aio.Metadata()
+
+    def cancel(self) -> bool:
+        return False
+
+
+class LostHelloChannels:
+    """A Follower's channel factory whose first `lost` Follow calls lose their Hello (a manager that refused before
+    reading it, the race gRPC reports as INTERNAL); later ones are real plaintext channels."""
+
+    def __init__(self, *, lost: int) -> None:
+        self.lost = lost
+
+    def __call__(self, address: str) -> object:
+        if self.lost <= 0:
+            return grpc.aio.insecure_channel(address)
+        self.lost -= 1
+        return self
+
+    def stream_stream(self, *args: object, **kwargs: object) -> object:
+        return lambda *a, **k: _LostHelloCall()
+
+    def unary_unary(self, *args: object, **kwargs: object) -> object:  # the stub makes one per method
+        return lambda *a, **k: None
+
+    unary_stream = stream_unary = unary_unary
+
+    async def close(self) -> None:
+        return None

@@ -17,7 +17,7 @@ from manager.following import Follower
 from manager.peer_tls import peer_channel
 from tests.kit.builders import put
 from tests.kit.files import log_records
-from tests.kit.follow_leaders import FakeLeader, Following
+from tests.kit.follow_leaders import FakeLeader, Following, LostHelloChannels
 from tests.kit.processes import free_port
 from tests.kit.waits import run, wait_until
 
@@ -102,5 +102,23 @@ def test_no_leader_address_known_waits_without_connecting(tmp_path: Path) -> Non
         async with Following(follower):
             await wait_until(lambda: follower.reconnects >= 3, what="retries")
         assert follower.last_error == "no leader known" and follower.address == ""
+
+    run(scenario())
+
+
+def test_a_hello_lost_to_a_refusal_is_sent_again_at_once(tmp_path: Path) -> None:
+    """A manager that refuses before reading the Hello makes gRPC report INTERNAL, hint lost (~2% of refusals)."""
+    leader_store = LogStore(tmp_path / "leader" / "eventlog")
+    leader_store.append([put("edge01", "app")])
+    store_dir = tmp_path / "standby" / "eventlog"
+
+    async def scenario() -> None:
+        async with FakeLeader(leader_store) as leader:
+            follower = Follower(store_dir, LogStore(store_dir), identity="m1_00000000",
+                                leader_address=lambda: leader.address, channel=LostHelloChannels(lost=2),
+                                backoff_initial=60, backoff_max=60)  # a backoff would outlast the test
+            async with Following(follower):
+                await wait_until(lambda: follower.head_offset == 1, what="the leader followed", timeout=10)
+            assert follower.reconnects == 0
 
     run(scenario())
