@@ -3,14 +3,13 @@
 The peer certificate names a manager, never a node: `CN=edge.k8s.io:manager:<identity>`,
 `O=edge.k8s.io:managers`, client auth only, signed as agent certificates are
 (manager/signing.py), so the leader's client check (manager/identity.py) can tell the two
-apart. --peer-ca-file verifies the leader's serving certificate. Pure but for reading the
+apart. --peer-ca-file (else the agent CA's bundle) verifies the leader's serving certificate. Pure but for reading the
 files; imports grpc and cryptography, never kubernetes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
@@ -33,19 +32,6 @@ RENEW_FRACTION = 0.7  # as kubelet rotates at 70-90%: well before it expires, ne
 
 class PeerTlsError(ValueError):
     """Peer credentials that cannot be made: one line saying why."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PeerTls:
-    """--peer-ca-file (verifies the leader), and --peer-cert-file/--peer-key-file (this standby) when given."""
-
-    ca_file: Path
-    cert_file: Path | None = None
-    key_file: Path | None = None
-
-    def paths(self) -> list[Path]:
-        """The files given, CA first."""
-        return [p for p in (self.ca_file, self.cert_file, self.key_file) if p is not None]
 
 
 class PeerCredentials(Protocol):
@@ -86,19 +72,26 @@ def mint_peer_certificate(ca: AgentCa, identity: str, *, seconds: float, now: da
     return cert_pem, key_pem
 
 
+def _roots(ca_file: Path | None, fallback: bytes | None) -> bytes | None:
+    """The CA bundle that verifies the leader: --peer-ca-file, else the agent CA's bundle, else the system's."""
+    return ca_file.read_bytes() if ca_file is not None else fallback
+
+
 class FilePeerCredentials:
     """Credentials from the --peer-* files, read again when one changes (a rotated Secret)."""
 
-    def __init__(self, tls: PeerTls) -> None:
-        self.tls = tls
-        self._files = ReloadingFiles(tls.paths(), key_file=tls.key_file, load=self._load)
+    def __init__(self, *, ca_file: Path | None, cert_file: Path | None = None, key_file: Path | None = None,
+                 fallback_ca_pem: bytes | None = None) -> None:
+        self.ca_file, self.cert_file, self.key_file = ca_file, cert_file, key_file
+        self.fallback_ca_pem = fallback_ca_pem
+        paths = [p for p in (ca_file, cert_file, key_file) if p is not None]
+        self._files = ReloadingFiles(paths, key_file=key_file, load=self._load)
 
     def _load(self) -> grpc.ChannelCredentials:
-        tls = self.tls
         return grpc.ssl_channel_credentials(
-            root_certificates=tls.ca_file.read_bytes(),
-            private_key=tls.key_file.read_bytes() if tls.key_file else None,
-            certificate_chain=tls.cert_file.read_bytes() if tls.cert_file else None,
+            root_certificates=_roots(self.ca_file, self.fallback_ca_pem),
+            private_key=self.key_file.read_bytes() if self.key_file else None,
+            certificate_chain=self.cert_file.read_bytes() if self.cert_file else None,
         )
 
     def current(self) -> grpc.ChannelCredentials:
@@ -108,16 +101,17 @@ class FilePeerCredentials:
 
 
 class MintedPeerCredentials:
-    """A peer certificate minted in memory from the agent CA (joining on, no --peer-cert-file), renewed before expiry."""
+    """A peer certificate minted in memory from the agent CA (joining on, no --peer-cert-file), renewed early."""
 
-    def __init__(self, *, ca_file: Path, agent_ca: AgentCa, identity: str, seconds: float = MINTED_SECONDS,
+    def __init__(self, *, ca_file: Path | None, agent_ca: AgentCa, identity: str, seconds: float = MINTED_SECONDS,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         peer_common_name(identity)  # a bad identity fails at start, not at the first connection
         self.agent_ca = agent_ca
         self.identity = identity
         self.seconds = seconds
         self._clock = clock
-        self._files = ReloadingFiles([ca_file], key_file=None, load=ca_file.read_bytes)
+        self._roots = ReloadingFiles([ca_file] if ca_file else [], key_file=None,
+                                     load=lambda: _roots(ca_file, agent_ca.bundle_pem))
         self.cert_pem = b""
         self.key_pem = b""
         self.mints = 0
@@ -127,26 +121,32 @@ class MintedPeerCredentials:
     def current(self) -> grpc.ChannelCredentials:
         """The credentials, with a certificate minted again once RENEW_FRACTION of its life has passed."""
         now = self._clock()
-        ca_changed = self._files.reload_if_changed() is not None
+        roots_changed = self._roots.reload_if_changed() is not None
         if now >= self._renew_at:
             self.cert_pem, self.key_pem = mint_peer_certificate(self.agent_ca, self.identity, seconds=self.seconds,
                                                                 now=now)
             self.mints += 1
             self._renew_at = now + timedelta(seconds=self.seconds * RENEW_FRACTION)
             self._credentials = None
-        if self._credentials is None or ca_changed:
+        if self._credentials is None or roots_changed:
             self._credentials = grpc.ssl_channel_credentials(
-                root_certificates=self._files.current, private_key=self.key_pem, certificate_chain=self.cert_pem)
+                root_certificates=self._roots.current, private_key=self.key_pem, certificate_chain=self.cert_pem)
         return self._credentials
 
 
-def peer_credentials(tls: PeerTls, *, identity: str, agent_ca: AgentCa | None) -> PeerCredentials:
-    """The --peer-* files when a certificate is given; else one minted from the agent CA; else the CA alone."""
-    if tls.cert_file is not None:
-        return FilePeerCredentials(tls)
-    if agent_ca is not None:
-        return MintedPeerCredentials(ca_file=tls.ca_file, agent_ca=agent_ca, identity=identity)
-    return FilePeerCredentials(tls)  # no client certificate: a leader that checks clients refuses the standby
+def peer_credentials(*, ca_file: Path | None, cert_file: Path | None, key_file: Path | None, identity: str,
+                     agent_ca: AgentCa | None) -> PeerCredentials:
+    """A standby's credentials from its --peer-* flags.
+
+    The client certificate: --peer-cert-file/--peer-key-file when given, else one minted from
+    the agent CA (joining on), else none (a leader that checks clients refuses the standby).
+    The leader is verified with --peer-ca-file, else the agent CA's bundle (the documented
+    joining setup: one CA signs the managers' serving certificates), else the system's roots.
+    """
+    fallback = agent_ca.bundle_pem if agent_ca is not None else None
+    if cert_file is None and agent_ca is not None:
+        return MintedPeerCredentials(ca_file=ca_file, agent_ca=agent_ca, identity=identity)
+    return FilePeerCredentials(ca_file=ca_file, cert_file=cert_file, key_file=key_file, fallback_ca_pem=fallback)
 
 
 def peer_channel(credentials: PeerCredentials | None) -> Callable[[str], grpc.aio.Channel]:

@@ -21,7 +21,6 @@ from eventlog import LogStore
 from manager.following import Follower
 from manager.peer_tls import (
     MintedPeerCredentials,
-    PeerTls,
     PeerTlsError,
     mint_peer_certificate,
     peer_channel,
@@ -92,13 +91,16 @@ def serving(join_pki: JoinPki) -> grpc.ServerCredentials:
                                        root_certificates=join_pki.ca_cert, require_client_auth=True)
 
 
+@pytest.mark.parametrize("peer_ca_file", [True, False], ids=["peer-ca-file", "agent-ca-bundle"])
 def test_a_standby_with_a_minted_certificate_follows_a_leader_that_checks_clients(
-        agent_ca: AgentCa, join_pki: JoinPki, tmp_path: Path) -> None:
+        agent_ca: AgentCa, join_pki: JoinPki, tmp_path: Path, peer_ca_file: bool) -> None:
+    """Without --peer-ca-file the leader is verified with the agent CA's bundle (one CA signs managers and agents)."""
     (tmp_path / "ca.crt").write_bytes(join_pki.ca_cert)
     leader_store = LogStore(tmp_path / "leader" / "eventlog")
     leader_store.append([put("edge01", f"app{i}") for i in range(5)])
     store_dir = tmp_path / "standby" / "eventlog"
-    creds = peer_credentials(PeerTls(ca_file=tmp_path / "ca.crt"), identity=IDENTITY, agent_ca=agent_ca)
+    creds = peer_credentials(ca_file=tmp_path / "ca.crt" if peer_ca_file else None, cert_file=None, key_file=None,
+                             identity=IDENTITY, agent_ca=agent_ca)
     assert isinstance(creds, MintedPeerCredentials)
 
     async def scenario() -> FakeLeader:
@@ -123,9 +125,10 @@ def test_a_standby_with_peer_files_follows_and_one_without_a_certificate_is_refu
     (tmp_path / "peer.crt").write_bytes(cert_pem)
     (tmp_path / "peer.key").write_bytes(key_pem)
     (tmp_path / "peer.key").chmod(0o600)
-    files = peer_credentials(PeerTls(ca_file=tmp_path / "ca.crt", cert_file=tmp_path / "peer.crt",
-                                     key_file=tmp_path / "peer.key"), identity=IDENTITY, agent_ca=agent_ca)
-    anonymous = peer_credentials(PeerTls(ca_file=tmp_path / "ca.crt"), identity=IDENTITY, agent_ca=None)
+    files = peer_credentials(ca_file=tmp_path / "ca.crt", cert_file=tmp_path / "peer.crt",
+                             key_file=tmp_path / "peer.key", identity=IDENTITY, agent_ca=agent_ca)
+    anonymous = peer_credentials(ca_file=tmp_path / "ca.crt", cert_file=None, key_file=None, identity=IDENTITY,
+                                 agent_ca=None)
     leader_store = LogStore(tmp_path / "leader" / "eventlog")
     leader_store.append([put("edge01", "app")])
 

@@ -16,7 +16,7 @@ from cryptography import x509
 from eventlog import LogStore
 from manager.following import Follower
 from manager.identity import certificate_peer
-from manager.peer_tls import PeerTls, mint_peer_certificate, peer_channel, peer_credentials
+from manager.peer_tls import mint_peer_certificate, peer_channel, peer_credentials
 from manager.replication import FollowSettings
 from manager.signing import load_ca
 from manager.sync_service import ServerTls
@@ -123,7 +123,8 @@ def test_a_minted_peer_certificate_is_a_manager_to_a_leader_that_checks_clients(
     leader_store = LogStore(tmp_path / "leader" / "eventlog")
     leader_store.append(appends(5))
     tls = ServerTls(cert_file=pki.server_cert, key_file=pki.server_key, agent_ca_pem=agent_ca.certificate_pem)
-    credentials = peer_credentials(PeerTls(ca_file=tmp_path / "ca.crt"), identity=IDENTITY, agent_ca=agent_ca)
+    credentials = peer_credentials(ca_file=tmp_path / "ca.crt", cert_file=None, key_file=None, identity=IDENTITY,
+                                   agent_ca=agent_ca)
     store_dir = tmp_path / "standby" / "eventlog"
 
     async def scenario() -> None:
