@@ -3,8 +3,8 @@
 The peer certificate names a manager, never a node: `CN=edge.k8s.io:manager:<identity>`,
 `O=edge.k8s.io:managers`, client auth only, signed as agent certificates are
 (manager/signing.py), so the leader's client check (manager/identity.py) can tell the two
-apart. --peer-ca-file (else the agent CA's bundle) verifies the leader's serving certificate. Pure but for reading the
-files; imports grpc and cryptography, never kubernetes.
+apart. --peer-ca-file (else the agent CA's bundle) verifies the leader's serving certificate.
+Pure but for reading the files; imports grpc and cryptography, never kubernetes.
 """
 
 from __future__ import annotations
