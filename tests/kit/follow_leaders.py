@@ -4,7 +4,8 @@
 standby's head is not beyond the leader's and its record hash equals the leader's there;
 otherwise COPY from `LogStore.copy_to`), streams records as they are appended and heartbeats,
 and records the acks. Faults: `leading=False` answers "not the leader" with a hint,
-`die_after_chunks` aborts a copy midway, `lie` announces a wrong size, log_id or head, `skip_records` leaves a gap.
+`die_after_chunks` aborts a copy midway, `lie` announces a wrong size, log_id or head, `skip_records` leaves a gap, `inject` sends
+records of another history.
 `Following` runs a Follower for the length of an `async with`; `LostHelloChannels` stands
 for gRPC losing a refusal's status to a Hello written as the call ended (INTERNAL).
 The real leader side is manager/replication.py (helper HR); this only pins the client.
@@ -52,6 +53,7 @@ class FakeLeader:
     die_after_chunks: int | None = None
     lie: Lie = Lie.NONE
     skip_records: int = 0  # a faulty leader: records start this many offsets past the standby's head
+    inject: list[bytes] = field(default_factory=list)  # records sent once, as they are, on the open stream
     acks: list[int] = field(default_factory=list)
     welcomes: list[tuple[str, str]] = field(default_factory=list)  # (mode, reason) of each Welcome sent
     hellos: list[pb.FollowHello] = field(default_factory=list)
@@ -136,6 +138,9 @@ class FakeLeader:
             loop = asyncio.get_running_loop()
             last_beat = loop.time()
             while True:
+                if self.inject:
+                    injected, self.inject = self.inject, []
+                    yield pb.LeaderMessage(records=pb.LogRecords(records=injected, head_offset=self.store.head_offset))
                 with self.store.reader() as r:
                     records = [raw for _, raw in zip(range(self.batch), (v for _, v in r.records(after=sent)))]
                 if records:

@@ -155,3 +155,29 @@ def test_records_that_leave_a_gap_drop_the_stream_and_the_standby_asks_for_a_cop
 
     store = run(scenario())
     assert log_records(store) == log_records(leader_store)
+
+
+def test_a_record_that_would_not_change_the_view_as_it_did_on_the_leader_makes_the_standby_ask_for_a_copy(
+        tmp_path: Path) -> None:
+    leader_store = LogStore(tmp_path / "leader" / "eventlog")
+    leader_store.append([put("edge01", "app", 0)])
+    other = LogStore(tmp_path / "other" / "eventlog")  # another history: offset 2 puts what offset 1 put here
+    other.append([put("edge01", "app", 1)])
+    other.append([put("edge01", "app", 0)])
+    foreign = log_records(other)[1]
+    store_dir = tmp_path / "standby" / "eventlog"
+
+    async def scenario() -> LogStore:
+        async with FakeLeader(leader_store) as leader:
+            follower = standby(store_dir, LogStore(store_dir), leader.address)
+            async with Following(follower) as f:
+                await wait_until(lambda: follower.copies == 1, what="the copy")
+                leader.inject = [foreign]
+                await wait_until(lambda: follower.copies == 2, what="a copy asked for")
+            assert "do not fit" in follower.last_error and "diverged" in follower.last_error
+            assert [h.log_id for h in leader.hellos] == ["", ""]
+            assert f.store is not None
+            return f.store
+
+    store = run(scenario())
+    assert log_records(store) == log_records(leader_store)
