@@ -8,6 +8,7 @@ notify.py, identity checks in identity.py. Must not import kubernetes or the age
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -60,6 +61,7 @@ __all__ = [
 ]
 
 SERVICE = "k8sedge.sync.v1.Sync"
+_REFUSAL_READ_SECONDS = 2.0  # how long a refusal waits for the Hello it is about to refuse
 
 
 def tls_files(tls: ServerTls) -> ReloadingFiles[grpc.ServerCertificateConfiguration]:
@@ -97,13 +99,16 @@ class SyncServicer(pb_grpc.SyncServicer):
         self.table = table
         self.follow_table = StreamTable(max_streams=MAX_FOLLOW_STREAMS, max_per_node=MAX_FOLLOW_STREAMS_PER_STANDBY)
 
-    async def _refuse_unless_leading(self, context: grpc.aio.ServicerContext, rpc: str) -> bool:
+    async def _refuse_unless_leading(
+        self, request_iterator: AsyncIterator[object], context: grpc.aio.ServicerContext, rpc: str
+    ) -> bool:
         """Abort with UNAVAILABLE and the leader's address when this manager does not lead; True when it did."""
         if self._leadership is None or self._leadership.leading():
             return False
         details, trailing = not_the_leader(self._leadership)
         host = context.peer().rpartition(":")[0]
         self.table.log_refusal(f"{rpc} stream from {host} refused (UNAVAILABLE): {details}")
+        await _read_hello(request_iterator)
         await context.abort(grpc.StatusCode.UNAVAILABLE, details, trailing_metadata=trailing)
         return True
 
@@ -111,7 +116,7 @@ class SyncServicer(pb_grpc.SyncServicer):
         self, request_iterator: AsyncIterator[object], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ManagerMessage]:
         """One agent's stream for as long as its connection lives."""
-        if await self._refuse_unless_leading(context, "sync"):
+        if await self._refuse_unless_leading(request_iterator, context, "sync"):
             return
         if not self.table.enter():
             details = f"too many sync streams: {self.table.max_streams} open (--max-streams)"
@@ -133,9 +138,10 @@ class SyncServicer(pb_grpc.SyncServicer):
         self, request_iterator: AsyncIterator[object], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.LeaderMessage]:
         """One standby manager's copy of the log, for as long as its connection lives."""
-        if await self._refuse_unless_leading(context, "follow"):
+        if await self._refuse_unless_leading(request_iterator, context, "follow"):
             return
         if self._replication is None:
+            await _read_hello(request_iterator)
             await context.abort(grpc.StatusCode.UNIMPLEMENTED,
                                 "this manager runs without --leader-elect: it has no standbys")
             return
@@ -154,6 +160,15 @@ class SyncServicer(pb_grpc.SyncServicer):
                     yield message
         finally:
             self.follow_table.leave()
+
+
+async def _read_hello(request_iterator: AsyncIterator[object]) -> None:
+    """Take the client's first message before a refusal: a call ended while the client still writes its Hello
+    reaches it as INTERNAL, not as the refusal (seen by the standby's Follower in ~2% of refusals)."""
+    try:
+        await asyncio.wait_for(anext(request_iterator), _REFUSAL_READ_SECONDS)
+    except Exception:  # noqa: BLE001 - whatever it sent, or nothing: the refusal follows
+        pass
 
 
 def _parse_agent_message(data: bytes) -> object:

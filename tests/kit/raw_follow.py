@@ -16,7 +16,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import grpc
-from xxhash import xxh3_64_intdigest
 
 from eventlog import RECORD_FORMAT, LogStore, event_offset
 from proto import sync_pb2 as pb
@@ -38,23 +37,8 @@ def hello_of(store: LogStore, identity: str = "standby-1_0000abcd", *, head: int
     """What a standby whose store is `store` (through `head`, default its head) says first: its log_id, head
     and the hash of its head record."""
     head = store.head_offset if head is None else head
-    head_hash = xxh3_64_intdigest(store_record(store, head)) if head else 0
-    return pb.FollowHello(identity=identity, log_id=store.log_id, head_offset=head, head_hash=head_hash,
-                          record_format=RECORD_FORMAT)
-
-
-def store_record(store: LogStore, offset: int) -> bytes:
-    """The stored bytes of the record at `offset` (it must be retained)."""
-    with store.reader() as r:
-        for _key, raw in r.records(after=offset - 1):
-            return bytes(raw)
-    raise AssertionError(f"offset {offset} is not retained")
-
-
-def all_records(store: LogStore) -> list[bytes]:
-    """Every retained record of `store`, as stored."""
-    with store.reader() as r:
-        return [bytes(raw) for _key, raw in r.records()]
+    return pb.FollowHello(identity=identity, log_id=store.log_id, head_offset=head,
+                          head_hash=store.record_hash(head) or 0, record_format=RECORD_FORMAT)
 
 
 @dataclass

@@ -1,6 +1,8 @@
 """In-process sync servers for tests: manager.sync_service on a real port, with an observer that records.
 
-- ``serving(store, ...)``: an async context manager, a server on port 0 for one async scenario.
+- ``serving(store, ...)``: an async context manager, a server on port 0 for one async scenario; with
+  ``replicate=True`` a leader with a high-water mark (``Served.mark``) that serves Follow, with
+  ``leadership=Leader(...)`` one a test can depose; ``Served.append`` appends and wakes as the recorder does.
 - ``LogServer``: a server on its own event loop in a thread, restartable on a fixed port, over a
   LogStore the test appends to; the agents under test are real processes connecting to it, and
   stopping and starting it stands in for a manager that goes down and comes back.

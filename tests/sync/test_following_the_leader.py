@@ -11,7 +11,8 @@ from eventlog import Change, LogStore, event_offset
 from manager.replication import FollowSettings
 from proto import sync_pb2 as pb
 from tests.kit.builders import big_manifest, delete, put
-from tests.kit.raw_follow import all_records, hello_of, raw_follow
+from tests.kit.files import log_records
+from tests.kit.raw_follow import hello_of, raw_follow
 from tests.kit.servers import serving
 from tests.kit.waits import run, wait_until
 
@@ -30,13 +31,13 @@ def test_resume_sends_every_later_record_of_every_node_byte_identical(store: Log
             assert (welcome.mode, welcome.log_id, welcome.head_offset) == (pb.FollowWelcome.RESUME, store.log_id, 5)
             assert welcome.heartbeat_seconds == 1
             records = await f.read_records(2, ack=True)
-            assert records == all_records(store)[3:]
+            assert records == log_records(store)[3:]
             assert [event_offset(r) for r in records] == [4, 5]
             # later appends of any node follow at once, as stored
             s.append([put("edge03", "y")])
             s.append([put("edge01", "p1", rev=1)])
             records = await f.read_records(2, ack=True)
-            assert records == all_records(store)[5:]
+            assert records == log_records(store)[5:]
             await wait_until(lambda: s.mark.lag() == {"standby-1_0000abcd": 0}, what="the standby's ack")
 
     run(scenario())
@@ -60,7 +61,7 @@ def test_batches_are_bounded_in_records_and_bytes_and_wait_for_acks(store: LogSt
                     sizes.append(len(message.records.records))
                     got.extend(message.records.records)
             assert sizes == [8, 8]
-            assert got == all_records(store)[:16]
+            assert got == log_records(store)[:16]
             # nothing more until an ack frees room
             message = await f.read(timeout=3)
             assert message.WhichOneof("kind") == "heartbeat"
@@ -122,13 +123,13 @@ def test_a_standby_that_cannot_resume_gets_a_copy_of_the_store_then_the_later_re
             (received / "data.mdb").write_bytes(copy.data)
             with LogStore(received) as got:  # a store of the same log, same records
                 assert (got.log_id, got.head_offset) == (store.log_id, 6)
-                assert all_records(got) == all_records(store)
+                assert log_records(got) == log_records(store)
             # the temp dir of the copy is gone once sent
             await wait_until(lambda: not list(store.path.parent.glob(".follow-copy-*")), what="copy dir removed")
             # then the records after the copy's head, and acks move the standby in sync
             s.append([put("edge02", "after")])
             (record,) = await f.read_records(1)
-            assert record == all_records(store)[-1]
+            assert record == log_records(store)[-1]
             assert s.mark.standbys_in_sync == 0
             await f.ack(7)
             await wait_until(lambda: s.mark.standbys_in_sync == 1, what="in sync after the copy")
@@ -247,7 +248,8 @@ def test_an_ack_beyond_what_was_sent_or_going_back_ends_the_stream(store: LogSto
 def test_a_manager_without_replication_does_not_serve_follow(store: LogStore) -> None:
     async def scenario() -> None:
         async with serving(store) as s, raw_follow(s.address) as f:
-            code, details, _ = await f.ended()  # refused before any FollowHello is read
+            await f.send(hello=hello_of(store))
+            code, details, _ = await f.ended()
             assert code == grpc.StatusCode.UNIMPLEMENTED and "without --leader-elect" in details
 
     run(scenario())

@@ -42,14 +42,33 @@ def test_stream_and_follow_are_refused_with_the_leaders_address(
     async def scenario() -> None:
         async with serving(store, leadership=Leader(leads=False, address=address), replicate=True) as s:
             async with raw_stream(s.address) as agent:
-                code, got, meta = await _ended(agent.call)  # refused before any Hello is read
+                await agent.send(hello=pb.Hello(node="edge01", record_format=1))
+                code, got, meta = await _ended(agent.call)
                 assert (code, got) == (grpc.StatusCode.UNAVAILABLE, details)
                 assert {k: v for k, v in meta.items() if k == "k8s-edge-leader"} == trailing
             async with raw_follow(s.address) as standby:
+                await standby.send(hello=hello_of(store))
                 code, got, meta = await standby.ended()
                 assert (code, got) == (grpc.StatusCode.UNAVAILABLE, details)
                 assert {k: v for k, v in meta.items() if k == "k8s-edge-leader"} == trailing
             assert not s.observer.calls and s.mark.lag() == {}
+
+    run(scenario())
+
+
+def test_a_client_writing_its_hello_always_gets_the_refusal_itself(store: LogStore) -> None:
+    async def scenario() -> None:
+        async with serving(store, leadership=Leader(leads=False, address=LEADER_AT), replicate=True) as s:
+            codes = set()
+            for _ in range(400):  # refusing before reading the Hello: ~1 in 200 clients saw INTERNAL instead
+                async with raw_follow(s.address) as standby:
+                    try:
+                        await standby.send(hello=hello_of(store))
+                    except grpc.aio.AioRpcError:
+                        pass  # the refusal already arrived; ended() reads it
+                    code, details, meta = await standby.ended()
+                    codes.add((code, details, meta.get("k8s-edge-leader")))
+            assert codes == {(grpc.StatusCode.UNAVAILABLE, f"not the leader; the leader is at {LEADER_AT}", LEADER_AT)}
 
     run(scenario())
 
