@@ -51,8 +51,8 @@ class StreamDead(Exception):
 class HelloLost(StreamDead):
     """The call ended while the Hello was being written, and gRPC kept only INTERNAL, not the status that ended it.
 
-    A manager that refuses a stream before reading it (not the leader) races the Hello; a
-    retry at once gets the real answer, with its leader hint.
+    A manager that ends the call before reading the Hello (a server stopping; refusals did so
+    before they read the Hello first) races it; a retry at once gets the real answer.
     """
 
 

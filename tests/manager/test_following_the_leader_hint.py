@@ -107,7 +107,7 @@ def test_no_leader_address_known_waits_without_connecting(tmp_path: Path) -> Non
 
 
 def test_a_hello_lost_to_a_refusal_is_sent_again_at_once(tmp_path: Path) -> None:
-    """A manager that refuses before reading the Hello makes gRPC report INTERNAL, hint lost (~2% of refusals)."""
+    """A manager that ends the call before reading the Hello may make gRPC report INTERNAL, the hint lost."""
     leader_store = LogStore(tmp_path / "leader" / "eventlog")
     leader_store.append([put("edge01", "app")])
     store_dir = tmp_path / "standby" / "eventlog"
