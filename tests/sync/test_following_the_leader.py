@@ -253,3 +253,22 @@ def test_a_manager_without_replication_does_not_serve_follow(store: LogStore) ->
             assert code == grpc.StatusCode.UNIMPLEMENTED and "without --leader-elect" in details
 
     run(scenario())
+
+
+def test_a_standby_whose_next_records_were_compacted_away_is_told_to_reconnect_for_a_copy(store: LogStore) -> None:
+    _fill(store, 10)
+
+    async def scenario() -> None:
+        settings = FollowSettings(batch_records=2, window_records=2)
+        async with serving(store, replicate=True, follow_settings=settings) as s, raw_follow(s.address) as f:
+            await f.hello(pb.FollowHello(identity="s_1", log_id=store.log_id, record_format=1))
+            assert [event_offset(r) for r in await f.read_records(2)] == [1, 2]
+            store.compact(keep_last=3)  # 3..7 go before the standby had them
+            await f.ack(2)
+            code, details, _ = await f.ended()
+            assert code == grpc.StatusCode.ABORTED and "reconnect for a copy" in details
+        async with serving(store, replicate=True) as s, raw_follow(s.address) as f:
+            welcome = await f.hello(hello_of(store, "s_1", head=2))
+            assert welcome.mode == pb.FollowWelcome.COPY and "compacted" in welcome.reason
+
+    run(scenario())
