@@ -646,7 +646,7 @@ async def _stand(s: ManagerSettings, ha: HighAvailability, store: Any, *, store_
     from manager.following import Follower
     from manager.leader_election import LeaderElector
     from manager.leadership import Elected
-    from manager.peer_tls import peer_channel
+    from manager.peer_tls import peer_channel, peer_credentials
     from manager.pod_role import PodRoleLabel
     from manager.pod_role import Role as PodRole
     from manager.standing import Parts, Role, Standing
@@ -673,12 +673,16 @@ async def _stand(s: ManagerSettings, ha: HighAvailability, store: Any, *, store_
 
     leadership = Elected(is_leader=lambda: bool(elector_box) and elector_box[0].is_leader(),
                          leader_address=leader_address)
-    channel = peer_channel(ha.peer_tls, joining=term.agent_ca, identity=ha.lease.identity)
+    peer = ha.peer_tls
+    channel = peer_channel(None if peer is None else peer_credentials(
+        ca_file=peer.ca_file, cert_file=peer.cert_file, key_file=peer.key_file, identity=ha.lease.identity,
+        agent_ca=term.agent_ca))
     followers: list[Any] = []  # one per standby phase; their copies are summed for the metric
 
     def make_follower(current: Any) -> Any:
         follower = Follower(store_dir, current, identity=ha.lease.identity,
-                            leader_address=lambda: leader_address() or None, channel=channel)
+                            leader_address=lambda: leader_address() or None, channel=channel,
+                            connect_timeout=ha.lease.retry_period * 2)
         followers.append(follower)
         return follower
 
@@ -728,10 +732,10 @@ def _standby_not_ready(follower: Any) -> str | None:
     """A standby is ready once it follows a leader and holds what the leader announced (a rolling update waits)."""
     if follower is None:
         return "standby: starting"
-    if follower.last_error:
-        return f"standby: {follower.last_error}"
-    if follower.leader_head_offset > follower.head_offset:
-        return f"standby: {follower.leader_head_offset - follower.head_offset} event(s) behind the leader"
+    if not follower.connected:
+        return f"standby: not following a leader ({follower.last_error or 'connecting'})"
+    if follower.lag:
+        return f"standby: {follower.lag} event(s) behind the leader"
     return None
 
 
