@@ -233,7 +233,7 @@ def _high_availability(a: argparse.Namespace, tls: ServerTls | None, join: JoinS
         if a.peer_cert_file is None and join is None:
             raise UsageError("--leader-elect with TLS needs --peer-cert-file and --peer-key-file (or --agent-ca-secret, "
                              "from which the managers mint their peer certificates)")
-        if a.peer_ca_file is None:
+        if a.peer_ca_file is None and join is None:
             raise UsageError("--leader-elect with TLS needs --peer-ca-file (the CA that signed the managers' "
                              "serving certificates)")
         for flag, path, holds in (("--peer-cert-file", a.peer_cert_file, Pem.CERTIFICATE),
@@ -681,8 +681,7 @@ async def _stand(s: ManagerSettings, ha: HighAvailability, store: Any, *, store_
 
     def make_follower(current: Any) -> Any:
         follower = Follower(store_dir, current, identity=ha.lease.identity,
-                            leader_address=lambda: leader_address() or None, channel=channel,
-                            connect_timeout=ha.lease.retry_period * 2)
+                            leader_address=lambda: leader_address() or None, channel=channel)
         followers.append(follower)
         return follower
 
