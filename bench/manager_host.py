@@ -60,15 +60,10 @@ class AlwaysLeading:
 
 
 def high_water_mark(store: LogStore, notifier: LogNotifier) -> Any:
-    """manager.replication.HighWaterMark for this store, built from whichever of its options it takes."""
-    import inspect
-
+    """manager.replication.HighWaterMark for this store (the manager's default --standby-timeout)."""
     from manager.replication import HighWaterMark
 
-    known = {"store": store, "notifier": notifier, "standby_timeout": 10.0, "standby_timeout_seconds": 10.0,
-             "head_offset": lambda: store.head_offset, "head": lambda: store.head_offset}
-    params = inspect.signature(HighWaterMark).parameters
-    return HighWaterMark(**{k: v for k, v in known.items() if k in params})
+    return HighWaterMark(store=store, notifier=notifier, standby_timeout=10.0)
 
 
 class BenchObserver:
