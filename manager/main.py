@@ -646,7 +646,7 @@ async def _stand(s: ManagerSettings, ha: HighAvailability, store: Any, *, store_
     from manager.following import Follower
     from manager.leader_election import LeaderElector
     from manager.leadership import Elected
-    from manager.peer_tls import peer_channel, peer_credentials
+    from manager.peer_tls import PeerTlsError, peer_channel, peer_credentials
     from manager.pod_role import PodRoleLabel
     from manager.pod_role import Role as PodRole
     from manager.standing import Parts, Role, Standing
@@ -674,9 +674,12 @@ async def _stand(s: ManagerSettings, ha: HighAvailability, store: Any, *, store_
     leadership = Elected(is_leader=lambda: bool(elector_box) and elector_box[0].is_leader(),
                          leader_address=leader_address)
     peer = ha.peer_tls
-    channel = peer_channel(None if peer is None else peer_credentials(
-        ca_file=peer.ca_file, cert_file=peer.cert_file, key_file=peer.key_file, identity=ha.lease.identity,
-        agent_ca=term.agent_ca))
+    try:
+        channel = peer_channel(None if peer is None else peer_credentials(
+            ca_file=peer.ca_file, cert_file=peer.cert_file, key_file=peer.key_file, identity=ha.lease.identity,
+            agent_ca=term.agent_ca))
+    except PeerTlsError as exc:  # an identity too long for a certificate's CN, unreadable --peer-* files
+        raise StartupError(f"peer TLS: {exc}") from None
     followers: list[Any] = []  # one per standby phase; their copies are summed for the metric
 
     def make_follower(current: Any) -> Any:
