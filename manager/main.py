@@ -37,7 +37,7 @@ from edgecommon.names import is_dns1123_label, is_dns1123_subdomain
 from edgecommon.quantities import parse_duration, parse_size
 from edgecommon.tls import Pem, TlsFileError, check_pem_file
 from edgecommon.usage import Parser, UsageError, flag_value, report_usage_error
-from manager.identity import NodeIdentity
+from manager.identity import MANAGER_USER_PREFIX, NodeIdentity
 from manager.podsecurity import ENFORCE_VERSION_LABEL, Level, Policy, policy_of
 from manager.settings import (
     Approval,
@@ -230,6 +230,10 @@ def _high_availability(a: argparse.Namespace, tls: ServerTls | None, join: JoinS
     if tls is not None:
         if (a.peer_cert_file is None) != (a.peer_key_file is None):
             raise UsageError("--peer-cert-file and --peer-key-file go together")
+        room = 64 - len(MANAGER_USER_PREFIX)  # a minted peer certificate's CN is the prefix and the identity
+        if a.peer_cert_file is None and join is not None and len(identity) > room:
+            raise UsageError(f"--leader-elect-identity: {identity!r} is longer than the {room} characters a peer "
+                             "certificate's CN has room for; pass a shorter one")
         if a.peer_cert_file is None and join is None:
             raise UsageError("--leader-elect with TLS needs --peer-cert-file and --peer-key-file (or --agent-ca-secret, "
                              "from which the managers mint their peer certificates)")
