@@ -694,7 +694,7 @@ async def _stand(s: ManagerSettings, ha: HighAvailability, store: Any, *, store_
 
     standing: Any = None
     role = RoleCollector(leading=leadership.leading, terms=lambda: standing.transitions if standing else 0,
-                         head_offset=lambda: standing.store.head_offset if standing else 0,
+                         head_offset=lambda: _own_head(standing, followers),
                          copies=lambda: sum(f.copies for f in followers))
     standby = StandbyServer(address=s.sync.address, tls=tls, leadership=leadership, collectors=(role,),
                             not_ready=lambda: _standby_not_ready(followers[-1] if followers else None))
@@ -732,6 +732,17 @@ async def _stand(s: ManagerSettings, ha: HighAvailability, store: Any, *, store_
         labeller_stop.set()
         if health is not None:
             health.stop()
+
+
+def _own_head(standing: Any, followers: list[Any]) -> int:
+    """This manager's head: the follower's while standing by (a copy may have replaced the store it was given)."""
+    from manager.standing import Role
+
+    if standing is None:
+        return 0
+    if standing.role is not Role.LEADER and followers:
+        return followers[-1].head_offset
+    return standing.store.head_offset
 
 
 def _standby_not_ready(follower: Any) -> str | None:
