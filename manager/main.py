@@ -604,6 +604,8 @@ class LeaderTerm:
             standby_timeout=s.ha.standby_timeout if s.ha is not None else None,
         )
         self.daemon = daemon
+        if self._joining is not None:
+            daemon.starting = "the join listener is not started yet"
         try:
             await daemon.start(sync_address=s.sync.address, tls=self._tls,
                                metrics_address=s.metrics_addr if health is None else None)
@@ -632,6 +634,7 @@ class LeaderTerm:
             except OSError as exc:
                 await daemon.stop()
                 raise StartupError(f"--join-server {s.join.address}: {exc.strerror or exc}") from None
+            daemon.starting = None
         try:
             await until.wait()
         finally:
