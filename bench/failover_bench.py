@@ -20,8 +20,8 @@ k8s_edge_manager_snapshots_sent_total by reason); the new leader's relist must a
 
 Lease timings: FAST_TIMINGS in bench/cluster.py (lease 8 s, renew 6 s, retry 1 s) and why;
 --default-timings runs client-go's 15/10/2 for comparison. --agent-backoff-max caps the agents'
-reconnect backoff (SyncClient's default 30 s: during the lease wait their retries back off far
-past the moment the new leader is ready, which this option shows).
+reconnect backoff (SyncClient's default 30 s; since this bench's first figures SyncClient also
+retries within 4 s while a manager answers "not the leader").
 """
 
 from __future__ import annotations
@@ -115,7 +115,8 @@ def run(*, agents: int, nodes: int, timings: LeaseTimings, quick: bool, workdir:
     r.add("  new leader ready -> agent at its head, p50 / p99 / max",
           f"{percentile(after_ready, 50):.2f} / {percentile(after_ready, 99):.2f} / {max(after_ready):.2f} s",
           note=f"{moved['reconnects']:,} client retries, {moved['leader_redirects']:,} 'not the leader' redirects "
-               f"(agent backoff 0.5 s doubling to {backoff_max:g} s, full jitter, reset only by progress)")
+               f"(agents' backoff: 0.5 s doubling to {backoff_max:g} s, full jitter; SyncClient retries sooner "
+               "while a manager answers 'not the leader')")
     r.add("snapshots sent / installed during the failover", f"{snapshots_sent:g} / {installed}", target="0",
           met=True, note=f"the new leader serves {serving:,} agent streams")
     r.add("relist on takeover appended", f"{head_after - head} events", target="0", met=head_after == head,
