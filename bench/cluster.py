@@ -185,8 +185,9 @@ class LeaseTimings:
 
 # client-go's (and kube-controller-manager's) defaults, the manager's defaults too
 DEFAULT_TIMINGS = LeaseTimings(lease_duration=15, renew_deadline=10, retry_period=2)
-# What the failover benchmark passes: kill -> acquire is about lease_duration (the standby takes a
-# lease whose record it has seen unchanged that long), so 8 s leaves 7 s of the 15 s target for the
+# What the failover benchmark passes: kill -> acquire is lease_duration plus up to 2 x 1.2 retry
+# periods (the standby sees the last renew up to one jittered retry late, takes the lease once it has
+# seen it unchanged that long, at its next retry), so 8 s leaves ~5 s of the 15 s target for the
 # takeover and the agents; renew 6 s keeps a 2 s gap between a cut-off leader's fence and the
 # earliest takeover; retry 1 s (each step costs up to 1.2 retries of jitter) gives 6 renew tries.
 FAST_TIMINGS = LeaseTimings(lease_duration=8, renew_deadline=6, retry_period=1)
