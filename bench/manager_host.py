@@ -1,12 +1,20 @@
 """Benchmark child: the manager's real sync service (create_server, LogNotifier, AgentSession) over a LogStore.
 
-Usage: python bench/manager_host.py --store DIR [--heartbeat SECONDS]
+Usage: python bench/manager_host.py --store DIR [--heartbeat SECONDS] [--replicate]
+       python bench/manager_host.py --store DIR --follow HOST:PORT [--identity ID]
 
 Why not `edge-manager`: the fan-out, reconnect, catch-up and memory benchmarks append to
 the log directly (no kube-apiserver), and the manager wakes streams with an in-process
 notification, so the appends must happen in the process that serves the streams. This
 host runs exactly the manager's sync code (the same servicer, sessions, window, notifier)
 and appends through LogStore.append + LogNotifier.notify, as the recorder does.
+
+--replicate (the replication benchmark's leader): the server also serves Follow, through
+manager.replication's HighWaterMark, and appends wake streams through it (as the leader's
+recorder does). --follow (its standby): no server; manager.following's Follower copies the
+leader's log into --store, and every commit of followed records is timed (LogStore.
+append_records wrapped in this process: the Follower may reopen or replace the store).
+Times are time.monotonic(), one clock for every process of the machine.
 
 Protocol: one JSON command per stdin line, one JSON reply per stdout line (logs go to
 stderr). The first stdout line is {"port", "log_id", "pid"}. Must not import the agent.
@@ -35,6 +43,27 @@ from proto import sync_pb2 as pb  # noqa: E402
 
 RAW_SERVICE = "bench.Raw"
 APPEND_BATCH = 1000  # changes per LMDB transaction when the host appends
+TICK_SECONDS = 0.01  # the sustained-rate appender's period: rate / 100 events per transaction
+
+
+class AlwaysLeading:
+    """The Leadership seam of a host that leads for its whole life (no Lease in these benchmarks)."""
+
+    def __init__(self) -> None:
+        self.address = ""
+
+    def leading(self) -> bool:
+        return True
+
+    def leader_address(self) -> str:
+        return self.address
+
+
+def high_water_mark(store: LogStore, notifier: LogNotifier) -> Any:
+    """manager.replication.HighWaterMark for this store (the manager's default --standby-timeout)."""
+    from manager.replication import HighWaterMark
+
+    return HighWaterMark(store=store, notifier=notifier, standby_timeout=10.0)
 
 
 class BenchObserver:
@@ -93,10 +122,13 @@ class BenchObserver:
 class Host:
     """The sync server, the store and the command loop."""
 
-    def __init__(self, store: LogStore, settings: SyncSettings) -> None:
+    def __init__(self, store: LogStore, settings: SyncSettings, *, replicate: bool = False) -> None:
         self.store = store
         self.settings = settings
         self.notifier = LogNotifier()
+        self.leadership = AlwaysLeading() if replicate else None
+        self.replication = high_water_mark(store, self.notifier) if replicate else None
+        self.visible: list[tuple[int, float]] = []  # (visible offset, when it got there), while sustaining
         self.observer = BenchObserver()
         self.server: grpc.aio.Server | None = None
         self.streams: StreamTable | None = None
@@ -105,9 +137,14 @@ class Host:
         self.version = 1_000_000  # manifest versions of bumps, unique per run
 
     async def start_server(self, port: int = 0) -> None:
+        extra: dict[str, Any] = {}
+        if self.replication is not None:
+            extra = {"leadership": self.leadership, "replication": self.replication}
         built = create_server(store=self.store, notifier=self.notifier, observer=self.observer,
-                              address=f"127.0.0.1:{port}", tls=None, settings=self.settings)
+                              address=f"127.0.0.1:{port}", tls=None, settings=self.settings, **extra)
         server, self.port, self.streams = built.grpc_server, built.port, built.streams
+        if self.leadership is not None:
+            self.leadership.address = f"127.0.0.1:{self.port}"
         server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(RAW_SERVICE, {
             "Stream": grpc.unary_stream_rpc_method_handler(
                 self.raw_stream, request_deserializer=bytes, response_serializer=pb.ManagerMessage.SerializeToString),
@@ -122,14 +159,78 @@ class Host:
 
     # -- commands ---------------------------------------------------------------
 
+    def wake(self, appended: Any) -> None:
+        """Wake the streams of the appended nodes: through the high-water mark when replicating."""
+        if not len(appended):
+            return
+        nodes = {c.node for c in appended.changes}
+        if self.replication is not None:
+            self.replication.appended(appended.head_offset, nodes)
+        else:
+            self.notifier.notify(nodes)
+
     def append(self, changes: list[Change]) -> int:
         """Append in transactions of APPEND_BATCH and wake the streams, as the recorder does."""
         n = 0
         for i in range(0, len(changes), APPEND_BATCH):
             events = self.store.append(changes[i : i + APPEND_BATCH])
             n += len(events)
-            self.notifier.notify({e.node for e in events})
+            self.wake(events)
         return n
+
+    async def sustain(self, *, rate: int, seconds: float, nodes: list[str], pods: int) -> dict[str, Any]:
+        """Append `rate` events/s for `seconds`, one transaction per TICK_SECONDS; when each committed.
+
+        Ticks run on the server's event loop, as the recorder's appends do; a late tick is not
+        made up (the achieved rate is reported). While replicating, the high-water mark is read
+        every millisecond to time when each offset became visible to agents.
+        """
+        per_tick = max(1, round(rate * TICK_SECONDS))
+        ticks: list[tuple[int, int, float, float]] = []  # (first offset, last offset, committed at, commit seconds)
+        self.visible = []
+        watcher = asyncio.create_task(self._watch_visible()) if self.replication is not None else None
+        cpu0, t0 = proc_cpu_seconds_self(), time.monotonic()
+        k = 0
+        next_tick = t0
+        while next_tick < t0 + seconds:
+            batch = []
+            for _ in range(per_tick):
+                self.version += 1
+                node = nodes[k % len(nodes)]
+                name = f"app{(k // len(nodes)) % pods:04d}"
+                batch.append(Change(node, "put", "default", name, pod_manifest(node, "default", name, self.version)))
+                k += 1
+            t_append = time.monotonic()
+            appended = self.store.append(batch)
+            now = time.monotonic()
+            ticks.append((appended.first_offset, appended.head_offset, now, now - t_append))
+            self.wake(appended)
+            next_tick += TICK_SECONDS
+            await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
+        wall = time.monotonic() - t0
+        cpu = proc_cpu_seconds_self() - cpu0
+        if watcher is not None:
+            await self._until_visible(self.store.head_offset, timeout=60)
+            watcher.cancel()
+        return {"ticks": ticks, "events": ticks[-1][1] - ticks[0][0] + 1 if ticks else 0, "wall_s": wall,
+                "cpu_s": cpu, "visible": self.visible}
+
+    async def _watch_visible(self) -> None:
+        last = -1
+        while True:
+            v = self.replication.visible()  # type: ignore[union-attr]
+            if v != last:
+                self.visible.append((v, time.monotonic()))
+                last = v
+            await asyncio.sleep(0.001)
+
+    async def _until_visible(self, offset: int, *, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.replication.visible() < offset:  # type: ignore[union-attr]
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"offset {offset} not visible (acked by the standby) within {timeout:g}s")
+            await asyncio.sleep(0.005)
+        self.visible.append((self.replication.visible(), time.monotonic()))  # type: ignore[union-attr]
 
     def bump_changes(self, nodes: list[str], *, per_node: int, pods: int) -> list[Change]:
         """per_node new pod versions for each node (round-robin over its pods), node-interleaved."""
@@ -166,6 +267,11 @@ class Host:
                        "refused": table.refused} if table is not None else {}
             return {**st, "cpu": proc_cpu_seconds_self(), "connected": o.n_connected, "connects": o.connects,
                     "snapshots": o.snapshots, "acks": o.acks, "head": self.store.head_offset, "streams": streams}
+        if cmd == "sustain":  # a steady append rate; when each transaction committed
+            return await self.sustain(rate=a["rate"], seconds=a["seconds"], nodes=a["nodes"], pods=a.get("pods", 10))
+        if cmd == "replication":  # what the high-water mark says, for the bench's checks
+            hwm = self.replication
+            return {"head": self.store.head_offset, "visible": hwm.visible() if hwm is not None else None}
         if cmd == "wait_connected":
             deadline = time.monotonic() + a.get("timeout", 300)
             while o.n_connected < a["count"]:
@@ -190,7 +296,7 @@ class Host:
                 # targets before notify: an ack may arrive as soon as the loop runs
                 if i + APPEND_BATCH >= len(changes):
                     o.expect(self.heads(nodes))
-                self.notifier.notify({e.node for e in events})
+                self.wake(events)
             t_appended = time.monotonic()
             await self.wait_reached(a.get("timeout", 300))
             return {"appended": appended, "append_s": t_appended - t0,
@@ -271,14 +377,81 @@ def proc_cpu_seconds_self() -> float:
     return proc_cpu_seconds(os.getpid())
 
 
-async def amain(args: argparse.Namespace) -> None:
-    raise_nofile()
-    store = LogStore(args.store)
-    host = Host(store, SyncSettings(heartbeat_seconds=args.heartbeat))
-    await host.start_server()
-    import os
+class Standby:
+    """A Follower of the leader's log; times every commit of followed records."""
 
-    print(json.dumps({"port": host.port, "log_id": store.log_id, "pid": os.getpid()}), flush=True)
+    def __init__(self, store_dir: Path, *, leader: str, identity: str) -> None:
+        self.store_dir = store_dir
+        self.leader = leader
+        self.identity = identity
+        self.commits: list[tuple[int, float]] = []  # (last offset committed, when)
+        self.follower: Any = None
+        self.stop = asyncio.Event()
+        self.task: asyncio.Task[Any] | None = None
+        self._time_commits()
+
+    def _time_commits(self) -> None:
+        """Wrap LogStore.append_records in this process: the Follower's store may be reopened or replaced."""
+        original = LogStore.append_records
+        commits = self.commits
+
+        def append_records(store: LogStore, records: Any, *args: Any, **kwargs: Any) -> Any:
+            out = original(store, records, *args, **kwargs)
+            if records:
+                commits.append((int.from_bytes(records[-1][1:9], "big"), time.monotonic()))
+            return out
+
+        LogStore.append_records = append_records  # type: ignore[method-assign]
+
+    def start(self) -> None:
+        from manager import following
+
+        options = following.channel_options() if hasattr(following, "channel_options") else []
+        store = LogStore(self.store_dir)
+        self.follower = following.Follower(
+            self.store_dir, store, identity=self.identity, leader_address=lambda: self.leader,
+            channel=lambda address: grpc.aio.insecure_channel(address, options=options))
+        self.task = asyncio.create_task(self.follower.run(self.stop))
+
+    def head(self) -> int:
+        f = self.follower
+        return int(getattr(f, "head_offset", 0) or 0)
+
+    async def handle(self, cmd: str, a: dict[str, Any]) -> dict[str, Any]:
+        if self.task is not None and self.task.done():
+            self.task.result()  # the follower died: say why
+            raise RuntimeError("the follower returned before it was told to stop")
+        if cmd == "stats":
+            f = self.follower
+            return {**proc_status_safe(), "cpu": proc_cpu_seconds_self(), "head": self.head(),
+                    "copies": getattr(f, "copies", None), "last_error": str(getattr(f, "last_error", "") or ""),
+                    "commits": len(self.commits)}
+        if cmd == "wait_head":  # every record through `offset` committed here
+            deadline = time.monotonic() + a.get("timeout", 120)
+            while self.head() < a["offset"]:
+                if self.task is not None and self.task.done():
+                    self.task.result()
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"standby head {self.head()} short of {a['offset']} after {a.get('timeout', 120)}s"
+                                       f" (last error: {getattr(self.follower, 'last_error', '')})")
+                await asyncio.sleep(0.01)
+            return {"head": self.head()}
+        if cmd == "commits":  # (last offset, when) of every commit after `after`
+            return {"commits": [c for c in self.commits if c[0] > a.get("after", 0)]}
+        raise ValueError(f"unknown command {cmd!r}")
+
+    async def close(self) -> None:
+        self.stop.set()
+        if self.task is not None:
+            try:
+                store = await asyncio.wait_for(self.task, 30)
+                store.close()
+            except Exception as exc:  # noqa: BLE001 (closing: say it, do not hide the results)
+                logger.warning("follower ended with {}", exc)
+
+
+async def command_loop(handler: Any) -> None:
+    """Serve JSON-line commands from stdin until EOF or quit."""
     loop = asyncio.get_running_loop()
     lines = stdin_lines(loop)
     while (line := await lines.get()) is not None:
@@ -289,10 +462,28 @@ async def amain(args: argparse.Namespace) -> None:
         if cmd == "quit":
             break
         try:
-            reply = await host.handle(cmd, msg)
+            reply = await handler.handle(cmd, msg)
         except Exception as exc:  # noqa: BLE001 (reported to the bench, which fails loudly)
             reply = {"error": f"{cmd}: {type(exc).__name__}: {exc}"}
         print(json.dumps(reply), flush=True)
+
+
+async def amain(args: argparse.Namespace) -> None:
+    import os
+
+    raise_nofile()
+    if args.follow:
+        standby = Standby(Path(args.store), leader=args.follow, identity=args.identity)
+        standby.start()
+        print(json.dumps({"port": 0, "log_id": "", "pid": os.getpid()}), flush=True)
+        await command_loop(standby)
+        await standby.close()
+        return
+    store = LogStore(args.store)
+    host = Host(store, SyncSettings(heartbeat_seconds=args.heartbeat), replicate=args.replicate)
+    await host.start_server()
+    print(json.dumps({"port": host.port, "log_id": store.log_id, "pid": os.getpid()}), flush=True)
+    await command_loop(host)
     if host.server is not None:
         await host.server.stop(0)
     store.close()
@@ -302,6 +493,9 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--store", required=True)
     p.add_argument("--heartbeat", type=float, default=10.0)
+    p.add_argument("--replicate", action="store_true", help="also serve Follow (a leader with a high-water mark)")
+    p.add_argument("--follow", default="", metavar="HOST:PORT", help="be a standby following this leader")
+    p.add_argument("--identity", default="bench-standby")
     p.add_argument("--log-level", default="WARNING")
     args = p.parse_args()
     logger.remove()

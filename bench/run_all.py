@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.benchlib import PYTHON, REPO, Row, format_table, machine  # noqa: E402
 
-BENCHES = ("latency", "catchup", "fanout", "reconnect", "apicost", "memory", "streams", "soak")
+BENCHES = ("latency", "catchup", "fanout", "reconnect", "apicost", "memory", "streams", "soak",
+           "failover", "replication", "takeover")  # the last three: manager HA (#14)
 
 
 def main() -> int:
