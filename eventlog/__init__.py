@@ -17,6 +17,7 @@ from eventlog.errors import (
     CompactedError,
     CorruptRecordError,
     DigestMismatchError,
+    DivergedError,
     FormatError,
     LogMismatchError,
     NotAStoreError,

@@ -1,4 +1,5 @@
-"""`edge-eventlog`: audit a manager log or an agent replica (dump, stats, verify, state, export, verify-export).
+"""`edge-eventlog`: audit a manager log or an agent replica (dump, stats, verify, state, export, verify-export),
+and check that HA managers' logs hold one history (compare).
 
 Opens stores read-only: it never blocks or modifies the writer of a live store.
 Every failure a user can cause ends with one line on stderr and a non-zero exit.
@@ -13,7 +14,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from typing import Any, NoReturn
 
@@ -23,6 +24,7 @@ import orjson
 from eventlog.digest import digest_of, format_digest
 from eventlog.errors import NotAStoreError, OffsetOutOfRangeError, StoreError
 from eventlog.export import export_range, verify_exports
+from eventlog.history import compare_histories
 from eventlog.log import LogStore
 from eventlog.opening import open_store
 from eventlog.records import Event, JournalEntry, PodEntry
@@ -275,11 +277,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         problems = verify_store(store)
         stats = store_stats(store)
     if problems:
-        for line in problems:
-            print(line)
-        sys.stdout.flush()
-        sys.stderr.write(f"{PROG}: verify: {len(problems)} problem(s) in {stats['path']}\n")
-        return 1
+        return _problems(problems, f"verify: {len(problems)} problem(s) in {stats['path']}")
     pods = sum(n["pods"] for n in stats["nodes"])
     if stats["role"] == "manager":
         extent = f"offsets {stats['first_offset']}..{stats['head_offset']}, {len(stats['nodes'])} nodes"
@@ -360,14 +358,36 @@ def cmd_verify_export(args: argparse.Namespace) -> int:
             raise UsageError(f"{f}: no such file")
     check = verify_exports(Path(f) for f in args.files)
     if check.problems:
-        for line in check.problems:
-            print(line)
-        sys.stdout.flush()
-        sys.stderr.write(f"{PROG}: verify-export: {len(check.problems)} problem(s) in {len(args.files)} file(s)\n")
-        return 1
+        summary = f"verify-export: {len(check.problems)} problem(s) in {len(args.files)} file(s)"
+        return _problems(check.problems, summary)
     print(f"ok: {len(args.files)} export file(s), log {', '.join(check.log_ids)}, offsets "
           f"{check.first_offset}..{check.last_offset}, {check.events} events, {check.nodes} nodes")
     return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Check that manager logs hold one history; print the first disagreement and exit 1, or one ok line."""
+    if len(args.paths) < 2:
+        raise UsageError("compare needs two stores or more")
+    for p in args.paths:
+        if not os.path.exists(p):
+            raise NotAStoreError(f"{p}: does not exist")
+    report = compare_histories(args.paths)
+    if report.first_disagreement is not None:
+        summary = f"compare: {len(report.stores)} stores do not hold one history"
+        return _problems([report.first_disagreement.text], summary)
+    print(f"ok: one history: {len(report.stores)} stores of log {report.log_id}, "
+          f"{report.offsets_compared} offsets compared")
+    return 0
+
+
+def _problems(lines: Iterable[str], summary: str) -> int:
+    """A check that found problems: each on stdout, one summary line on stderr, exit 1."""
+    for line in lines:
+        print(line)
+    sys.stdout.flush()
+    sys.stderr.write(f"{PROG}: {summary}\n")
+    return 1
 
 
 def _pod_dict(p: PodEntry) -> dict[str, Any]:
@@ -440,6 +460,12 @@ def build_parser() -> argparse.ArgumentParser:
                                     "of one log as a chain (give them in log order, e.g. a sorted glob).")
     ve.add_argument("files", metavar="FILE", nargs="+", help="export files, oldest first (.gz read as gzip)")
     ve.set_defaults(fn=cmd_verify_export)
+
+    cp = sub.add_parser("compare", help="check that manager logs hold one history (exit 1 at the first difference)",
+                        description="Check that manager logs (an HA leader's and its standbys') are of one log_id "
+                                    "and hold the same record bytes at every offset any two of them retain.")
+    cp.add_argument("paths", metavar="PATH", nargs="+", help=path_help + " (two or more, manager logs)")
+    cp.set_defaults(fn=cmd_compare)
     return ap
 
 

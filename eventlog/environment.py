@@ -176,6 +176,15 @@ class Environment:
                 raise StoreFullError(f"{self.path}: the LMDB map is full and cannot grow to {new} bytes: "
                                      f"{_one_line(exc)}") from None
 
+    def copy_into(self, dest: Path, txn: lmdb.Transaction) -> None:
+        """Write a compacted copy of what `txn` sees into an empty directory (0700, data.mdb 0600)."""
+        if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+            raise NotAStoreError(f"{dest}: exists and is not an empty directory; a copy goes into an empty one")
+        dest.mkdir(mode=STORE_DIR_MODE, parents=True, exist_ok=True)
+        os.chmod(dest, STORE_DIR_MODE)
+        self.env.copy(str(dest), compact=True, txn=txn)
+        os.chmod(dest / "data.mdb", STORE_FILE_MODE)
+
     def get_meta(self, txn: lmdb.Transaction, key: bytes, default: int = 0) -> int:
         """A numeric metadata value."""
         v = txn.get(key, db=self.meta)

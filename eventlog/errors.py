@@ -32,6 +32,10 @@ class LogMismatchError(StoreError):
     """Events of one log_id were offered to a replica that follows another."""
 
 
+class DivergedError(StoreError):
+    """Records of this log_id would not change this store's view as they changed the sender's: the histories differ."""
+
+
 class DigestMismatchError(StoreError):
     """A snapshot's pods do not hash to the digest it claims."""
 

@@ -12,12 +12,16 @@ from __future__ import annotations
 import os
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
+from pathlib import Path
+from typing import Any
 
 import lmdb
 
-from eventlog.digest import pod_hash_bytes
+from xxhash import xxh3_64_intdigest
+
+from eventlog.digest import digest_of, pod_hash_bytes
 from eventlog.encoding import (
     INDEX_NODE,
     INDEX_OFFSET,
@@ -26,6 +30,7 @@ from eventlog.encoding import (
     OP_PUT,
     VIEW_OFFSET,
     decode_event,
+    decode_event_fields,
     decode_view_value,
     encode_view_value,
     event_manifest,
@@ -39,13 +44,17 @@ from eventlog.encoding import (
     view_key,
 )
 from eventlog.environment import DEFAULT_MAP_SIZE, Environment, Reader
-from eventlog.errors import CompactedError, CorruptRecordError, OffsetOutOfRangeError
+from eventlog.errors import CompactedError, CorruptRecordError, DivergedError, OffsetOutOfRangeError
 from eventlog.records import Appended, Change, CompactionResult, Event, NodeState, PodEntry, PodKey, Snapshot, SnapshotCause, SnapshotPlan, SnapshotReason, StoreInfo
 from eventlog.view import ViewWriter, read_all_pods, read_node, read_nodes, read_pods
 
 ROLE = "manager"
 _DATABASES = ("log", "node_index", "view", "nodes", "base")
+_U64_MAX = (1 << 64) - 1
 _COMPACT_CHUNK = 10_000  # events dropped per write transaction, so compaction never holds the writer long
+# what the write path takes per event: node, namespace and name (encoded), manifest (None: a delete), and the
+# payload: the Change (append) or (offset, record bytes) (append_records)
+_Item = tuple[str, bytes, bytes, "bytes | None", Any]
 
 
 class LogStore:
@@ -114,48 +123,91 @@ class LogStore:
         now = time_ns if time_ns is not None else time.time_ns()
         if not batch:
             return Appended(self.head_offset + 1, now, ())
+        # fields encoded once, before the write transaction, for the view key, the hash, the frame and the index
+        items = [(c.node, c.namespace.encode(), c.name.encode(), c.manifest, c) for c in batch]
 
         def txn_fn(txn: lmdb.Transaction) -> Appended:
-            head = self._env.get_meta(txn, b"head")
-            first = head + 1
-            log_bytes = self._env.get_meta(txn, b"log_bytes")
-            view = ViewWriter(txn, view_db=self._view, nodes_db=self._nodes, keep_manifests=False)
-            tracked, track, change = view.tracked, view.track, view.change
-            kept: list[Change] = []
-            log_items: list[tuple[bytes, bytes]] = []
-            index_items: list[tuple[bytes, bytes]] = []
-            # The hot loop of the manager: one pass per change with the fields encoded once
-            # for the view key, the hash, the frame and the index key (see bench/eventlog_bench.py).
-            for c in batch:
-                counter, node, prefix = tracked.get(c.node) or track(c.node)
-                ns, name, manifest = c.namespace.encode(), c.name.encode(), c.manifest
-                key = join_key((node, ns, name))
-                offset = head + 1
-                if manifest is not None:
-                    if not change(counter, key, offset, pod_hash_bytes(ns, name, manifest), skip_same=True):
-                        continue
-                    op = OP_PUT
-                else:
-                    if not change(counter, key, offset, None, skip_same=True):
-                        continue
-                    op = OP_DELETE
-                head = offset
-                raw = frame_event(offset, now, op, node, ns, name, c.source, manifest)
-                offset_key = u64(offset)
-                log_items.append((offset_key, raw))
-                index_items.append((prefix + offset_key, u64(counter.digest)))  # == node_index_key(node, offset)
-                log_bytes += len(raw)
-                kept.append(c)
-            if kept:
-                # one C call per database instead of one per event; offsets only grow: MDB_APPEND
-                txn.cursor(db=self._log).putmulti(log_items, append=True)
-                txn.cursor(db=self._index).putmulti(index_items)
-                view.flush()
-                txn.put(b"head", u64(head), db=self._env.meta)
-                txn.put(b"log_bytes", u64(log_bytes), db=self._env.meta)
+            first, kept = self._write_events(txn, items, now=now, replicated=False)
             return Appended(first, now, tuple(kept))
 
         return self._env.write(txn_fn)
+
+    def append_records(self, records: Sequence[bytes]) -> Appended:
+        """Append records framed by another store of this log_id (a leader's), stored byte for byte.
+
+        They must continue the head exactly (else OffsetOutOfRangeError) and each must
+        change the view as it did where it was framed (else DivergedError); a record
+        that cannot be decoded raises CorruptRecordError. All or nothing, in one transaction.
+        """
+        items = [_record_item(i, r) for i, r in enumerate(records)]
+        if not items:
+            return Appended(self.head_offset + 1, 0, ())
+        start = items[0][4][0]
+        for i, item in enumerate(items):
+            if item[4][0] != start + i:
+                raise OffsetOutOfRangeError(
+                    f"record {i} of the batch has offset {item[4][0]}, expected {start + i}: the batch has a gap or "
+                    "a repeat"
+                )
+
+        def txn_fn(txn: lmdb.Transaction) -> Appended:
+            head = self._env.get_meta(txn, b"head")
+            if start != head + 1:
+                raise OffsetOutOfRangeError(f"records start at offset {start}, but the head of this log is {head}")
+            first, kept = self._write_events(txn, items, now=0, replicated=True)
+            return Appended(first, 0, (), records=tuple(k[1] for k in kept))
+
+        return self._env.write(txn_fn)
+
+    def _write_events(self, txn: lmdb.Transaction, items: list[_Item], *, now: int,
+                      replicated: bool) -> tuple[int, list[Any]]:
+        """The one write path of append and append_records: log, node index, view, nodes and meta.
+
+        Returns the first offset written and the payloads of the items that were
+        appended. An item that changes nothing is skipped, or, when replicated,
+        raises DivergedError (the transaction is then aborted whole).
+        """
+        head = self._env.get_meta(txn, b"head")
+        first = head + 1
+        log_bytes = self._env.get_meta(txn, b"log_bytes")
+        view = ViewWriter(txn, view_db=self._view, nodes_db=self._nodes, keep_manifests=False)
+        tracked, track, change = view.tracked, view.track, view.change
+        kept: list[Any] = []
+        log_items: list[tuple[bytes, bytes]] = []
+        index_items: list[tuple[bytes, bytes]] = []
+        # The hot loop of the manager (and of a standby following it): one pass per event,
+        # writes gathered for one C call per database (see bench/eventlog_bench.py).
+        for node, ns, name, manifest, payload in items:
+            counter, node_b, prefix = tracked.get(node) or track(node)
+            key = join_key((node_b, ns, name))
+            offset = head + 1
+            if manifest is not None:
+                if not change(counter, key, offset, pod_hash_bytes(ns, name, manifest), skip_same=True):
+                    if replicated:
+                        raise _diverged(offset, "puts", node, ns, name, "the manifest it already holds")
+                    continue
+                op = OP_PUT
+            else:
+                if not change(counter, key, offset, None, skip_same=True):
+                    if replicated:
+                        raise _diverged(offset, "deletes", node, ns, name, "a pod it does not hold")
+                    continue
+                op = OP_DELETE
+            head = offset
+            raw = payload[1] if replicated else frame_event(offset, now, op, node_b, ns, name, payload.source, manifest)
+            offset_key = u64(offset)
+            log_items.append((offset_key, raw))
+            index_items.append((prefix + offset_key, u64(counter.digest)))  # == node_index_key(node, offset)
+            log_bytes += len(raw)
+            kept.append(payload)
+        if kept:
+            # one C call per database instead of one per event; offsets only grow: MDB_APPEND
+            txn.cursor(db=self._log).putmulti(log_items, append=True)
+            txn.cursor(db=self._index).putmulti(index_items)
+            view.flush()
+            txn.put(b"head", u64(head), db=self._env.meta)
+            txn.put(b"log_bytes", u64(log_bytes), db=self._env.meta)
+        return first, kept
 
     def compact(
         self, *, keep_last: int | None = None, older_than_ns: int | None = None, max_bytes: int | None = None
@@ -224,6 +276,20 @@ class LogStore:
         txn.put(b"log_bytes", u64(log_bytes), db=self._env.meta)
         return n
 
+    def copy_to(self, dest_dir: str | os.PathLike[str]) -> StoreInfo:
+        """Copy the store as one read transaction sees it into an empty directory: same log_id, meta and records.
+
+        Compacted (free pages left out); never blocks the writer. What a leader sends a standby that cannot resume.
+        """
+        dest = Path(dest_dir)
+        with self._env.read() as txn:
+            head = self._env.get_meta(txn, b"head")
+            first = self._env.get_meta(txn, b"first", 1)
+            fmt = self._env.get_meta(txn, b"format")
+            self._env.copy_into(dest, txn)
+        size = (dest / "data.mdb").stat().st_size
+        return StoreInfo(str(dest), ROLE, self.log_id, fmt, head, first, head - first + 1, size)
+
     # -- reading -----------------------------------------------------------
 
     def reader(self) -> LogReader:
@@ -265,8 +331,8 @@ class LogStore:
                 return st.digest
             return r.index_digest(node, offset)
 
-    def read_node_raw(self, node: str, *, after: int = 0, limit: int = 256) -> list[bytes]:
-        """Up to `limit` framed events of one node with offset > after, in order.
+    def read_node_raw(self, node: str, *, after: int = 0, limit: int = 256, through: int | None = None) -> list[bytes]:
+        """Up to `limit` framed events of one node with after < offset <= through (None: the head), in order.
 
         Raises CompactedError when some of them were dropped: the caller needs a snapshot.
         """
@@ -276,7 +342,28 @@ class LogStore:
                 raise CompactedError(
                     f"events of node {node} after offset {after} were compacted (through {st.compacted_through})"
                 )
-            return list(islice(r.node_records(node, after=after), limit))
+            return list(islice(r.node_records(node, after=after, through=through), limit))
+
+    def node_head_through(self, node: str, offset: int) -> int:
+        """The node's newest event offset <= offset (0 if none): its head as a reader stopping there sees it.
+
+        Raises CompactedError when that event was compacted and a newer one of the node is not retained either.
+        """
+        with self.reader() as r:
+            return r.node_head_through(node, offset)
+
+    def digest_through(self, node: str, offset: int) -> int | None:
+        """The node's digest as of `offset` (after its newest event <= offset); None when compacted away."""
+        with self.reader() as r:
+            return r.digest_through(node, offset)
+
+    def record_hash(self, offset: int) -> int | None:
+        """XXH3-64 of the stored record at `offset` (0 for offset 0 while nothing is compacted); None if not retained.
+
+        Two stores of one log_id with equal hashes at their heads hold the same history (a standby's resume check).
+        """
+        with self.reader() as r:
+            return r.record_hash(offset)
 
     def read_node(self, node: str, *, after: int = 0, limit: int = 256) -> list[Event]:
         """Decoded form of read_node_raw."""
@@ -384,14 +471,17 @@ class LogStore:
             if log_id:
                 return SnapshotCause(SnapshotReason.UNKNOWN_LOG_ID, "unknown log_id")
             return SnapshotCause(SnapshotReason.EMPTY_REPLICA, "empty replica")
-        st = self.node_state(node)
-        head = st.head_offset if st else 0
-        if applied_offset > head:
-            return SnapshotCause(SnapshotReason.BEYOND_HEAD,
-                                 f"applied offset {applied_offset} is beyond the node's head {head}")
-        if st is not None and applied_offset < st.compacted_through:
-            return SnapshotCause(SnapshotReason.COMPACTED, f"offset {applied_offset} was compacted")
-        expected = self.digest_at(node, applied_offset)
+        with self.reader() as r:
+            st = r.node_state(node)
+            head = st.head_offset if st else 0
+            if applied_offset > head:
+                return SnapshotCause(SnapshotReason.BEYOND_HEAD,
+                                     f"applied offset {applied_offset} is beyond the node's head {head}")
+            if st is not None and applied_offset < st.compacted_through:
+                return SnapshotCause(SnapshotReason.COMPACTED, f"offset {applied_offset} was compacted")
+            # as of applied_offset, not only at an event of the node: an agent whose applied offset is another
+            # node's event here applied a different history (a deposed leader's tail)
+            expected = r.digest_through(node, applied_offset)
         if expected is not None and expected != digest:
             return SnapshotCause(SnapshotReason.DIGEST_MISMATCH, "digest mismatch")
         return None
@@ -518,6 +608,53 @@ class LogReader(Reader):
         raw = self._txn.get(node_index_key(node, offset), db=self._store._index)
         return from_u64(raw) if raw is not None else None
 
+    def record(self, offset: int) -> bytes | None:
+        """The stored bytes of the record at `offset`; None when not retained."""
+        return self._txn.get(u64(offset), db=self._store._log) if offset > 0 else None
+
+    def record_hash(self, offset: int) -> int | None:
+        """XXH3-64 of the stored record at `offset` (0 for offset 0 while nothing is compacted); None if not kept."""
+        if offset == 0:
+            return 0 if self.first_offset() == 1 else None
+        raw = self.record(offset)
+        return xxh3_64_intdigest(raw) if raw is not None else None
+
+    def node_head_through(self, node: str, offset: int) -> int:
+        """The node's newest event offset <= offset (0 if none).
+
+        Raises CompactedError when that event was compacted and a newer one of the node is not retained either.
+        """
+        prefix = node_prefix(node)
+        cur = self._txn.cursor(db=self._store._index)
+        # the first key past the node's events <= offset, then one back
+        found = cur.set_range(prefix + u64(offset + 1)) if offset < _U64_MAX else False
+        if (cur.prev() if found else cur.last()) and cur.key().startswith(prefix):
+            return from_u64(cur.key()[INDEX_OFFSET])
+        st = self.node_state(node)
+        compacted = st.compacted_through if st is not None else 0
+        if compacted > offset:
+            raise CompactedError(f"the events of node {node} through offset {offset} were compacted")
+        return compacted
+
+    def digest_through(self, node: str, offset: int) -> int | None:
+        """The node's digest as of `offset` (after its newest event <= offset); None when compacted away.
+
+        With no retained event of the node <= offset it is the digest of the node's base
+        (what compaction folded away; empty for a node compaction never touched).
+        """
+        st = self.node_state(node)
+        if st is None:
+            return 0
+        if offset >= st.head_offset:
+            return st.digest
+        try:
+            at = self.node_head_through(node, offset)
+        except CompactedError:
+            return None
+        if at > st.compacted_through:
+            return self.index_digest(node, at)
+        return digest_of(self.base(node).values())
+
     def index_counts(self) -> dict[str, int]:
         """Entries of the node index per node: one per retained event of the node."""
         counts: dict[str, int] = defaultdict(int)
@@ -534,3 +671,22 @@ def _check_change(c: Change) -> None:
     for field in (c.node, c.namespace, c.name):
         if not field or KEY_SEP_TEXT in field:
             raise ValueError(f"empty or NUL-containing name in change {c!r}")
+
+
+def _record_item(i: int, raw: bytes) -> _Item:
+    """A received record as a write-path item; CorruptRecordError names the record when it is not one."""
+    try:
+        offset, node, _, ns, name, manifest = decode_event_fields(raw)
+    except CorruptRecordError as exc:
+        raise CorruptRecordError(f"record {i} of the batch: {exc}") from None
+    for field in (node, ns, name):
+        if not field or KEY_SEP_TEXT in field:
+            raise CorruptRecordError(f"record {i} of the batch (offset {offset}) has an empty or NUL-containing name")
+    return (node, ns.encode(), name.encode(), manifest, (offset, bytes(raw)))
+
+
+def _diverged(offset: int, verb: str, node: str, ns: bytes, name: bytes, what: str) -> DivergedError:
+    return DivergedError(
+        f"record {offset} {verb} pod {ns.decode()}/{name.decode()} of node {node}, but this log's view has {what}: "
+        "its history diverged from the sender's"
+    )

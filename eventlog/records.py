@@ -63,28 +63,37 @@ class Appended(Sequence[Event]):
 
     A sequence of Events built on access, so the append loop makes no record per
     event and a caller that needs only counts, nodes or offsets pays for none.
+    After append_records, `records` holds the stored bytes instead (each with its
+    own time; `changes` is empty and time_ns 0).
     """
 
     first_offset: int  # offset of the first event (the head + 1 when nothing was appended)
     time_ns: int
     changes: tuple[Change, ...]
+    records: tuple[bytes, ...] = ()
 
     @property
     def head_offset(self) -> int:
         """Offset of the last event appended (first_offset - 1 when none)."""
-        return self.first_offset + len(self.changes) - 1
+        return self.first_offset + len(self) - 1
 
     @property
     def nodes(self) -> frozenset[str]:
         """The nodes these events are for."""
+        if self.records:
+            return frozenset(e.node for e in self)
         return frozenset(c.node for c in self.changes)
 
     def _event(self, i: int) -> Event:
+        if self.records:
+            from eventlog.encoding import decode_event  # encoding imports this module
+
+            return decode_event(self.records[i])
         c = self.changes[i]
         return Event(self.first_offset + i, self.time_ns, c.node, c.op, c.namespace, c.name, c.manifest, c.source)
 
     def __len__(self) -> int:
-        return len(self.changes)
+        return len(self.records) or len(self.changes)
 
     @overload
     def __getitem__(self, i: int) -> Event: ...
@@ -92,11 +101,11 @@ class Appended(Sequence[Event]):
     def __getitem__(self, i: slice) -> list[Event]: ...
     def __getitem__(self, i: int | slice) -> Event | list[Event]:
         if isinstance(i, slice):
-            return [self._event(j) for j in range(len(self.changes))[i]]
-        return self._event(range(len(self.changes))[i])
+            return [self._event(j) for j in range(len(self))[i]]
+        return self._event(range(len(self))[i])
 
     def __iter__(self) -> Iterator[Event]:
-        return (self._event(i) for i in range(len(self.changes)))
+        return (self._event(i) for i in range(len(self)))
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Sequence) and not isinstance(other, (str, bytes)):

@@ -307,7 +307,7 @@ def verify_replica_against(replica: ReplicaStore, log: LogStore) -> list[str]:
         p.add(f"replica follows log {cursor.log_id or '(none)'}, the manager's log is {log.log_id}")
         return p.done()
     state = replica.state()
-    expected = log.digest_at(node, cursor.applied_offset)
+    expected = log.digest_through(node, cursor.applied_offset)
     if expected is not None and expected != state.digest:
         p.add(f"replica of {node} at {cursor.applied_offset} hashes to {format_digest(state.digest)}, "
               f"the log says {format_digest(expected)}")
