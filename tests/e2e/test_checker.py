@@ -11,8 +11,8 @@ from eventlog import Change, JournalEntry, LogStore, ReplicaStore, canonical_man
 from manager.recording import desired_node
 from tests.kit.checker import (
     POD_CHECK, MirrorPodObs, check_agent, check_journal, check_log, check_manifests, check_mirror_pods,
-    check_rejections, check_rendering, check_replica_consistent, check_standbys, check_status, check_view,
-    digest_as_of, expected_view, journal_snapshots, manifest_file_name, mirror_pods_of, observe_agent,
+    check_one_history, check_rejections, check_rendering, check_replica_consistent, check_standbys, check_status,
+    check_view, compare_stores, digest_as_of, expected_view, journal_snapshots, manifest_file_name, mirror_pods_of, observe_agent,
     observe_manager, unexplained_snapshots,
 )
 from tests.kit.workload import MALFORMED, MALFORMED_LABEL, edgenode, malformed_pod, pod
@@ -254,3 +254,22 @@ def test_a_running_standby_must_hold_the_leaders_whole_log(world):
     view["edge02"] = {}
     assert any("another view" in p for p in check_standbys(mgr, {"m0": mgr, "m1": replace(mgr, view=view)},
                                                           {"m0", "m1"}))
+
+
+def test_one_history_names_a_deposed_leaders_tail(tmp_path):
+    """Two manager stores of one log_id that hold different records at one offset are two histories."""
+    with LogStore(tmp_path / "leader") as lead:
+        lead.copy_to(tmp_path / "standby")
+        lead.append([_put("edge01", "a", "web", "nginx:1")])
+        with lead.reader() as r:
+            records = [v for _, v in r.records()]
+    with LogStore(tmp_path / "standby") as standby:
+        standby.append_records(records)
+    same = compare_stores([tmp_path / "leader", tmp_path / "standby"])
+    assert check_one_history(same) == [] and same.offsets_compared == 1
+    with LogStore(tmp_path / "leader") as lead:
+        lead.append([_put("edge01", "a", "web", "nginx:2")])  # offset 2 on the deposed leader alone
+    with LogStore(tmp_path / "standby") as standby:
+        standby.append([_put("edge01", "a", "web", "nginx:3")])  # offset 2 on the new leader
+    problems = check_one_history(compare_stores([tmp_path / "leader", tmp_path / "standby"]))
+    assert len(problems) == 1 and "different records at offset 2" in problems[0], problems

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from eventlog import Event, JournalEntry, LogStore, NodeState, PodEntry, PodKey, ReplicaStore, digest_of
+from eventlog.history import HistoryReport, compare_histories
 
 from agent.reconciling import PREFIX, SUFFIX
 from manager.admitting import NamespaceAdmission
@@ -104,7 +105,7 @@ class Observation:
     kubelet_nodes: frozenset[str] = frozenset()  # nodes whose (hollow) kubelet runs
     replicas: dict[str, ManagerObs] = field(default_factory=dict)  # HA: every manager's store, by manager name
     running_replicas: frozenset[str] = frozenset()  # HA: the managers whose process runs
-    history: Any = None  # HA: eventlog.history.HistoryReport over every manager store
+    history: HistoryReport | None = None  # HA: compare_histories over every manager store
 
 
 def observe_manager(path: Path) -> ManagerObs:
@@ -150,9 +151,8 @@ def mirror_pods_of(pods: Iterable[Mapping[str, Any]], nodes: Collection[str]) ->
     return tuple(sorted(out, key=lambda m: (m.node, m.namespace, m.name)))
 
 
-def compare_stores(paths: Sequence[Path]) -> Any:
+def compare_stores(paths: Sequence[Path]) -> HistoryReport:
     """eventlog.history.compare_histories over manager stores (read-only): the "one history" report."""
-    from eventlog.history import compare_histories  # noqa: PLC0415 - helper HL's module (issue #14)
     return compare_histories(list(paths))
 
 
@@ -316,11 +316,11 @@ def check_replica_consistent(a: AgentObs, mgr: ManagerObs) -> list[str]:
     return []
 
 
-def check_one_history(report: Any) -> list[str]:
-    """HA: every manager store of a log_id holds the same bytes at every offset they both retain."""
-    if report is None or report.disagreement is None:
+def check_one_history(report: HistoryReport | None) -> list[str]:
+    """HA: every manager store is of one log_id and holds the same bytes at every offset two of them retain."""
+    if report is None or report.first_disagreement is None:
         return []
-    return [f"two histories of log {report.log_id}: {report.disagreement}"]
+    return [f"one history broken (after {report.offsets_compared} offsets agreed): {report.first_disagreement.text}"]
 
 
 def check_standbys(leader: ManagerObs, replicas: Mapping[str, ManagerObs], running: Collection[str]) -> list[str]:
