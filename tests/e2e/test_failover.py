@@ -122,12 +122,16 @@ def test_leader_kill9_the_standby_takes_over(ha):
         assert system.leader() == new and system.lease_holder() == new
 
 
-def test_leader_cut_from_the_api_stops_serving_and_appending(ha):
+@pytest.mark.parametrize("cut", ["closed", "delayed"])
+def test_leader_cut_from_the_api_stops_serving_and_appending(ha, cut):
     """Split brain: the leader loses the API while every agent still reaches it.
 
-    The standby's advertised address is cut at the same moment, so once deposed the old
-    leader cannot follow the new one: its store can only change by its own appends, and it
-    must not make any after its renew deadline (fence), nor keep serving agents.
+    closed: its API connections are closed and refused. delayed: every byte of its API link
+    is delayed past its renew deadline, so the watch events of changes made right after the
+    cut still reach it, late, when only the fence stops it from appending them. The
+    standby's advertised address is cut at the same moment, so once deposed the old leader
+    cannot follow the new one: its store can only change by its own appends, and it must not
+    make any after its renew deadline, nor keep serving agents.
     """
     system = ha.system
     renew = system.lease.renew_deadline
@@ -149,11 +153,14 @@ def test_leader_cut_from_the_api_stops_serving_and_appending(ha):
             wait_batches(flow, 2)
             sampler.start()
             system.cut_from_standbys(new_i)
-            system.cut_from_api(old)
-            cut = time.time()  # its connections are closed: no renew succeeds after this
+            if cut == "closed":
+                system.cut_from_api(old)
+            else:
+                system.delay_api(old, latency_ms=int((renew + system.lease.lease_duration + 3) * 1000))
+            cut_at = time.time()  # no renew sent after this succeeds (closed, or late: the standby took the Lease)
             wait_for(lambda: m.metric("k8s_edge_manager_leader") == 0, timeout=renew + 10, max_interval=0.2,
                      what=f"{m.name} to stop leading once cut off the API", on_timeout=system.log_tails)
-            stepped_down = time.time() - cut
+            stepped_down = time.time() - cut_at
             new = system.wait_leader(not_=old)
             wait_batches(flow, 6)  # the new leader appends them; the old one must not
         stop.set()
@@ -163,7 +170,7 @@ def test_leader_cut_from_the_api_stops_serving_and_appending(ha):
         assert new == new_i
         assert stepped_down <= renew + system.lease.retry_period + 1.5, \
             f"{m.name} still said it led {stepped_down:.1f}s after losing the API (renew deadline {renew}s)"
-        fence = cut + renew + 0.5  # its last renew was at the cut at best
+        fence = cut_at + renew + 0.5  # its last renew started before the cut at best
         late = sorted({h for t, h in heads if t > fence})
         at_fence = [h for t, h in heads if t <= fence]
         assert late and at_fence and late == [at_fence[-1]], \

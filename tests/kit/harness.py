@@ -554,6 +554,11 @@ class EdgeSystem:
         self._note(f"cut {self.managers[i].name} off the API")
         self.managers[i].api_proxy.set_enabled(False)
 
+    def delay_api(self, i: int, *, latency_ms: int) -> None:
+        """Manager i's link to kube-apiserver delays every byte both ways: watch events and renewals arrive late."""
+        self._note(f"delay {self.managers[i].name}'s API link by {latency_ms}ms")
+        self.managers[i].api_proxy.slow(latency_ms=latency_ms, jitter_ms=0)
+
     def cut_from_standbys(self, i: int) -> None:
         """Nobody reaches manager i's advertised sync address (standbys cannot follow it while it leads)."""
         self._note(f"cut {self.managers[i].name}'s advertised address")
