@@ -610,8 +610,8 @@ class EdgeSystem:
     def observe(self, *, verify: bool = False) -> checker.Observation:
         """Read the API, the managers' stores, every agent and the mirror pods, read-only.
 
-        With HA, `manager` is the leader's store (an error when no single manager leads), and
-        every manager's store is read for the "one history" and caught-up checks."""
+        With HA, `manager` is the leader's store (an error when no single manager leads), every
+        manager's store is read for the caught-up checks, and every running manager's for one history."""
         kubelet_nodes = self.kubelet_nodes()
         edgenodes = self.edgenodes()
         mirror_pods = self.mirror_pods()
@@ -626,7 +626,9 @@ class EdgeSystem:
             replicas = {m.name: checker.observe_manager(m.store) for m in stores}
             running = frozenset(m.name for m in self.managers if m.running)
             mgr = replicas[self.managers[lead].name]
-            history = checker.compare_stores([m.store for m in stores])
+            # a manager that is down may hold a tail it appended but never replicated (the high-water mark kept it
+            # from agents); it gives that up for a copy of the leader's log when it comes back
+            history = checker.compare_stores([m.store for m in stores if m.running])
         else:
             mgr = checker.observe_manager(self.manager_store)
         agents = {n: checker.observe_agent(n, a.store, a.manifest_dir, foreign=FOREIGN_FILES)
