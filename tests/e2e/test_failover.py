@@ -140,12 +140,14 @@ def test_leader_cut_from_the_api_stops_serving_and_appending(ha, cut):
         new_i = other(system, old)
         m = system.managers[old]
         heads: list[tuple[float, int]] = []  # (wall time, old leader's store head)
+        serving: list[tuple[float, float]] = []  # (wall time, agent streams it has open)
         stop = threading.Event()
 
         def sample() -> None:
             while not stop.is_set():
                 with LogStore(m.store, readonly=True) as s:
                     heads.append((time.time(), s.head_offset))
+                serving.append((time.time(), m.metric("k8s_edge_manager_connected_agents") or 0))
                 stop.wait(0.2)
 
         sampler = threading.Thread(target=sample, name="head-sampler", daemon=True)
@@ -177,6 +179,9 @@ def test_leader_cut_from_the_api_stops_serving_and_appending(ha, cut):
             f"{m.name}'s store grew after its renew deadline: heads {at_fence[-1:]} -> {late}"
         appended_late = [ln for ln in m.log().splitlines() if APPEND_LINE.search(ln) and _log_time(ln) > fence]
         assert not appended_late, f"{m.name} appended after its renew deadline:\n" + "\n".join(appended_late[:10])
+        assert any(n for t, n in serving if t <= cut_at), f"{m.name} served no agent before the cut: {serving[:5]}"
+        still = [(round(t - cut_at, 1), n) for t, n in serving if t > fence + 1.0 and n]  # 1 s to close its streams
+        assert not still, f"{m.name} kept agent streams open after its renew deadline (s after the cut, streams): {still}"
         # agents still reach the old leader, yet converge through the new one (the old one serves no one)
         assert_clean(ha, f"round {r}: old leader still cut off", standbys=False)
         system.heal()
