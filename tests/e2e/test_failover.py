@@ -154,6 +154,7 @@ def test_leader_cut_from_the_api_stops_serving_and_appending(ha, cut):
         with flowing(ha.w) as flow:
             wait_batches(flow, 2)
             sampler.start()
+            wait_for(lambda: len(serving) >= 2, timeout=30, what="the samples before the cut")
             system.cut_from_standbys(new_i)
             if cut == "closed":
                 system.cut_from_api(old)
