@@ -30,7 +30,7 @@ import pytest
 from eventlog import LogStore
 from tests.kit import checker
 from tests.kit.harness import EdgeSystem, delete_all_edgenodes
-from tests.kit.waits import wait_for
+from tests.kit.waits import http_get, wait_for
 from tests.kit.workload import Workload, edgenode, flowing, pod
 
 
@@ -248,8 +248,12 @@ def test_rolling_update(ha):
             wait_batches(flow, 2)
             system.stop_manager(sb)
             system.start_manager(sb)
+            standby = system.managers[sb]
+            # as the StatefulSet does: the next pod only once this one is Ready (a standby: caught up)
+            wait_for(lambda: standby.running and http_get(standby.metrics_port, "/readyz", timeout=3)[0] == 200,
+                     timeout=60, max_interval=0.5, what=f"{standby.name} to be Ready", on_timeout=system.log_tails)
             wait_for(lambda: leader.metric("k8s_edge_manager_standbys_in_sync") == 1, timeout=60, max_interval=0.5,
-                     what=f"{system.managers[sb].name} to be back in sync", on_timeout=system.log_tails)
+                     what=f"{standby.name} to be back in sync", on_timeout=system.log_tails)
             wait_batches(flow, 2)
             started = time.monotonic()
             system.stop_manager(lead)  # releases the Lease: the standby takes over without waiting it out

@@ -150,12 +150,19 @@ HA_FAULTS = ("leader kill", "standby kill", "leader cut from the API", "both kil
 
 
 def _ha_manager_fault(system: EdgeSystem, index: int) -> tuple[str, Callable[[], None]] | None:
-    """The index-th HA fault (each kind in turn) on the manager that leads now (None while no single one leads)."""
+    """The index-th HA fault (each kind in turn) on the manager that leads now (None while no single one leads).
+
+    A fault that ends the leader's term waits until the standby is in sync first: with none in
+    sync an agent may be ahead of the next leader, and a snapshot then is the documented price.
+    """
     lead = system.leader()
     if lead is None:
         return None
     sb = 1 - lead
     kind = HA_FAULTS[index % len(HA_FAULTS)]
+    if kind != "standby kill":
+        lead = system.wait_standbys_in_sync()
+        sb = 1 - lead
     if kind == "leader kill":
         system.kill_manager(lead)
         down = [lead]
@@ -220,7 +227,8 @@ def test_randomised_schedule_ha(edge_system, e2e_control_plane, e2e_namespaces, 
             elif kind == "manager" and not busy_manager:
                 fault = _ha_manager_fault(system, manager_faults)
                 manager_faults += fault is not None
-            elif kind == "apiserver":
+            elif kind == "apiserver" and not busy_manager:
+                system.wait_standbys_in_sync()  # both managers lose the Lease; the next leader may be the standby
                 system.restart_apiserver()
                 faults += 1
             if fault is not None:

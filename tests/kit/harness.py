@@ -73,7 +73,7 @@ class LeaseTimings:
     lease_duration: float = 4.0
     renew_deadline: float = 3.0
     retry_period: float = 1.0
-    standby_timeout: float = 5.0
+    standby_timeout: float = 10.0  # the default: a standby busy catching up under load must not drop out
 
     def args(self) -> list[str]:
         return ["--leader-elect-lease-duration", f"{self.lease_duration:g}s",
@@ -405,6 +405,23 @@ class EdgeSystem:
             self.join_proxy.set_upstream(f"127.0.0.1:{self.managers[i].join_port}")
         print(f"[e2e {time.strftime('%H:%M:%S')}] {self.managers[i].name} leads", flush=True)
         return i
+
+    def wait_standbys_in_sync(self, *, timeout: float = 60) -> int:
+        """Until the leader counts every running standby in sync (k8s_edge_manager_standbys_in_sync); its index.
+
+        Before a fault on the leader: only then does the promise hold that no agent is ahead of
+        the standby that takes over (docs/ha.md, the high-water mark)."""
+        def in_sync() -> tuple[int] | None:
+            self.check_running_alive()
+            lead = self.leader()
+            if lead is None:
+                return None
+            want = sum(1 for i, m in enumerate(self.managers) if m.running and i != lead)
+            return (lead,) if self.managers[lead].metric("k8s_edge_manager_standbys_in_sync") == want else None
+
+        (lead,) = wait_for(in_sync, timeout=timeout, max_interval=0.5, what="every running standby in sync",
+                           on_timeout=self.log_tails)
+        return lead
 
     def check_running_alive(self) -> None:
         """Raise if a manager that was started and not killed by the test exited by itself."""
