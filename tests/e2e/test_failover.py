@@ -182,7 +182,7 @@ def test_leader_cut_from_the_api_stops_serving_and_appending(ha, cut):
         assert not appended_late, f"{m.name} appended after its renew deadline:\n" + "\n".join(appended_late[:10])
         assert any(n for t, n in serving if t <= cut_at), f"{m.name} served no agent before the cut: {serving[:5]}"
         still = [(round(t - cut_at, 1), n) for t, n in serving if t > fence + 1.0 and n]  # 1 s to close its streams
-        assert not still, f"{m.name} kept agent streams open past its renew deadline (s after the cut, streams): {still}"
+        assert not still, f"{m.name} kept agent streams open past its renew deadline (s after cut, streams): {still}"
         # agents still reach the old leader, yet converge through the new one (the old one serves no one)
         assert_clean(ha, f"round {r}: old leader still cut off", standbys=False)
         system.heal()
