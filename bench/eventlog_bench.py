@@ -78,6 +78,19 @@ def bench_append(tmp: Path, changes: list[Change], *, sync: bool = True) -> tupl
     return dt, sum(sizes) / len(sizes)
 
 
+def bench_append_records(src: Path, dest: Path) -> float:
+    """Seconds for LogStore.append_records of every record of the store at src (a standby following it), durable."""
+    with LogStore(src, readonly=True) as store, store.reader() as r:
+        records = [v for _, v in r.records()]
+    with LogStore(dest) as store:
+        t0 = time.perf_counter()
+        for i in range(0, len(records), BATCH):
+            store.append_records(records[i : i + BATCH])
+        dt = time.perf_counter() - t0
+        assert store.head_offset == len(records)
+    return dt
+
+
 def bench_raw(tmp: Path, changes: list[Change]) -> float:
     """Seconds for a plain py-lmdb put loop of the same encoded records, one txn per batch, sync on."""
     now = time.time_ns()
@@ -209,11 +222,14 @@ def main() -> None:
             changes = make_changes(n, nodes=nodes, pods_per_node=pods_per_node, grouped=grouped)
             # best of three runs each, alternating, so neither side wins by a warmer page cache or a
             # quieter moment of a shared disk; every pair's ratio is printed too
-            raw_s, append_s = [], []
+            raw_s, append_s, follow_s = [], [], []
             for i in range(RUNS):
                 raw_s.append(bench_raw(tmp / f"r{grouped}{i}", changes))
                 dt, rec_size = bench_append(tmp / f"a{grouped}{i}", changes)
                 append_s.append(dt)
+                if grouped:  # a standby storing the same events as the leader appended them
+                    follow_s.append(bench_append_records(tmp / f"a{grouped}{i}" / "log", tmp / f"f{i}"))
+                    shutil.rmtree(tmp / f"f{i}")
                 shutil.rmtree(tmp / f"r{grouped}{i}")
                 shutil.rmtree(tmp / f"a{grouped}{i}")
             append_rate, raw_rate = n / min(append_s), n / min(raw_s)
@@ -226,6 +242,11 @@ def main() -> None:
                 ("  append / raw", f"{append_rate / raw_rate:.0%}  (target >= 50%; each run: {pairs})"),
             ]
             if grouped:
+                follow_pairs = ", ".join(f"{a / f:.0%}" for a, f in zip(append_s, follow_s))
+                rows += [
+                    ("  standby append (LogStore.append_records)", f"{n / min(follow_s):,.0f} events/s"),
+                    ("  append_records / append", f"{min(append_s) / min(follow_s):.0%}  (each run: {follow_pairs})"),
+                ]
                 nosync_s, _ = bench_append(tmp / "nosync", changes, sync=False)
                 rows.append(("  append, sync off (CPU only, not durable)", f"{n / nosync_s:,.0f} events/s"))
         replay = bench_replay(tmp, n)

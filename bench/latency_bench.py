@@ -16,14 +16,16 @@ the new content (the reconciler renames files into place, so a read sees old or 
 Baseline (same run): the duration of the `kubectl apply` processes alone (the floor any
 change pays), and for scale the original's 10 s polling (mean 5 s).
 
-To the end (`kubectl patch` -> mirror pod Running): one real agent's node also runs a hollow
-kubelet (kubemark: kubelet code, fake container runtime) on its manifest folder. Two kinds
-of change, each timed to its manifest file and on to the first watch event that shows the
-mirror pod with the new label Running and ready: a new pod `k<n>` added with `kubectl patch`
-(file time: its mtime, the agent's write), and a changed pod p0 (a new label; file time as
-above). Kubelet's own share is the second interval (manifest file written -> mirror pod
-Running), measured on the same changes. A changed static pod gets a new UID, so kubelet
-first stops the old pod, then starts the new one on a later pass of its sync loop.
+To the end (`kubectl apply -f` -> mirror pod Running): one real agent's node also runs a
+hollow kubelet (kubemark: kubelet code, fake container runtime) on its manifest folder. Two
+kinds of change, each timed from kubectl's spawn to its manifest file (its mtime: the agent's
+write) and on to the first watch event that shows the mirror pod with the new label Running
+and ready: a new pod `k<n>` added, and a changed pod p0 (a new label). Each is a `kubectl
+apply -f` of the whole EdgeNode from a file (--kubelet-verb patch: a `kubectl patch` of the
+one edit; both: each, same cluster). Kubelet's own share is the second interval (manifest
+file written -> mirror pod Running), measured on the same changes. A changed static pod gets
+a new UID, so kubelet first stops the old pod, then starts the new one on a later pass of its
+sync loop.
 """
 
 from __future__ import annotations
@@ -132,29 +134,47 @@ class RunningWatch:
         self._stop.set()
 
 
-def kubelet_change(cluster: EdgeCluster, watch: RunningWatch, node: str, rev: int) -> tuple[float, float]:
-    """A changed pod p0: (seconds until the manifest file has the new content, until its mirror pod is Running)."""
-    before = time.perf_counter()  # one_change's own t0 follows within microseconds (kubectl not yet spawned)
-    seen, _ = one_change(cluster, node, rev=rev, verb="patch")
-    t_running = watch.wait(f"p0-{node}", f"r{rev}", deadline=time.perf_counter() + 120)
-    return seen, t_running - before
+def kubelet_step(cluster: EdgeCluster, watch: RunningWatch, node: str, rev: int, *, verb: str, what: str,
+                 state: dict) -> tuple[float, float]:
+    """One change on the hollow kubelet's node: (seconds until its manifest file is written, until it is Running).
 
-
-def kubelet_new_pod(cluster: EdgeCluster, watch: RunningWatch, node: str, rev: int) -> tuple[float, float]:
-    """A new pod k<rev> added with `kubectl patch`: (seconds until its manifest file exists, until it is Running)."""
-    name = f"k{rev}"
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {REV_LABEL: f"r{rev}"}},
-           "spec": {"containers": [{"name": "c", "image": "registry.example.com/k:1.0"}]}}
-    patch = json.dumps([{"op": "add", "path": "/spec/pods/-", "value": pod}])
+    `what` is "new pod" (a pod k<rev> added) or "changed pod" (pod p0 given label r<rev>); `verb` is
+    "apply" (`kubectl apply -f` of the whole EdgeNode from a file, as a user edits and applies it)
+    or "patch" (`kubectl patch --type=json` of that one edit). `state` holds the node's p0 revision
+    and the k-pods added so far, so an applied EdgeNode changes only what the step changes.
+    """
+    if what == "new pod":
+        name = f"k{rev}"
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {REV_LABEL: f"r{rev}"}},
+               "spec": {"containers": [{"name": "c", "image": "registry.example.com/k:1.0"}]}}
+        state["added"].append(pod)
+        patch = [{"op": "add", "path": "/spec/pods/-", "value": pod}]
+    else:
+        name = "p0"
+        state["p0_rev"] = rev
+        patch = [{"op": "replace", "path": f"/spec/pods/0/metadata/labels/{REV_LABEL}", "value": f"r{rev}"}]
+    if verb == "apply":
+        obj = edgenode(node, pods=PODS, rev=state["p0_rev"])
+        obj["spec"]["pods"] += state["added"]
+        applied = cluster.workdir / f"edgenode-{node}.json"
+        applied.write_text(json.dumps(obj))
+        args = ["apply", "-f", str(applied)]
+    else:
+        args = ["patch", "edgenode", node, "-n", NAMESPACE, "--type=json", "-p", json.dumps(patch)]
     path = manifest_path(cluster.files, node, name)
+    want = f'"{REV_LABEL}":"r{rev}"'.encode()
     t0, wall0 = time.perf_counter(), time.time()
-    proc = subprocess.run(cluster.kubectl_cmd("patch", "edgenode", node, "-n", NAMESPACE, "--type=json", "-p", patch),
-                          capture_output=True, text=True)
+    proc = subprocess.run(cluster.kubectl_cmd(*args), capture_output=True, text=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"kubectl patch failed: {proc.stderr}")
-    while not path.exists():
+        raise RuntimeError(f"kubectl {verb} failed: {proc.stderr}")
+    while True:
+        try:
+            if want in path.read_bytes():
+                break
+        except FileNotFoundError:
+            pass
         if time.perf_counter() - t0 > 60:
-            raise TimeoutError(f"{path} not written within 60 s")
+            raise TimeoutError(f"{path} not written with {REV_LABEL}=r{rev} within 60 s")
         time.sleep(POLL_SECONDS)
     written = path.stat().st_mtime - wall0  # the agent's write: it renames a finished temp file into place
     t_running = watch.wait(f"{name}-{node}", f"r{rev}", deadline=time.perf_counter() + 120)
@@ -162,10 +182,11 @@ def kubelet_new_pod(cluster: EdgeCluster, watch: RunningWatch, node: str, rev: i
 
 
 def run(*, nodes: int, real_agents: int, changes: int, verbs: list[str], quick: bool, workdir: Path,
-        kubelet_changes: int = 0) -> Report:
+        kubelet_changes: int = 0, kubelet_verbs: tuple[str, ...] = ("apply",)) -> Report:
     t0 = time.monotonic()
     r = Report("latency", quick)
     rev = 0
+    p0_revs: dict[str, int] = {}  # each node's p0 revision label, for an apply of the whole EdgeNode
     kubelets = 1 if kubelet_changes and real_agents else 0
     with EdgeCluster(workdir, nodes=nodes, real_agents=real_agents, pods=PODS, kubelets=kubelets) as cluster:
         setup = time.monotonic() - t0
@@ -183,6 +204,7 @@ def run(*, nodes: int, real_agents: int, changes: int, verbs: list[str], quick: 
                 node = group[(i // 2) % len(group)]
                 rev += 1
                 seen, applied = one_change(cluster, node, rev=rev, verb=verb)
+                p0_revs[node] = rev
                 out.append(seen * 1000)
                 kubectl.append(applied * 1000)
                 lead.append((seen - applied) * 1000)
@@ -191,29 +213,32 @@ def run(*, nodes: int, real_agents: int, changes: int, verbs: list[str], quick: 
             watch = RunningWatch(cluster.cp.kubeconfig)
             try:
                 node = cluster.kubelet_nodes[0]
-                for what, change in (("new pod", kubelet_new_pod), ("changed pod", kubelet_change)):
-                    to_file: list[float] = []
-                    to_running: list[float] = []
-                    for _ in range(kubelet_changes):
-                        rev += 1
-                        f, running = change(cluster, watch, node, rev)
-                        to_file.append(f * 1000)
-                        to_running.append(running * 1000)
-                    report_kubelet(r, what, to_file, to_running)
+                state = {"p0_rev": p0_revs.get(node, 0), "added": []}
+                for kverb in kubelet_verbs:
+                    for what in ("new pod", "changed pod"):
+                        to_file: list[float] = []
+                        to_running: list[float] = []
+                        for _ in range(kubelet_changes):
+                            rev += 1
+                            f, running = kubelet_step(cluster, watch, node, rev, verb=kverb, what=what, state=state)
+                            to_file.append(f * 1000)
+                            to_running.append(running * 1000)
+                        report_kubelet(r, kverb, what, to_file, to_running)
             finally:
                 watch.stop()
     return r
 
 
-def report_kubelet(r: Report, what: str, to_file: list[float], to_running: list[float]) -> None:
-    """patch -> mirror pod Running, and how it splits between k8s-edge and kubelet (same changes)."""
+def report_kubelet(r: Report, verb: str, what: str, to_file: list[float], to_running: list[float]) -> None:
+    """kubectl -> mirror pod Running, and how it splits between k8s-edge and kubelet (same changes)."""
     kubelet = [b - a for a, b in zip(to_file, to_running)]
     p50, p99 = percentile(to_running, 50), percentile(to_running, 99)
     f50, f99 = percentile(to_file, 50), percentile(to_file, 99)
     k50, k99 = percentile(kubelet, 50), percentile(kubelet, 99)
-    r.add(f"kubectl patch ({what}) -> mirror pod Running (hollow kubelet), p50 / p99 ({len(to_running)} changes)",
-          f"{p50:.0f} / {p99:.0f} ms", baseline=f"kubectl patch -> manifest file {f50:.0f} / {f99:.0f} ms",
-          note=f"kubelet's share at p50 {k50 / p50:.0%}")
+    command = "kubectl apply -f" if verb == "apply" else "kubectl patch"
+    r.add(f"{command} ({what}) -> mirror pod Running (hollow kubelet), p50 / p99 ({len(to_running)} changes)",
+          f"{p50:.0f} / {p99:.0f} ms", baseline=f"{command} -> manifest file {f50:.0f} / {f99:.0f} ms",
+          note=f"kubelet's share at p50 {k50 / p50:.0%}, at p99 {k99 / p99:.0%}")
     r.add(f"  {what}: kubelet's share, manifest file written -> mirror pod Running, p50 / p99",
           f"{k50:.0f} / {k99:.0f} ms",
           note="kubemark's hollow kubelet: kubelet code, fake container runtime (no image pull, no process)")
@@ -253,6 +278,9 @@ def main() -> None:
     p.add_argument("--verb", choices=[*VERBS, "all"], default="all",
                    help="kubectl apply -f - of the whole EdgeNode (client-side), the same with --server-side, "
                         "kubectl patch --type=json of one label, or all (default: --changes of each, same cluster)")
+    p.add_argument("--kubelet-verb", choices=["apply", "patch", "both"], default="apply",
+                   help="how the hollow kubelet's node is changed: kubectl apply -f of the whole EdgeNode (default), "
+                        "kubectl patch --type=json of the one edit, or both (apply first, same cluster)")
     a = p.parse_args()
     nodes = a.nodes or (20 if a.quick else 100)
     real = a.real_agents if a.real_agents is not None else (2 if a.quick else 10)
@@ -260,7 +288,8 @@ def main() -> None:
     kubelet_changes = a.kubelet_changes if a.kubelet_changes is not None else (3 if a.quick else 20)
     with tempfile.TemporaryDirectory(prefix="bench-latency-", dir="/var/tmp") as tmp:
         run(nodes=nodes, real_agents=real, changes=changes, verbs=list(VERBS) if a.verb == "all" else [a.verb],
-            quick=a.quick, workdir=Path(tmp), kubelet_changes=kubelet_changes).print()
+            quick=a.quick, workdir=Path(tmp), kubelet_changes=kubelet_changes,
+            kubelet_verbs=("apply", "patch") if a.kubelet_verb == "both" else (a.kubelet_verb,)).print()
 
 
 if __name__ == "__main__":

@@ -370,8 +370,11 @@ def run(a: argparse.Namespace, r: Report, workdir: Path) -> None:
         f"{a.agents} agents, {achieved:.1f} changes/s (asked {a.rate:g}); {soak.faults['pause']} pauses of "
         f"{a.pause:g}s, {soak.faults['kill']} kills, {soak.faults['delete']} EdgeNode deletes; manager flags: "
         f"{a.manager_flags or '(defaults)'}"))
+    started = next((s["t"] for s in samples if s["first"] > 1), None)
     r.add("events in the log / compacted", f"{events:,.0f} / {compacted:,.0f}",
-          note=f"first retained offset {end['first']:,.0f} at the end; {len(samples)} samples every {a.sample:g}s")
+          note=f"first retained offset {end['first']:,.0f} at the end; {len(samples)} samples every {a.sample:g}s; "
+               + (f"first compaction seen at {started:.0f} s of {duration:.0f} s ({started / duration:.0%})"
+                  if started is not None else "no compaction seen"))
     ok = not problems and beyond == 0 and first_sync == a.agents
     r.add("end state", "converged exactly" if not problems else f"{len(problems)} problem(s)", met=ok,
           target="every agent = log; 0 snapshots beyond first sync",

@@ -33,6 +33,8 @@ def install_store(incoming: str | os.PathLike[str], store_dir: str | os.PathLike
     if not (src / "data.mdb").is_file():
         raise NotAStoreError(f"{src}: holds no store (no data.mdb); nothing to install")
     new, old = _sibling(dest, NEW_SUFFIX), _sibling(dest, OLD_SUFFIX)
+    if src.resolve() in (new.resolve(), old.resolve(), dest.resolve()):
+        raise ValueError(f"{src}: a copy is received under another name than {new.name}, {old.name} or {dest.name}")
     recover_store_dir(dest)  # an earlier install interrupted: finish it before starting another
     _sync_tree(src)  # the copy's bytes are on disk before any name points at them
     _rename(src, new)

@@ -347,7 +347,7 @@ class LogStore:
     def node_head_through(self, node: str, offset: int) -> int:
         """The node's newest event offset <= offset (0 if none): its head as a reader stopping there sees it.
 
-        Raises CompactedError when that event was compacted and a newer one of the node is not retained either.
+        Raises CompactedError when compaction dropped the node's events past `offset`: which was newest is lost.
         """
         with self.reader() as r:
             return r.node_head_through(node, offset)
@@ -622,7 +622,7 @@ class LogReader(Reader):
     def node_head_through(self, node: str, offset: int) -> int:
         """The node's newest event offset <= offset (0 if none).
 
-        Raises CompactedError when that event was compacted and a newer one of the node is not retained either.
+        Raises CompactedError when compaction dropped the node's events past `offset`: which was newest is lost.
         """
         prefix = node_prefix(node)
         cur = self._txn.cursor(db=self._store._index)

@@ -7,12 +7,8 @@ import pytest
 from eventlog import LogStore, ReplicaStore, RoleError
 from eventlog.history import compare_histories
 from tests.kit.builders import put
+from tests.kit.files import log_records
 from tests.kit.processes import run_cli
-
-
-def _records(store: LogStore, *, after: int = 0) -> list[bytes]:
-    with store.reader() as r:
-        return [v for _, v in r.records(after=after)]
 
 
 @pytest.fixture
@@ -25,7 +21,7 @@ def leader(tmp_path):
             lead.append([put("edge01", "a", v), put("edge02", "b", v)])
         for name, through in (("caught-up", 10), ("behind", 6)):
             with LogStore(tmp_path / name) as standby:
-                standby.append_records(_records(lead)[:through])
+                standby.append_records(log_records(lead)[:through])
                 if name == "caught-up":
                     standby.compact(keep_last=4)
         return tmp_path

@@ -12,16 +12,8 @@ from eventlog import LogStore, NotAStoreError
 from eventlog.installing import install_store, recover_store_dir
 from eventlog.verify import verify_log
 from tests.kit.builders import delete, put
+from tests.kit.files import log_records, mode
 from tests.kit.processes import APPENDER
-
-
-def _records(store: LogStore) -> list[bytes]:
-    with store.reader() as r:
-        return [v for _, v in r.records()]
-
-
-def _mode(path) -> int:
-    return path.stat().st_mode & 0o777
 
 
 def test_a_copy_has_the_same_identity_meta_records_and_view(tmp_path):
@@ -31,11 +23,11 @@ def test_a_copy_has_the_same_identity_meta_records_and_view(tmp_path):
         src.compact(keep_last=15)
         info = src.copy_to(tmp_path / "copy")
         assert (info.log_id, info.head_offset, info.first_offset) == (src.log_id, src.head_offset, src.first_offset)
-        assert _mode(tmp_path / "copy") == 0o700 and _mode(tmp_path / "copy" / "data.mdb") == 0o600
+        assert mode(tmp_path / "copy") == 0o700 and mode(tmp_path / "copy" / "data.mdb") == 0o600
         with LogStore(tmp_path / "copy") as copy:
             assert (copy.log_id, copy.head_offset, copy.first_offset, copy.log_bytes) == (
                 src.log_id, src.head_offset, src.first_offset, src.log_bytes)
-            assert _records(copy) == _records(src)
+            assert log_records(copy) == log_records(src)
             assert copy.nodes() == src.nodes() and copy.all_pods() == src.all_pods()
             assert {n.node: copy.base(n.node) for n in copy.nodes()} == {n.node: src.base(n.node) for n in src.nodes()}
             assert verify_log(copy) == []
@@ -69,12 +61,12 @@ def test_a_copy_of_a_store_being_appended_to_is_one_consistent_moment(tmp_path, 
             infos.append(src.copy_to(tmp_path / f"copy{i}"))
             assert writer.stdout.readline(), "writer exited early"
         assert writer.poll() is None, "the writer stopped while the copies were taken"
-        live = _records(src)
+        live = log_records(src)
     for i, info in enumerate(infos):
         with LogStore(tmp_path / f"copy{i}") as copy:
             head = copy.head_offset
             assert (copy.log_id, head) == (info.log_id, info.head_offset) and head % 32 == 0 and head > 0
-            assert _records(copy) == live[:head]
+            assert log_records(copy) == live[:head]
             assert verify_log(copy) == []
     assert infos[0].head_offset < infos[-1].head_offset <= len(live)
 
@@ -111,10 +103,14 @@ def test_install_into_a_data_dir_with_no_store_yet(tmp_path):
     assert _installed(tmp_path)[1] == 1
 
 
-def test_install_refuses_what_is_not_a_store(tmp_path):
+def test_install_refuses_what_is_not_a_store_or_has_a_name_of_the_dance(tmp_path):
     (tmp_path / "eventlog.incoming").mkdir()
     with pytest.raises(NotAStoreError, match="holds no store"):
         install_store(tmp_path / "eventlog.incoming", tmp_path / "eventlog")
+    with LogStore(tmp_path / "eventlog.new") as received:  # recovery would install a half-received .new
+        received.append([put("edge01", "a")])
+    with pytest.raises(ValueError, match="received under another name than eventlog.new"):
+        install_store(tmp_path / "eventlog.new", tmp_path / "eventlog")
 
 
 class _Crash(Exception):

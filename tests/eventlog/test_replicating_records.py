@@ -10,6 +10,7 @@ from xxhash import xxh3_64_intdigest
 from eventlog import CorruptRecordError, DivergedError, LogStore, OffsetOutOfRangeError
 from eventlog.verify import verify_log
 from tests.kit.builders import delete, put
+from tests.kit.files import log_records
 from tests.kit.processes import run_cli
 
 
@@ -25,13 +26,8 @@ def _random_history(store: LogStore, rng: random.Random, *, changes: int) -> Non
         done += len(batch)
 
 
-def _records(store: LogStore, *, after: int = 0) -> list[bytes]:
-    with store.reader() as r:
-        return [v for _, v in r.records(after=after)]
-
-
 def _replicate(src: LogStore, dest: LogStore, rng: random.Random) -> None:
-    records = _records(src, after=dest.head_offset)
+    records = log_records(src, after=dest.head_offset)
     while records:
         n = rng.randint(1, 64)
         got = dest.append_records(records[:n])
@@ -40,7 +36,7 @@ def _replicate(src: LogStore, dest: LogStore, rng: random.Random) -> None:
 
 
 def _same_store(a: LogStore, b: LogStore) -> None:
-    assert _records(a) == _records(b)
+    assert log_records(a) == log_records(b)
     assert (a.head_offset, a.first_offset, a.log_bytes) == (b.head_offset, b.first_offset, b.log_bytes)
     assert a.nodes() == b.nodes()
     assert a.all_pods() == b.all_pods()
@@ -68,7 +64,7 @@ def test_what_append_records_returns_is_what_was_appended(tmp_path):
     with LogStore(tmp_path / "a") as a, LogStore(tmp_path / "b") as b:
         a.append([put("edge01", "a"), put("edge02", "b")], time_ns=5)
         a.append([delete("edge01", "a")], time_ns=9)
-        got = b.append_records(_records(a))
+        got = b.append_records(log_records(a))
         assert (got.first_offset, got.head_offset, len(got)) == (1, 3, 3)
         assert got.nodes == frozenset({"edge01", "edge02"})
         assert list(got) == a.read() and [e.time_ns for e in got] == [5, 5, 9]
@@ -90,17 +86,17 @@ def test_record_and_record_hash_read_the_stored_bytes(tmp_path):
 
 
 def _refused(store: LogStore, records: list[bytes], error: type[Exception], expect: str) -> None:
-    before = (_records(store), store.nodes(), store.all_pods(), store.log_bytes)
+    before = (log_records(store), store.nodes(), store.all_pods(), store.log_bytes)
     with pytest.raises(error, match=expect) as exc:
         store.append_records(records)
     assert "\n" not in str(exc.value)
-    assert (_records(store), store.nodes(), store.all_pods(), store.log_bytes) == before
+    assert (log_records(store), store.nodes(), store.all_pods(), store.log_bytes) == before
 
 
 def test_gaps_and_repeats_are_refused_with_nothing_written(tmp_path):
     with LogStore(tmp_path / "a") as a, LogStore(tmp_path / "b") as b:
         a.append([put("edge01", f"p{i}") for i in range(6)])
-        recs = _records(a)
+        recs = log_records(a)
         b.append_records(recs[:2])
         _refused(b, recs[3:5], OffsetOutOfRangeError, "start at offset 4, but the head of this log is 2")
         _refused(b, recs[1:4], OffsetOutOfRangeError, "start at offset 2, but the head of this log is 2")
@@ -112,7 +108,7 @@ def test_gaps_and_repeats_are_refused_with_nothing_written(tmp_path):
 def test_undecodable_records_are_refused_with_nothing_written(tmp_path):
     with LogStore(tmp_path / "a") as a, LogStore(tmp_path / "b") as b:
         a.append([put("edge01", f"p{i}") for i in range(3)])
-        recs = _records(a)
+        recs = log_records(a)
         _refused(b, [recs[0], b"\x01garbage"], CorruptRecordError, "record 1 of the batch")
         _refused(b, [recs[0], recs[1][:30]], CorruptRecordError, "record 1 of the batch")
         _refused(b, [b"\x09" + recs[0][1:]], CorruptRecordError, "record format 9")
@@ -124,14 +120,14 @@ def test_records_that_diverge_from_this_view_are_refused_with_nothing_written(tm
         a.append([put("edge01", "p", 1)])
         a.append([delete("edge01", "p")])
         a.append([put("edge01", "p", 1)])  # 3: puts p again, which b's history never deleted
-        b.append_records(_records(a)[:1])
+        b.append_records(log_records(a)[:1])
         b.append([put("edge01", "q")])  # 2: b's own tail, not the leader's
-        _refused(b, _records(a, after=2), DivergedError, "record 3 puts pod default/p of node edge01")
+        _refused(b, log_records(a, after=2), DivergedError, "record 3 puts pod default/p of node edge01")
 
     with LogStore(tmp_path / "c") as c, LogStore(tmp_path / "d") as d:
         c.append([put("edge01", "p")])
         c.append([put("edge01", "q")])
         c.append([delete("edge01", "q")])  # 3: deletes q, which d never got
-        d.append_records(_records(c)[:1])
+        d.append_records(log_records(c)[:1])
         d.append([put("edge01", "r")])
-        _refused(d, _records(c, after=2), DivergedError, "record 3 deletes pod default/q of node edge01")
+        _refused(d, log_records(c, after=2), DivergedError, "record 3 deletes pod default/q of node edge01")

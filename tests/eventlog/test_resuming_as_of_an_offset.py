@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from eventlog import CompactedError, LogStore, PodEntry, SnapshotCause, SnapshotReason, decode_event, digest_of
+from eventlog import (
+    CompactedError, Event, LogStore, PodEntry, ReplicaStore, Snapshot, SnapshotCause, SnapshotReason, decode_event, digest_of,
+)
+from eventlog.digest import format_digest
 from eventlog.replay import log_state_at
+from eventlog.verify import verify_replica_against
 from tests.kit.builders import put
 
 MISMATCH = SnapshotCause(SnapshotReason.DIGEST_MISMATCH, "digest mismatch")
@@ -34,6 +38,18 @@ def test_a_replica_at_another_nodes_offset_with_another_history_gets_a_snapshot(
             assert store.resume_reason("edge01", log_id=store.log_id, applied_offset=offset, digest=ours) is None
         assert store.resume_reason("edge01", log_id=store.log_id, applied_offset=0, digest=0) is None
         assert store.resume_reason("edge01", log_id=store.log_id, applied_offset=0, digest=ours) == MISMATCH
+
+
+def test_verify_checks_a_replica_digest_as_of_its_applied_offset(tmp_path):
+    with LogStore(tmp_path / "log") as store, ReplicaStore(tmp_path / "agent", node="edge01") as replica:
+        _interleaved(store)
+        tail = [Event(1, 0, "edge01", "put", "default", "a", put("edge01", "a").manifest),
+                Event(2, 0, "edge01", "put", "default", "c", put("edge01", "c").manifest)]  # never this log's offset 2
+        replica.install_snapshot(Snapshot(store.log_id, "edge01", 0, 0, ()))
+        replica.apply(tail, log_id=store.log_id)
+        expected = format_digest(_digest(put("edge01", "a")))
+        assert f"replica of edge01 at 2 hashes to {format_digest(replica.state().digest)}, the log says {expected}" in (
+            verify_replica_against(replica, store))
 
 
 def test_after_compaction_an_offset_with_no_retained_node_event_uses_the_base(tmp_path):

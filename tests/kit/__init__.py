@@ -12,7 +12,8 @@
 | `joining` | a join client, the agent CA and its Secret, bootstrap tokens, node CSRs |
 | `builders` | pod manifests, log changes (one `put`, one `delete`), EdgeNodes, mirror pods, kubeconfigs |
 | `manifests` | manifest folders by the agent's own naming; foreign files |
-| `files` | file modes; an LMDB store opened raw |
+| `files` | file modes; an LMDB store opened raw; a manager log's stored records |
+| `logs` | `captured_logs`: a block's loguru lines (level, message) |
 | `crd`, `malformed`, `kubelet_shape` | the CRD file and its wait; malformed pods; kubelet's shape checks |
 | `harness`, `checker`, `workload`, `toxiproxy` | the end-to-end system, its convergence checker, workload and fault proxies |
 | `fixtures` | the shared pytest fixtures (loaded by tests/conftest.py) |

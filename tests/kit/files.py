@@ -1,4 +1,4 @@
-"""Files as tests read them: permission bits of paths and LMDB stores; a store opened raw to tamper with it."""
+"""Files as tests read them: permission bits of paths and LMDB stores; a store opened raw to tamper with it; a log's records."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import stat
 from pathlib import Path
 
 import lmdb
+
+from eventlog import LogStore
 
 PRIVATE_STORE = {".": 0o700, "data.mdb": 0o600, "lock.mdb": 0o600}
 
@@ -24,3 +26,9 @@ def store_modes(store: Path) -> dict[str, int]:
 def raw_env(path: Path) -> lmdb.Environment:
     """A store's LMDB environment opened directly, to tamper with it (the store must be closed)."""
     return lmdb.open(str(path), max_dbs=8, subdir=True)
+
+
+def log_records(store: LogStore, *, after: int = 0) -> list[bytes]:
+    """A manager log's stored records (framed events) after an offset, in order: what a standby replicates."""
+    with store.reader() as r:
+        return [v for _, v in r.records(after=after)]

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from eventlog import LogStore
@@ -24,6 +24,7 @@ from manager.recording import Recorder, desired_node
 from manager.retrying import Backoff, RetryQueue
 from tests.kit.builders import spec_pod as pod
 from tests.kit.kubelet_shape import kubelet_refusal
+from tests.kit.logs import captured_logs
 from tests.kit.malformed import MALFORMED_PODS
 
 
@@ -100,6 +101,13 @@ class TestRefusingMalformedPods:
         assert [r.name for r in d.rejected] == ["spec.pods[0]", "spec.pods[2]", "spec.pods[3]"]
         assert d.pod_names == ("a",)
         assert "Duplicate value: 'a'" in d.rejected[1].reason
+
+    def test_a_name_too_long_for_the_status_is_named_by_its_index(self):
+        # the status's rejected list is a list-map keyed by name: a key holds 1-253 characters (fuzzer find, #11)
+        d = desired_node(edgenode("edge01", "ns", pod("good"), pod("a" * 254), pod("b" * 253)))
+        assert d.pod_names == ("good",)
+        assert [r.name for r in d.rejected] == ["spec.pods[1]", "b" * 253]
+        assert d.rejected[0].reason.startswith("metadata.name: Invalid value: "), d.rejected[0].reason
 
     def test_huge_and_deep_pods_are_refused(self):
         big = pod("big", containers=[{"name": "c", "image": "x", "command": ["y" * 1000] * 300}])
@@ -179,7 +187,11 @@ class TestIsolatingFailures:
     def test_changed_and_deleted_failures_are_retried_and_a_newer_event_wins(self, store, flaky):
         clock = FakeClock()
         rec = Recorder(store, notify=lambda nodes: None, retries=RetryQueue(clock=clock))
-        assert rec.changed(edgenode("edge01", "boom", pod("v1"))).events == ()
+        with captured_logs("WARNING") as lines:
+            assert rec.changed(edgenode("edge01", "boom", pod("v1"))).events == ()
+        (line,) = lines  # one ERROR line naming the object and the exception
+        assert line.level == "ERROR" and line.message.startswith("EdgeNode boom/edge01 could not be handled "
+                                                                  "(RuntimeError: a bug triggered by this object)")
         rec.changed(edgenode("edge02", "ok", pod("a")))
         assert set(store.pods("edge02")) == {("ok", "a")}
         assert rec.retries.pending() == {("boom", "edge01")}
@@ -239,6 +251,7 @@ hostile = arbitrary_pod | st.builds(lambda d: pod("deep", affinity=_deep(d)), st
 class TestFuzzingTheRecorder:
     @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(bad=st.lists(hostile, min_size=1, max_size=4), at=st.integers(0, 4))
+    @example(bad=[pod("a" * 254)], at=0)  # the strategies make names of <= 20 characters; the status holds <= 253
     def test_no_exception_escapes_valid_siblings_recorded_nothing_kubelet_refuses(self, bad, at):
         errors: list = []
         good = [pod("good-one"), pod("good-two", image="redis")]
@@ -285,7 +298,10 @@ class TestDaemonHandlingOneObject:
             raise RuntimeError("a bug outside the recorder's own guard")
 
         monkeypatch.setattr(daemon.recorder, "changed", boom)
-        daemon.intake.edgenode_item(Changed("MODIFIED", edgenode("edge01", "boom", pod("a"))))
+        with captured_logs("WARNING") as lines:
+            daemon.intake.edgenode_item(Changed("MODIFIED", edgenode("edge01", "boom", pod("a"))))
+        assert [(line.level, line.message.split(";")[0]) for line in lines] == [
+            ("ERROR", "EdgeNode boom/edge01 could not be handled")]  # logged once, naming the object
         assert daemon.metrics.object_errors._value.get() == 1
         assert daemon.recorder.retries.pending() == {("boom", "edge01")}
         monkeypatch.undo()
