@@ -91,6 +91,8 @@ class AgentCollector:
         yield counter("snapshots_installed", "Snapshots installed by this process.",
                       c.snapshots_installed if c is not None else 0)
         yield counter("reconnects", "Sync stream reconnects by this process.", c.reconnects if c is not None else 0)
+        yield counter("leader_redirects", "Managers that answered 'not the leader' (a standby), sending this agent "
+                      "on to another address.", c.leader_redirects if c is not None else 0)
         s = self.reconciler.stats
         r = CounterMetricFamily(PREFIX + "reconciles", "Manifest folder reconciles, by kind.", labels=["node", "kind"])
         r.add_metric([self.node, "full"], s.full)

@@ -1,9 +1,10 @@
 """The agent's half of the sync protocol: Hello, apply batches and snapshots, acknowledge, reconnect.
 
-Owns the connection to the manager and the order apply -> after_apply -> Ack of
-docs/sync-protocol.md. The replica (eventlog.ReplicaStore) is written only here,
-through its own transactions run in a worker thread. Must not import the manager
-package or kubernetes.
+Owns the connection to the manager, the order apply -> after_apply -> Ack of
+docs/sync-protocol.md, and finding the leader among several managers (one that does not
+lead answers UNAVAILABLE "not the leader" and names the leader: docs/ha.md). The replica
+(eventlog.ReplicaStore) is written only here, through its own transactions run in a
+worker thread. Must not import the manager package or kubernetes.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ AGENT_VERSION = "k8s-edge-agent/0.1.0"
 RECONCILE_DEFERRAL_SECONDS = 5.0  # while catching up, the manifest files lag the replica at most this long
 STABLE_STREAM_SECONDS = 30.0  # a stream up this long counts as progress, even with nothing to apply
 MAX_RECEIVE_BYTES = 64 << 20  # one event may carry a ~1.5 MiB EdgeNode's pod; batches stay near 1 MiB
+NOT_THE_LEADER = "not the leader"  # how the details of a standby manager's UNAVAILABLE begin (proto/sync.proto)
+LEADER_METADATA_KEY = "k8s-edge-leader"  # the trailing metadata naming the leader's sync address
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,10 +75,52 @@ class SyncProgress(Protocol):
     batches_applied: int
     snapshots_installed: int
     reconnects: int
+    leader_redirects: int
 
 
 class StreamDead(Exception):
     """The stream broke the protocol or fell silent; reconnect."""
+
+
+class NotTheLeader(Exception):
+    """The manager does not lead (it is a standby): try another address at once, the hinted leader first."""
+
+    def __init__(self, details: str, leader: str | None) -> None:
+        super().__init__(details)
+        self.details = details
+        self.leader = leader  # the leader's sync address as that manager knows it; None when it knows none
+
+
+def not_the_leader(code: grpc.StatusCode | None, details: str | None,
+                   trailing: grpc.aio.Metadata | Sequence[tuple[str, str | bytes]] | None) -> NotTheLeader | None:
+    """The redirect an RPC's end carries: UNAVAILABLE "not the leader..." with the leader in trailing metadata."""
+    if code != grpc.StatusCode.UNAVAILABLE or not (details or "").startswith(NOT_THE_LEADER):
+        return None
+    leader = None
+    for key, value in trailing or ():
+        if key == LEADER_METADATA_KEY:
+            text = value.decode(errors="replace") if isinstance(value, bytes) else value
+            leader = text.strip() or None
+    return NotTheLeader(details or NOT_THE_LEADER, leader)
+
+
+@dataclass(slots=True)
+class _Redirects:
+    """Where to go after a "not the leader": the hinted address, else the next; free of backoff for one round."""
+
+    count: int = 0  # redirects since the last backoff sleep or Welcome
+    logged: str | None = None  # the leader named in the last INFO line ("" for none known)
+
+    def next_index(self, addresses: tuple[str, ...], index: int, leader: str | None) -> int:
+        """The hinted leader when it is one of ours and not the manager that answered; else the next address."""
+        if leader is not None and leader in addresses and leader != addresses[index]:
+            return addresses.index(leader)
+        return (index + 1) % len(addresses)
+
+    def without_backoff(self, addresses: tuple[str, ...]) -> bool:
+        """Count one redirect; True while fewer than one round of the list answered this way (no tight loop)."""
+        self.count += 1
+        return self.count < len(addresses)
 
 
 class _Inbox:
@@ -187,6 +232,8 @@ class SyncClient:
         self.events_applied = 0
         self.heartbeats_received = 0
         self.reconnects = 0
+        self.leader_redirects = 0  # "not the leader" answers that sent this agent on to another manager
+        self._redirects = _Redirects()
         self.last_error = ""
         self._latest_report: Report | None = None  # newest reconcile outcome known
         self._sent_report: Report | None = None  # what the current stream already carried
@@ -206,18 +253,26 @@ class SyncClient:
         )
 
     async def run(self) -> None:
-        """Connect, sync and reconnect with backoff until cancelled; addresses are tried in turn."""
-        attempt = 0
+        """Connect, sync and reconnect with backoff until cancelled; addresses are tried in turn.
+
+        A manager that is not the leader sends the agent on at once, to the leader it names when
+        that is one of the addresses, for up to one round of the list; then the backoff applies.
+        """
+        index = 0
         while True:
-            address = self.addresses[attempt % len(self.addresses)]
-            attempt += 1
+            address = self.addresses[index]
             level = "WARNING"
+            redirect: NotTheLeader | None = None
             try:
                 await self._session(address)
                 self.last_error = "stream ended by the manager"
             except asyncio.CancelledError:
                 raise
+            except NotTheLeader as exc:
+                redirect = exc
+                self.last_error = f"UNAVAILABLE: {exc.details}"
             except grpc.aio.AioRpcError as exc:
+                redirect = not_the_leader(exc.code(), exc.details(), exc.trailing_metadata())
                 self.last_error = f"{exc.code().name}: {exc.details()}"
             except (StreamDead, StoreError, TimeoutError, OSError) as exc:
                 self.last_error = str(exc) or type(exc).__name__
@@ -236,9 +291,33 @@ class SyncClient:
                 self._welcomed_at = None
             await self._reconcile_deferred()
             self.reconnects += 1
+            if redirect is None:
+                index = (index + 1) % len(self.addresses)
+            else:
+                self.leader_redirects += 1
+                index = self._redirects.next_index(self.addresses, index, redirect.leader)
+                self._log_redirect(address, redirect, self.addresses[index])
+                if self._redirects.without_backoff(self.addresses):
+                    continue  # a standby answered at once: the leader is likely up, go there now
             delay = self.backoff.next()
             self._log_failure(address, delay, level=level)
             await asyncio.sleep(delay)
+            self._redirects.count = 0  # a new round of the list may redirect at once again
+
+    def _log_redirect(self, address: str, redirect: NotTheLeader, going_to: str) -> None:
+        """One INFO line per leader named (a new leader is news; the same answer again is not)."""
+        named = redirect.leader or ""
+        if named == self._redirects.logged:
+            logger.debug("sync: {} is not the leader ({}); trying {}", address, redirect.details, going_to)
+            return
+        self._redirects.logged = named
+        if redirect.leader is None:
+            where = "it knows no leader"
+        elif redirect.leader in self.addresses:
+            where = f"the leader is at {redirect.leader}"
+        else:
+            where = f"the leader is at {redirect.leader}, not one of the --sync-server addresses"
+        logger.info("sync: {} is not the leader ({}); trying {}", address, where, going_to)
 
     def _log_failure(self, address: str, delay: float, *, level: str) -> None:
         """One warning per distinct error; its repeats go to debug and are counted in the next line."""
@@ -284,7 +363,11 @@ class SyncClient:
             try:
                 await call.write(message)
             except asyncio.InvalidStateError:  # the RPC already ended: report why it did
-                raise StreamDead(f"{(await call.code()).name}: {await call.details()}") from None
+                code, details = await call.code(), await call.details()
+                redirect = not_the_leader(code, details, await call.trailing_metadata())
+                if redirect is not None:
+                    raise redirect from None
+                raise StreamDead(f"{code.name}: {details}") from None
 
     async def _exchange(self, call: grpc.aio.StreamStreamCall) -> None:
         """Hello, then apply everything the manager sends."""
@@ -333,6 +416,7 @@ class SyncClient:
                 self.head_offset = w.head_offset
                 self.connected = True
                 self._welcomed_at = time.monotonic()
+                self._redirects.count = 0  # the leader: a later redirect starts a new round
                 # no backoff reset here: only progress resets it (_progressed); while failing, Welcomes are not news
                 log = logger.debug if self.streak.failures else logger.info
                 if w.mode == pb.Welcome.SNAPSHOT:

@@ -357,6 +357,9 @@ def run(a: argparse.Namespace, r: Report, workdir: Path) -> None:
     snaps = {k: v for k, v in m.items() if k.startswith("k8s_edge_manager_snapshots_sent_total")}
     first_sync = sum(v for k, v in snaps.items() if 'reason="empty_replica"' in k)
     beyond = sum(snaps.values()) - first_sync
+    # an agent down longer than the retention (a kill on a loaded machine, quick mode's 8 s) is owed a snapshot:
+    # the promise for an outage beyond retention (docs/guarantees.md); any other reason fails the run
+    past_retention = sum(v for k, v in snaps.items() if 'reason="compacted"' in k)
     compacted = m.get("k8s_edge_manager_compacted_events_total", 0)
     events = end["events"]
     second = [s for s in samples if s["t"] >= samples[-1]["t"] / 2]
@@ -375,10 +378,11 @@ def run(a: argparse.Namespace, r: Report, workdir: Path) -> None:
           note=f"first retained offset {end['first']:,.0f} at the end; {len(samples)} samples every {a.sample:g}s; "
                + (f"first compaction seen at {started:.0f} s of {duration:.0f} s ({started / duration:.0%})"
                   if started is not None else "no compaction seen"))
-    ok = not problems and beyond == 0 and first_sync == a.agents
+    ok = not problems and beyond == past_retention and first_sync == a.agents
     r.add("end state", "converged exactly" if not problems else f"{len(problems)} problem(s)", met=ok,
-          target="every agent = log; 0 snapshots beyond first sync",
-          note=f"snapshots: {first_sync:.0f} first syncs, {beyond:.0f} beyond; converged {conv_s:.1f}s after the "
+          target="every agent = log; 0 snapshots beyond first sync but for an agent down past retention",
+          note=f"snapshots: {first_sync:.0f} first syncs, {beyond:.0f} beyond ({past_retention:.0f} of them for an "
+               f"agent down longer than the retention); converged {conv_s:.1f}s after the "
                f"last change; verify: {'ok' if not problems else problems[:3]}")
     retained = max(1, events - end["first"] + 1)
     before = [s for s in samples if s["first"] <= 1 and s["events"] > samples[0]["events"]]  # no compaction yet

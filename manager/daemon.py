@@ -27,13 +27,19 @@ from manager.intake import Intake
 from manager.kubeapi import GROUP, PLURAL, VERSION, ApiEventSink, CoreApi, CustomObjectsApi, EventsApi, StatusPatcher
 from manager.metrics import Metrics, serve
 from manager.recording import MANAGED_BY_LABEL, MANAGED_BY_VALUE, DesiredNode, Recorder
+from manager.replication import HighWaterMark
 from manager.refusals import REFUSED_LABEL, NodeRefusals, RefusalChange
 from manager.status import StatusSettings, StatusWriter, mirror_pod_key, pod_running
+from manager.leadership import Leadership
 from manager.sync_service import BindProblem, LogNotifier, ServerTls, SyncServer, SyncSettings, create_server
 from manager.watching import Changed, Listed, ListFn, WatchSettings, WatchStats, watch_forever
 
 _Ts = TypeVarTuple("_Ts")  # the arguments of a call handed to the loop
 STOP_GRACE_SECONDS = 5.0  # streams get this long to finish before the server cancels them
+
+
+def _no_wakeup(nodes: object) -> None:
+    """With a high-water mark the recorder wakes nobody itself: the mark wakes agents when events become visible."""
 
 
 class BindError(OSError):
@@ -70,7 +76,11 @@ class Daemon:
         reporting_instance: str = "edge-manager",
         admission: NamespaceAdmission | None = None,
         export_dir: Path | None = None,
+        fenced: Callable[[], bool] | None = None,
+        leadership: Leadership | None = None,
+        standby_timeout: float | None = None,
     ) -> None:
+        """`fenced`, `leadership`, `standby_timeout`: one leader term of --leader-elect (manager/standing.py)."""
         self.store = store
         self._custom = custom
         self._core = core
@@ -79,8 +89,12 @@ class Daemon:
         self._compaction_interval = compaction_interval
         self._sync_settings = sync_settings
         self._watch_settings = watch_settings
+        self._leadership = leadership
         self.metrics = Metrics()
         self.notifier = LogNotifier()
+        # --leader-elect: agents get what every in-sync standby holds (docs/ha.md); a lone manager needs no mark
+        self.replication = (HighWaterMark(store=store, notifier=self.notifier, standby_timeout=standby_timeout)
+                            if standby_timeout is not None else None)
         self.status = StatusWriter(
             patch=StatusPatcher(custom), head_offset=self._head_offset,
             settings=StatusSettings(refresh_seconds=status_refresh_seconds),
@@ -104,7 +118,8 @@ class Daemon:
         self._server: SyncServer | None = None
         self._http: HealthServer | None = None
         self.recorder = Recorder(
-            store, notify=self.notifier.notify_threadsafe, namespace=namespace,
+            store, notify=self.notifier.notify_threadsafe if self.replication is None else _no_wakeup,
+            namespace=namespace,
             on_desired=lambda d: self._to_loop(self._edgenode_changed, d),
             on_deleted=lambda k: self._to_loop(self._edgenode_deleted, k),
             on_listed=self._on_listed,
@@ -112,6 +127,7 @@ class Daemon:
             on_rejected=self.events.rejected if self.events else None,
             pod_check=self.admission,
             on_error=lambda _key, _exc: self.metrics.object_errors.inc(),
+            fenced=fenced,
         )
         self.intake = Intake(recorder=self.recorder, admission=self.admission, head_offset=lambda: store.head_offset,
                              on_object_error=self.metrics.object_errors.inc)
@@ -125,7 +141,8 @@ class Daemon:
         logger.info("Starting sync service")
         try:
             self._server = create_server(store=self.store, notifier=self.notifier, observer=self.observer,
-                                         address=sync_address, tls=tls, settings=self._sync_settings)
+                                         address=sync_address, tls=tls, settings=self._sync_settings,
+                                         leadership=self._leadership, replication=self.replication)
         except BindProblem as exc:
             raise BindError("sync", exc.reason) from None
         await self._server.grpc_server.start()
@@ -148,6 +165,10 @@ class Daemon:
             store_bytes=lambda: self.store.info().size_bytes,
             recording=lambda: self.intake.unwritable is None,
         )
+        if self.replication is not None:
+            mark = self.replication
+            self.metrics.add_replication(standbys_in_sync=lambda: mark.standbys_in_sync, lag=mark.lag,
+                                         timeouts=lambda: mark.timeouts)
         if metrics_address is not None:
             try:
                 self._http = serve(metrics_address, metrics=self.metrics, ready=self.ready,
@@ -170,16 +191,20 @@ class Daemon:
             logger.warning("retention is off (--retain-age none --retain-bytes none): the event log grows "
                            "without bound")
 
-    async def stop(self) -> None:
-        """Stop watches, streams (with grace), tasks and metrics; the caller closes the store."""
+    async def stop(self, *, grace: float = STOP_GRACE_SECONDS) -> None:
+        """Stop watches, streams (with grace: 0 when fenced), tasks and metrics; the caller closes the store."""
         self._stop_threads.set()
         self._stop_tasks.set()
         # an in-flight append commits first; no append happens after this returns
         await asyncio.to_thread(self.recorder.close)
         if self.event_recorder is not None:  # before the streams end: our own stop is no AgentDisconnected
             await asyncio.to_thread(self.event_recorder.close)
+        if self.replication is not None:
+            self.replication.wake_all()  # streams see the leadership gone at once, not at their next heartbeat
         if self._server is not None:
-            await self._server.grpc_server.stop(STOP_GRACE_SECONDS)
+            await self._server.grpc_server.stop(grace)
+        if self.replication is not None:
+            self.replication.close()
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -190,6 +215,12 @@ class Daemon:
     def ready(self) -> bool:
         """Listed EdgeNodes once and serving agents."""
         return self.intake.edgenodes_listed.is_set() and self._server is not None
+
+    def not_ready(self) -> str | None:
+        """Why /readyz fails now, in a few words; None when ready."""
+        if self.intake.unwritable is not None:
+            return self.intake.unwritable
+        return None if self.ready() else "EdgeNodes not listed yet or the sync service not serving"
 
     # -- watches (threads) ----------------------------------------------------------
 
@@ -287,6 +318,8 @@ class Daemon:
             self.events.edgenode_deleted(key)
 
     def _on_appended(self, appended: Appended) -> None:
+        if self.replication is not None:  # wakes standbys now, agents once the mark passes these events
+            self.replication.appended(appended.head_offset, appended.nodes)
         puts = sum(c.manifest is not None for c in appended.changes)
         if puts:
             self.metrics.events_appended.labels(op="put").inc(puts)

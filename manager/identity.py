@@ -1,4 +1,4 @@
-"""Who a sync peer is: node-name validation and the mTLS identity check.
+"""Who a sync peer is: node-name validation, the mTLS identity check, and a standby manager's peer certificate.
 
 Pure functions over gRPC's auth context mapping; imports neither grpc nor kubernetes.
 The default rule is kubelet's (k8s.io/kubernetes pkg/auth/nodeidentifier): the user is
@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from edgecommon.names import NODE_USER_PREFIX, NODES_GROUP, SUBDOMAIN_MAX, is_dns1123_subdomain
 
 SYSTEM_PREFIX = "system:"  # Kubernetes' reserved user and group names
+MANAGERS_GROUP = "edge.k8s.io:managers"  # O of a manager's peer certificate (a standby following the leader)
+MANAGER_USER_PREFIX = "edge.k8s.io:manager:"  # CN of a manager's peer certificate: this and its identity
 MAX_NODE_NAME = SUBDOMAIN_MAX  # an EdgeNode's name is a Kubernetes object name: a DNS-1123 subdomain
 
 
@@ -125,6 +127,8 @@ def certificate_node(auth_context: Mapping[str, Iterable[bytes | str]], *, mode:
     if len(common) > 1:
         return Verdict(None, f"the client certificate has {len(common)} common names; it must name exactly one node")
     cn = common[0]
+    if MANAGERS_GROUP in orgs or cn.startswith(MANAGER_USER_PREFIX):
+        return Verdict(None, f"the client certificate {cn[:120]!r} is a manager's peer certificate, not an agent's")
     if mode is NodeIdentity.KUBELET:
         if not cn.startswith(NODE_USER_PREFIX):
             return Verdict(None, f"the client certificate's CN {cn[:120]!r} is not system:node:<node name> "
@@ -148,3 +152,32 @@ def certificate_node(auth_context: Mapping[str, Iterable[bytes | str]], *, mode:
         return Verdict(None, f"the client certificate names other nodes too (DNS SANs {shown}); "
                              "it must name exactly one node")
     return Verdict(node)
+
+
+@dataclass(frozen=True, slots=True)
+class PeerVerdict:
+    """The manager identity a peer certificate names, or why it names none."""
+
+    identity: str | None
+    problem: str | None = None
+
+
+def certificate_peer(auth_context: Mapping[str, Iterable[bytes | str]]) -> PeerVerdict:
+    """The standby manager a client certificate names (CN=edge.k8s.io:manager:<id>, O=edge.k8s.io:managers).
+
+    An agent's certificate (system:node:, O=system:nodes) is never a peer's, whatever else it says.
+    """
+    common, orgs, _ = certificate_names(auth_context)
+    if len(common) != 1:
+        return PeerVerdict(None, f"the client certificate has {len(common)} common names; a manager's names one")
+    cn = common[0]
+    if cn.startswith(SYSTEM_PREFIX) or any(o.startswith(SYSTEM_PREFIX) for o in orgs):
+        return PeerVerdict(None, f"the client certificate {cn[:120]!r} is an agent's or a Kubernetes user's, "
+                                 "not a manager's")
+    if not cn.startswith(MANAGER_USER_PREFIX) or MANAGERS_GROUP not in orgs:
+        return PeerVerdict(None, f"the client certificate {cn[:120]!r} is not a manager's "
+                                 f"(CN={MANAGER_USER_PREFIX}<identity>, O={MANAGERS_GROUP})")
+    identity = cn.removeprefix(MANAGER_USER_PREFIX)
+    if not identity:
+        return PeerVerdict(None, "the client certificate names no manager identity")
+    return PeerVerdict(identity)

@@ -15,7 +15,7 @@ from loguru import logger
 
 from eventlog import StoreFullError
 from manager.admitting import NamespaceAdmission
-from manager.recording import Recorder, key_of
+from manager.recording import FencedError, Recorder, key_of
 from manager.watching import Changed, HandlerUnavailable, Listed
 
 
@@ -60,6 +60,8 @@ class Intake:
         except StoreFullError as exc:
             self._recording_stopped(str(exc))
             raise HandlerUnavailable(str(exc)) from None
+        except FencedError as exc:  # the leader term is ending (docs/ha.md): nothing to retry here
+            raise HandlerUnavailable(str(exc)) from None
         except Exception as exc:
             if isinstance(item, Listed):
                 raise  # watch_forever counts it and lists again with backoff
@@ -87,6 +89,8 @@ class Intake:
                     self.unwritable = None
             except StoreFullError as exc:  # kept for a later try, as a watch event would be
                 self._recording_stopped(str(exc))
+            except FencedError:  # the leader term is ending; the next leader relists
+                return
             except Exception as exc:  # the recorder counts its own failures; this is a bug of the loop
                 logger.opt(exception=exc).error("retrying EdgeNodes failed")
 

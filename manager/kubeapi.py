@@ -1,7 +1,7 @@
 """The manager's seam to the kubernetes client: the few methods it calls, and its two kinds of writes.
 
 Owns the Protocols of the client objects main builds (CoreV1Api, CustomObjectsApi,
-EventsV1Api: only the methods used), the EdgeNode resource's coordinates, and the writes
+EventsV1Api, CoordinationV1Api: only the methods used), the EdgeNode resource's coordinates, and the writes
 of EdgeNode status and Events, whose API errors become the exceptions status.py and
 events.py understand. Builds no clients (main does); must not import grpc or the agent.
 """
@@ -55,6 +55,28 @@ class EventsApi(Protocol):
 
     def patch_namespaced_event(self, name: str, namespace: str, body: Any, *, _preload_content: bool,
                                _content_type: str, _request_timeout: tuple[int, int]) -> Any: ...
+
+
+class LeaseApi(Protocol):
+    """What leader election calls of kubernetes.client.CoordinationV1Api (raw JSON: _preload_content=False).
+
+    _request_timeout is a total in seconds, derived from the renew deadline; build the client with
+    Configuration.retries = False, or urllib3 retries a timed-out PUT and multiplies the bound.
+    """
+
+    def read_namespaced_lease(self, name: str, namespace: str, *, _preload_content: bool,
+                              _request_timeout: float) -> Any: ...
+
+    def create_namespaced_lease(self, namespace: str, body: Any, *, _preload_content: bool,
+                                _request_timeout: float) -> Any: ...
+
+    def replace_namespaced_lease(self, name: str, namespace: str, body: Any, *, _preload_content: bool,
+                                 _request_timeout: float) -> Any: ...
+
+
+def api_status(exc: Exception) -> int | None:
+    """The HTTP status of a kubernetes client error (0: no response); None for any other error."""
+    return _status_code(exc)
 
 
 def _status_code(exc: Exception) -> int | None:

@@ -21,6 +21,7 @@ import re
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,11 +29,11 @@ from typing import Any
 
 from loguru import logger
 
-from edgecommon.addresses import parse_listen_address
+from edgecommon.addresses import check_dial_target, parse_listen_address
 from edgecommon.files import PrivacyError
 from edgecommon.locks import LockHeld, lock_data_dir, unlock
 from edgecommon.logs import add_logging_flags, log_settings, setup
-from edgecommon.names import is_dns1123_label
+from edgecommon.names import is_dns1123_label, is_dns1123_subdomain
 from edgecommon.quantities import parse_duration, parse_size
 from edgecommon.tls import Pem, TlsFileError, check_pem_file
 from edgecommon.usage import Parser, UsageError, flag_value, report_usage_error
@@ -40,9 +41,13 @@ from manager.identity import NodeIdentity
 from manager.podsecurity import ENFORCE_VERSION_LABEL, Level, Policy, policy_of
 from manager.settings import (
     Approval,
+    HighAvailability,
     JoinSettings,
     KubeSettings,
+    LeaseSettings,
     ManagerSettings,
+    PeerTls,
+    PodRef,
     Retention,
     ServerTls,
     StoreSettings,
@@ -144,8 +149,123 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agent-certificate-duration", default="8760h", metavar="DURATION",
                    help="lifetime of the agent certificates it signs (default 8760h, as kube-controller-manager's "
                         "--cluster-signing-duration); a CSR's expirationSeconds may shorten it")
+    ha = p.add_argument_group("high availability (docs/ha.md)")
+    ha.add_argument("--leader-elect", action="store_true",
+                    help="run as one of several managers: elect a leader on a Lease; the others follow its log")
+    ha.add_argument("--leader-elect-lease-duration", default="15s", metavar="DURATION",
+                    help="how long standbys wait after the Lease last changed before taking it (default 15s)")
+    ha.add_argument("--leader-elect-renew-deadline", default="10s", metavar="DURATION",
+                    help="the leader stops leading when it could not renew for this long (default 10s)")
+    ha.add_argument("--leader-elect-retry-period", default="2s", metavar="DURATION",
+                    help="how often to try to acquire or renew the Lease (default 2s)")
+    ha.add_argument("--leader-elect-resource-name", default="edge-manager", metavar="NAME",
+                    help="the Lease's name (default edge-manager)")
+    ha.add_argument("--leader-elect-resource-namespace", default=None, metavar="NAMESPACE",
+                    help="the Lease's namespace (default $POD_NAMESPACE, else 'default')")
+    ha.add_argument("--leader-elect-identity", default=None, metavar="ID",
+                    help="this manager's name in the Lease (default <$POD_NAME or hostname>_<hash of --data-dir>)")
+    ha.add_argument("--advertise-address", default=None, metavar="HOST:PORT",
+                    help="where agents and standbys reach this manager's sync service when it leads "
+                         "(default $POD_IP:<sync port>)")
+    ha.add_argument("--standby-timeout", default="10s", metavar="DURATION",
+                    help="an in-sync standby that acknowledges nothing for this long stops holding agents back "
+                         "(default 10s)")
+    ha.add_argument("--peer-cert-file", type=Path, default=None,
+                    help="client certificate a standby presents to the leader (O=edge.k8s.io:managers); default: "
+                         "minted from the agent CA of --agent-ca-secret")
+    ha.add_argument("--peer-key-file", type=Path, default=None, help="its private key")
+    ha.add_argument("--peer-ca-file", type=Path, default=None,
+                    help="CA bundle that verifies the leader's serving certificate (TLS with --leader-elect)")
+    ha.add_argument("--pod-name", default=os.environ.get("POD_NAME"), metavar="NAME",
+                    help="this manager's Pod, labelled edge.k8s.io/manager-role=leader|standby (default $POD_NAME)")
+    ha.add_argument("--pod-namespace", default=os.environ.get("POD_NAMESPACE"), metavar="NAMESPACE",
+                    help="its namespace (default $POD_NAMESPACE, else the Lease's)")
     add_logging_flags(p)
     return p
+
+
+def identity_default(data_dir: Path) -> str:
+    """<pod or host name>_<8 hex of the data dir>: stable across restarts, distinct per data dir on one host."""
+    import hashlib
+
+    base = os.environ.get("POD_NAME") or socket.gethostname()
+    digest = hashlib.sha256(str(data_dir.expanduser().resolve()).encode()).hexdigest()[:8]
+    return f"{base}_{digest}"
+
+
+def _high_availability(a: argparse.Namespace, tls: ServerTls | None, join: JoinSettings | None) -> HighAvailability | None:
+    """--leader-elect and its flags checked (client-go's rules for the timings); None without it. Raises UsageError."""
+    ha_flags = [f for f, v in (("--advertise-address", a.advertise_address), ("--peer-cert-file", a.peer_cert_file),
+                               ("--peer-key-file", a.peer_key_file), ("--peer-ca-file", a.peer_ca_file))
+                if v is not None]
+    if not a.leader_elect:
+        if ha_flags:
+            raise UsageError(f"{ha_flags[0]} needs --leader-elect")
+        return None
+    timings = {name: flag_value(flag, parse_duration, getattr(a, name.replace("-", "_")[2:]))
+               for name, flag in (("--leader-elect-lease-duration",) * 2, ("--leader-elect-renew-deadline",) * 2,
+                                  ("--leader-elect-retry-period",) * 2)}
+    lease, renew, retry = timings.values()
+    namespace = a.leader_elect_resource_namespace or os.environ.get("POD_NAMESPACE") or "default"
+    if not is_dns1123_label(namespace):
+        raise UsageError(f"--leader-elect-resource-namespace: not a namespace name: {namespace!r}")
+    if not is_dns1123_subdomain(a.leader_elect_resource_name):
+        raise UsageError(f"--leader-elect-resource-name: not a Lease name: {a.leader_elect_resource_name!r}")
+    identity = a.leader_elect_identity or identity_default(a.data_dir)
+    if not identity or len(identity) > 253 or any(c.isspace() for c in identity):
+        raise UsageError(f"--leader-elect-identity: not a usable identity: {identity!r}")
+    sync_port = parse_listen_address(a.sync_server).port
+    advertise = a.advertise_address
+    if advertise is None:
+        pod_ip = os.environ.get("POD_IP")
+        if not pod_ip:
+            raise UsageError("--leader-elect needs --advertise-address HOST:PORT (where agents and standbys reach "
+                             "this manager), or $POD_IP")
+        advertise = f"[{pod_ip}]:{sync_port}" if ":" in pod_ip else f"{pod_ip}:{sync_port}"
+    flag_value("--advertise-address", check_dial_target, advertise)
+    standby_timeout = flag_value("--standby-timeout", parse_duration, a.standby_timeout)
+    if standby_timeout <= 0:
+        raise UsageError("--standby-timeout must be positive")
+    peer_tls = None
+    if tls is not None:
+        if (a.peer_cert_file is None) != (a.peer_key_file is None):
+            raise UsageError("--peer-cert-file and --peer-key-file go together")
+        if a.peer_cert_file is None and join is None:
+            raise UsageError("--leader-elect with TLS needs --peer-cert-file and --peer-key-file (or --agent-ca-secret, "
+                             "from which the managers mint their peer certificates)")
+        if a.peer_ca_file is None and join is None:
+            raise UsageError("--leader-elect with TLS needs --peer-ca-file (the CA that signed the managers' "
+                             "serving certificates)")
+        for flag, path, holds in (("--peer-cert-file", a.peer_cert_file, Pem.CERTIFICATE),
+                                  ("--peer-ca-file", a.peer_ca_file, Pem.CERTIFICATE),
+                                  ("--peer-key-file", a.peer_key_file, Pem.PRIVATE_KEY)):
+            if path is None:
+                continue
+            if not path.is_file():
+                raise UsageError(f"{flag}: no such file: {path}")
+            try:
+                check_pem_file(path, holds=holds)
+            except TlsFileError as exc:
+                raise UsageError(f"{flag} {exc}") from None
+        peer_tls = PeerTls(cert_file=a.peer_cert_file, key_file=a.peer_key_file, ca_file=a.peer_ca_file)
+    elif [f for f in ha_flags if f.startswith("--peer")]:
+        raise UsageError("--peer-* flags need TLS: with --insecure, standbys follow in plaintext")
+    if a.pod_name is not None and not is_dns1123_subdomain(a.pod_name):
+        raise UsageError(f"--pod-name: not a Pod name: {a.pod_name!r}")
+    pod_namespace = a.pod_namespace or namespace
+    if not is_dns1123_label(pod_namespace):
+        raise UsageError(f"--pod-namespace: not a namespace name: {pod_namespace!r}")
+    try:  # client-go's rules for the timings, checked where the settings are made
+        lease_settings = LeaseSettings(namespace=namespace, name=a.leader_elect_resource_name, identity=identity,
+                                       lease_duration=lease, renew_deadline=renew, retry_period=retry,
+                                       sync_address=advertise)
+    except ValueError as exc:
+        raise UsageError(f"--leader-elect-*: {exc}") from None
+    return HighAvailability(
+        lease=lease_settings,
+        standby_timeout=standby_timeout, peer_tls=peer_tls,
+        pod=PodRef(namespace=pod_namespace, name=a.pod_name) if a.pod_name else None,
+    )
 
 
 def _server_tls(a: argparse.Namespace) -> ServerTls | None:
@@ -260,6 +380,7 @@ def settings_from(a: argparse.Namespace) -> ManagerSettings:
         metrics_addr=metrics_addr,
         logging=log_settings(a),
         join=join,
+        ha=_high_availability(a, tls, join),
     )
 
 
@@ -268,8 +389,8 @@ def parse_args(argv: Sequence[str] | None = None) -> ManagerSettings:
     return settings_from(build_parser().parse_args(argv))
 
 
-def api_client(kube: KubeSettings) -> Any:
-    """A kubernetes ApiClient from --kubeconfig/--master, else the in-cluster config."""
+def api_client(kube: KubeSettings, *, retries: int | bool = 0) -> Any:
+    """A kubernetes ApiClient from --kubeconfig/--master, else the in-cluster config; `retries`: urllib3's."""
     from kubernetes import client, config
     from kubernetes.config.config_exception import ConfigException
 
@@ -295,7 +416,7 @@ def api_client(kube: KubeSettings) -> Any:
         raise StartupError(f"cannot load the Kubernetes client configuration: {' '.join(str(exc).split())}") from None
     if kube.master:
         cfg.host = kube.master
-    cfg.retries = 0  # the watch loop has its own backoff; a start-up probe should fail fast
+    cfg.retries = retries  # the watch loop has its own backoff; a start-up probe should fail fast
     api = client.ApiClient(cfg)
     api.user_agent = USER_AGENT
     logger.info("using the Kubernetes API at {} ({})", cfg.host, source)
@@ -385,14 +506,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def run(s: ManagerSettings) -> int:
     """Start everything, wait for SIGTERM/SIGINT, stop everything in order."""
-    from kubernetes import client
-
     from eventlog import LogStore, StoreError
+    from eventlog.installing import recover_store_dir
     from eventlog.opening import MANAGER_SUBDIR
-    from manager.admitting import NamespaceAdmission
-    from manager.daemon import BindError, Daemon
-    from manager.sync_service import SyncSettings
-    from manager.watching import WatchSettings
 
     logger.info("Starting edge manager ({})", USER_AGENT)
     tls = s.sync.tls
@@ -407,13 +523,14 @@ async def run(s: ManagerSettings) -> int:
                        "--client-ca-file must be a CA dedicated to agents")
     api = await asyncio.to_thread(api_client, s.kube)
     await asyncio.to_thread(probe_api, api, namespace=s.kube.namespace)
-    join_service = None
+    joining = None
     if s.join is not None:
-        csrs, agent_ca = await asyncio.to_thread(load_agent_ca, api, s.join)
-        tls = dataclasses.replace(tls, agent_ca_pem=agent_ca.certificate_pem)  # the sync service trusts it too
+        joining = await asyncio.to_thread(load_agent_ca, api, s.join)
+        tls = dataclasses.replace(tls, agent_ca_pem=joining[1].certificate_pem)  # the sync service trusts it too
     store_dir = s.store.data_dir / MANAGER_SUBDIR
     lock = _lock(s.store.data_dir)  # held until exit
     try:
+        recover_store_dir(store_dir)  # a copy from the leader whose install a crash interrupted (docs/ha.md)
         store = LogStore(store_dir)
     except (StoreError, OSError) as exc:
         raise StartupError(f"cannot open the event log in {store_dir}: {' '.join(str(exc).split())}") from None
@@ -421,11 +538,55 @@ async def run(s: ManagerSettings) -> int:
         info = store.info()
         logger.info("event log in {}: log_id {}, head offset {}, {} event(s) retained", store_dir, info.log_id,
                     info.head_offset, info.event_count)
-        default_policy = s.default_pod_security
-        logger.info("Pod Security of namespaces without the enforce label: {}", default_policy)
+        logger.info("Pod Security of namespaces without the enforce label: {}", s.default_pod_security)
         logger.info("retention: {}", describe_retention(s.store.retention, s.store.compaction_interval))
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, _on_signal(stop, sig))
+        term = LeaderTerm(s, api=api, tls=tls, joining=joining)
+        if s.ha is None:
+            await term.lead(store, stop, lambda: False, health=None)
+        else:
+            store = await _stand(s, s.ha, store, store_dir=store_dir, api=api, tls=tls, term=term, stop=stop)
+        logger.info("Stopping edge manager")
+    finally:
+        t0 = time.monotonic()
+        store.close()
+        logger.info("event log closed ({:.0f} ms)", (time.monotonic() - t0) * 1000)
+    logger.info("edge manager stopped")
+    unlock(lock)
+    return 0
+
+
+class LeaderTerm:
+    """One leader term: the daemon and the join service, from start until `until` (a single manager: until exit)."""
+
+    def __init__(self, s: ManagerSettings, *, api: Any, tls: ServerTls | None, joining: tuple[Any, Any] | None) -> None:
+        self._s = s
+        self._api = api
+        self._tls = tls
+        self._joining = joining
+        self.daemon: Any = None  # the running term's manager.daemon.Daemon, for metrics and readiness
+
+    @property
+    def agent_ca(self) -> Any:
+        """The agent CA of --agent-ca-secret (standbys mint their peer certificates from it), or None."""
+        return self._joining[1] if self._joining is not None else None
+
+    async def lead(self, store: Any, until: asyncio.Event, fenced: Callable[[], bool], *,
+                   health: Any, leadership: Any = None, collectors: Sequence[Any] = ()) -> None:
+        """Run the manager's leader parts until `until`; stop them at once (no grace) when `fenced()`."""
+        from kubernetes import client
+
+        from manager.admitting import NamespaceAdmission
+        from manager.daemon import BindError, Daemon
+        from manager.sync_service import SyncSettings
+        from manager.watching import WatchSettings
+
+        s, api = self._s, self._api
         daemon = Daemon(
-            admission=NamespaceAdmission(default_policy=default_policy),
+            admission=NamespaceAdmission(default_policy=s.default_pod_security),
             store=store, custom=client.CustomObjectsApi(api), core=client.CoreV1Api(api),
             namespace=s.kube.namespace, retention=s.store.retention,
             events=client.EventsV1Api(api), reporting_instance=f"edge-manager-{socket.gethostname()}",
@@ -435,13 +596,13 @@ async def run(s: ManagerSettings) -> int:
             watch_settings=WatchSettings(server_timeout_seconds=max(1, round(s.watch_timeout_seconds)),
                                          read_timeout_seconds=s.watch_timeout_seconds + 30),
             export_dir=s.store.export_dir,
+            fenced=fenced, leadership=leadership,
+            standby_timeout=s.ha.standby_timeout if s.ha is not None else None,
         )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, _on_signal(stop, sig))
+        self.daemon = daemon
         try:
-            await daemon.start(sync_address=s.sync.address, tls=tls, metrics_address=s.metrics_addr)
+            await daemon.start(sync_address=s.sync.address, tls=self._tls,
+                               metrics_address=s.metrics_addr if health is None else None)
         except BindError as exc:
             await daemon.stop()
             flag = {"sync": "--sync-server", "metrics": "--metrics-addr"}[exc.role]
@@ -450,9 +611,16 @@ async def run(s: ManagerSettings) -> int:
         except OSError as exc:
             await daemon.stop()
             raise StartupError(" ".join(str(exc).split())) from None
-        if s.join is not None:
+        for c in collectors:
+            daemon.metrics.registry.register(c)
+        if health is not None:
+            health.registry, health.not_ready = daemon.metrics.registry, daemon.not_ready
+        join_service = None
+        if self._joining is not None:
             from manager.joining import JoinService
 
+            assert s.join is not None
+            csrs, agent_ca = self._joining
             join_service = JoinService(api=csrs, ca=agent_ca, settings=s.join, refusals=daemon.refusals,
                                        on_refused=daemon.join_refused)
             try:
@@ -460,18 +628,114 @@ async def run(s: ManagerSettings) -> int:
             except OSError as exc:
                 await daemon.stop()
                 raise StartupError(f"--join-server {s.join.address}: {exc.strerror or exc}") from None
-        await stop.wait()
-        logger.info("Stopping edge manager")
-        if join_service is not None:
-            await asyncio.to_thread(join_service.stop)
-        await daemon.stop()
+        try:
+            await until.wait()
+        finally:
+            if join_service is not None:
+                await asyncio.to_thread(join_service.stop)
+            await (daemon.stop(grace=0) if fenced() else daemon.stop())
+            self.daemon = None
+
+
+async def _stand(s: ManagerSettings, ha: HighAvailability, store: Any, *, store_dir: Path, api: Any,
+                 tls: ServerTls | None, term: LeaderTerm, stop: asyncio.Event) -> Any:
+    """--leader-elect: stand by and lead in turn (manager/standing.py) until `stop`; return the store."""
+    from kubernetes import client
+
+    from edgecommon.serving import HealthServer
+    from manager.following import Follower
+    from manager.leader_election import LeaderElector
+    from manager.leadership import Elected
+    from manager.peer_tls import peer_channel, peer_credentials
+    from manager.pod_role import PodRoleLabel
+    from manager.pod_role import Role as PodRole
+    from manager.standing import Parts, Role, Standing
+    from manager.metrics import RoleCollector
+    from manager.standby import StandbyServer
+    from manager.sync_service import BindProblem
+
+    elector_box: list[Any] = []
+
+    def leader_address() -> str:
+        record = elector_box[0].observed() if elector_box else None
+        if record is None or record.holder_identity in ("", ha.lease.identity):
+            return ""
+        return record.sync_address or ""
+
+    # its own client: a renew never queues behind the watches' connections; no urllib3 retry stretches its deadline
+    lease_client = await asyncio.to_thread(lambda: api_client(s.kube, retries=False))
+
+    def make_elector(started: Callable[[], None], stopped: Callable[[], None]) -> Any:
+        elector = LeaderElector(client.CoordinationV1Api(lease_client), ha.lease, on_started_leading=started,
+                                on_stopped_leading=stopped)
+        elector_box.append(elector)
+        return elector
+
+    leadership = Elected(is_leader=lambda: bool(elector_box) and elector_box[0].is_leader(),
+                         leader_address=leader_address)
+    peer = ha.peer_tls
+    channel = peer_channel(None if peer is None else peer_credentials(
+        ca_file=peer.ca_file, cert_file=peer.cert_file, key_file=peer.key_file, identity=ha.lease.identity,
+        agent_ca=term.agent_ca))
+    followers: list[Any] = []  # one per standby phase; their copies are summed for the metric
+
+    def make_follower(current: Any) -> Any:
+        follower = Follower(store_dir, current, identity=ha.lease.identity,
+                            leader_address=lambda: leader_address() or None, channel=channel)
+        followers.append(follower)
+        return follower
+
+    standing: Any = None
+    role = RoleCollector(leading=leadership.leading, terms=lambda: standing.transitions if standing else 0,
+                         head_offset=lambda: standing.store.head_offset if standing else 0,
+                         copies=lambda: sum(f.copies for f in followers))
+    standby = StandbyServer(address=s.sync.address, tls=tls, leadership=leadership, collectors=(role,),
+                            not_ready=lambda: _standby_not_ready(followers[-1] if followers else None))
+    pod_role = (PodRoleLabel(client.CoreV1Api(api), namespace=ha.pod.namespace, name=ha.pod.name)
+                if ha.pod is not None else None)
+    labeller_stop = threading.Event()
+    if pod_role is not None:
+        pod_role.set(PodRole.STANDBY)  # a restarted container may still carry "leader"
+        threading.Thread(target=pod_role.run, args=(labeller_stop,), name="pod-role", daemon=True).start()
+    health = None
+    if s.metrics_addr is not None:
+        try:
+            health = HealthServer(s.metrics_addr, registry=standby.registry, not_ready=standby.not_ready)
+        except OSError as exc:
+            raise StartupError(f"--metrics-addr {s.metrics_addr}: {exc.strerror or exc}") from None
+        health.start()
+
+    def on_role(now: Role) -> None:
+        if health is not None and now is Role.STANDBY:
+            health.registry, health.not_ready = standby.registry, standby.not_ready
+        if pod_role is not None and now in (Role.STANDBY, Role.LEADER):
+            pod_role.set(PodRole(now.value))  # returns at once; the labeller's thread patches
+
+    standing = Standing(store, settings=ha, parts=Parts(
+        elector=make_elector, follower=make_follower, standby_server=standby.serving,
+        lead=lambda st, until, fenced: term.lead(st, until, fenced, health=health, leadership=leadership,
+                                                  collectors=(role,)),
+        on_role=on_role,
+    ))
+    try:
+        return await standing.run(stop)
+    except BindProblem as exc:
+        raise StartupError(f"--sync-server {s.sync.address}: {exc.reason}") from None
     finally:
-        t0 = time.monotonic()
-        store.close()
-        logger.info("event log closed ({:.0f} ms)", (time.monotonic() - t0) * 1000)
-    logger.info("edge manager stopped")
-    unlock(lock)
-    return 0
+        labeller_stop.set()
+        if health is not None:
+            health.stop()
+
+
+def _standby_not_ready(follower: Any) -> str | None:
+    """A standby is ready once it follows a leader and holds what the leader announced (a rolling update waits)."""
+    if follower is None:
+        return "standby: starting"
+    if not follower.connected:
+        return f"standby: not following a leader ({follower.last_error or 'connecting'})"
+    if follower.lag:
+        return f"standby: {follower.lag} event(s) behind the leader"
+    return None
 
 
 def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> Callable[[], None]:

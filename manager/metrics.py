@@ -116,6 +116,57 @@ class _Retention(Collector):
                                 value=1 if self._recording() else 0)
 
 
+class RoleCollector(Collector):
+    """--leader-elect: whether this manager leads, how many terms it began, how far its own log reaches."""
+
+    def __init__(self, *, leading: Callable[[], bool], terms: Callable[[], int], head_offset: Callable[[], int],
+                 copies: Callable[[], int]) -> None:
+        self._leading = leading
+        self._terms = terms
+        self._head = head_offset
+        self._copies = copies
+
+    def collect(self) -> Iterator[Metric]:
+        """Read at scrape time; registered in the standby's registry and in each leader term's."""
+        yield GaugeMetricFamily("k8s_edge_manager_leader", "1 while this manager leads (holds the Lease).",
+                                value=1 if self._leading() else 0)
+        yield CounterMetricFamily("k8s_edge_manager_leader_transitions", "Leader terms this process began.",
+                                  value=self._terms())
+        try:
+            yield GaugeMetricFamily("k8s_edge_manager_follow_head_offset",
+                                    "Offset of the newest event in this manager's own log (a standby's copy).",
+                                    value=self._head())
+        except Exception:  # the store is being replaced by a copy: skip the sample
+            pass
+        yield CounterMetricFamily("k8s_edge_manager_store_copies",
+                                  "Whole-store copies taken from the leader (a standby's log had diverged or "
+                                  "fallen behind compaction).", value=self._copies())
+
+
+class _Replication(Collector):
+    """--leader-elect, while leading: the standbys that hold agents back and how far each lags."""
+
+    def __init__(self, *, standbys_in_sync: Callable[[], int], lag: Callable[[], Mapping[str, int]],
+                 timeouts: Callable[[], int]) -> None:
+        self._in_sync = standbys_in_sync
+        self._lag = lag
+        self._timeouts = timeouts
+
+    def collect(self) -> Iterator[Metric]:
+        """Read at scrape time from the high-water mark."""
+        yield GaugeMetricFamily("k8s_edge_manager_standbys_in_sync",
+                                "Standbys whose acknowledgements hold agents back (the high-water mark).",
+                                value=self._in_sync())
+        lag = GaugeMetricFamily("k8s_edge_manager_replication_lag_events",
+                                "Events of the leader's log a connected standby does not hold yet.", labels=["standby"])
+        for standby, value in sorted(self._lag().items()):
+            lag.add_metric([standby], value)
+        yield lag
+        yield CounterMetricFamily("k8s_edge_manager_standby_timeouts",
+                                  "In-sync standbys dropped for acknowledging nothing for --standby-timeout.",
+                                  value=self._timeouts())
+
+
 class Metrics:
     """The manager's counters; a private registry so tests can run several managers."""
 
@@ -136,6 +187,10 @@ class Metrics:
     def add_live(self, **callbacks: Callable) -> None:
         """Register the scrape-time gauges (see _Live)."""
         self.registry.register(_Live(**callbacks))
+
+    def add_replication(self, **callbacks: Callable) -> None:
+        """Register the scrape-time gauges of the high-water mark (see _Replication)."""
+        self.registry.register(_Replication(**callbacks))
 
     def add_retention(self, **callbacks: Callable) -> None:
         """Register the scrape-time gauges of the log's extent (see _Retention)."""

@@ -36,11 +36,22 @@ class LogNotifier:
             for event in self._waiters.get(node, ()):
                 event.set()
 
+    def notify_all(self) -> None:
+        """Wake every stream (this manager stopped leading: each ends at once); on the loop thread."""
+        for waiters in self._waiters.values():
+            for event in waiters:
+                event.set()
+
     def notify_threadsafe(self, nodes: Iterable[str]) -> None:
         """notify() from any thread; a no-op while no stream has subscribed."""
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self.notify, tuple(nodes))
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop the streams run on, once one has subscribed."""
+        return self._loop
 
     def subscribers(self, node: str) -> int:
         """How many streams follow `node` (for tests and metrics)."""

@@ -230,6 +230,10 @@ def diff_listed(listed: Iterable[DesiredNode], view: View, *, namespace: str | N
     return changes
 
 
+class FencedError(Exception):
+    """The manager lost its Lease (--leader-elect): it must not append, whatever the watch says."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Recorded:
     """What one recorder step did: new events and the nodes they touched."""
@@ -260,6 +264,7 @@ class Recorder:
         on_error: Callable[[EdgeNodeKey | None, Exception], None] | None = None,
         pod_check: PodCheck | None = None,
         retries: RetryQueue | None = None,
+        fenced: Callable[[], bool] | None = None,
     ) -> None:
         self._store = store
         self._notify = notify
@@ -271,6 +276,7 @@ class Recorder:
         self._on_rejected = on_rejected
         self._on_error = on_error
         self._pod_check = pod_check
+        self._fenced = fenced if fenced is not None else (lambda: False)
         self._objects: dict[EdgeNodeKey, Mapping[str, Any]] = {}  # last seen, for reevaluate()
         self.retries = retries if retries is not None else RetryQueue()
         self._lock = threading.Lock()
@@ -319,7 +325,7 @@ class Recorder:
                     if self._closed:
                         return Recorded(events=(), nodes=frozenset())
                     rec = self._append(diff_node(d, {d.node: self._store.pods(d.node)}))
-            except StoreFullError:  # the store's problem, not this object's: the daemon stops recording
+            except (StoreFullError, FencedError):  # the store's or the Lease's problem, not this object's
                 raise
             except Exception as exc:
                 self._failed(key, "changed", obj, exc)
@@ -353,7 +359,7 @@ class Recorder:
                         return Recorded(events=(), nodes=frozenset())
                     rec = self._append(deletions(namespace, node, {node: self._store.pods(node)},
                                                  source=source_of(obj)))
-            except StoreFullError:  # the store's problem, not this object's: the daemon stops recording
+            except (StoreFullError, FencedError):  # the store's or the Lease's problem, not this object's
                 raise
             except Exception as exc:
                 self._failed(key, "deleted", obj, exc)
@@ -389,6 +395,8 @@ class Recorder:
     def _append(self, changes: list[Change]) -> Recorded:
         if not changes:
             return Recorded(events=(), nodes=frozenset())
+        if self._fenced():  # checked last, under the lock close() takes: the Lease is ours at this moment
+            raise FencedError("not appending: this manager's Lease expired (another manager may lead now)")
         appended = self._store.append(changes)
         nodes = appended.nodes
         for offset, c in enumerate(appended.changes, appended.first_offset):

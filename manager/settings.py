@@ -114,6 +114,74 @@ class JoinSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LeaseSettings:
+    """The coordination.k8s.io/v1 Lease a manager contends for (--leader-elect), with client-go's three timings.
+
+    Checked as client-go's NewLeaderElector checks them (a ValueError naming the bad value), plus
+    one rule of ours: the Lease stores whole seconds, so the truncated duration other electors
+    read must still exceed the renew deadline.
+    """
+
+    namespace: str
+    name: str
+    identity: str
+    """Holder identity written to the Lease: stable across restarts of one data dir."""
+    lease_duration: float
+    """Seconds a standby waits, from when it saw the record last change, before taking the lease over."""
+    renew_deadline: float
+    """Seconds after its last successful renew at which the leader stops leading (the fence)."""
+    retry_period: float
+    """Seconds between attempts (jittered up to x2.2 while not leading, as client-go)."""
+    sync_address: str
+    """HOST:PORT agents and standbys reach this manager at when it leads (annotation edge.k8s.io/sync-address)."""
+
+    def __post_init__(self) -> None:
+        for field_name in ("namespace", "name", "identity", "sync_address"):
+            if not getattr(self, field_name):
+                raise ValueError(f"the lease {field_name.replace('_', ' ')} must not be empty")
+        if self.retry_period <= 0:
+            raise ValueError(f"the retry period must be positive, not {self.retry_period:g}s")
+        if self.renew_deadline <= 1.2 * self.retry_period:
+            raise ValueError(f"the renew deadline ({self.renew_deadline:g}s) must be longer than 1.2 x the retry "
+                             f"period ({self.retry_period:g}s)")
+        if int(self.lease_duration) <= self.renew_deadline:
+            raise ValueError(f"the lease duration ({self.lease_duration:g}s, whole seconds in the Lease) must be "
+                             f"longer than the renew deadline ({self.renew_deadline:g}s)")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PeerTls:
+    """How a standby connects to the leader's Follow service; the files may be None (see docs/ha.md)."""
+
+    cert_file: Path | None = None
+    """Client certificate O=edge.k8s.io:managers; None: minted from the agent CA (joining on)."""
+    key_file: Path | None = None
+    ca_file: Path | None = None
+    """Verifies the leader's serving certificate."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PodRef:
+    """The manager's own Pod, labelled edge.k8s.io/manager-role=leader|standby for the agents' Service."""
+
+    namespace: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HighAvailability:
+    """--leader-elect: several managers, one leading, the others following its log."""
+
+    lease: LeaseSettings
+    standby_timeout: float = 10.0
+    """An in-sync standby silent this long while behind stops holding agents back."""
+    peer_tls: PeerTls | None = None
+    """None: plaintext Follow (--insecure)."""
+    pod: PodRef | None = None
+    """None: no pod label (not run in a cluster)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ManagerSettings:
     """Everything the manager was told on its command line, checked."""
 
@@ -129,6 +197,8 @@ class ManagerSettings:
     logging: LogSettings
     join: JoinSettings | None = None
     """None: no joining (no --agent-ca-secret)."""
+    ha: HighAvailability | None = None
+    """None: one manager, leading forever (no --leader-elect)."""
 
 
 def describe_retention(r: Retention, interval: float) -> str:

@@ -1,12 +1,14 @@
 """The manager's gRPC sync service: settings, TLS, the thin servicer and create_server.
 
-Owns how the server is built (options, credentials, binding). The protocol
-logic lives in sync_session.py, wakeups in notify.py, identity checks in
-identity.py. Must not import kubernetes or the agent package.
+Owns how the server is built (options, credentials, binding) and the leadership gate
+(a manager that does not lead refuses Stream and Follow with the leader's address). The
+protocol logic lives in sync_session.py (agents) and replication.py (standbys), wakeups in
+notify.py, identity checks in identity.py. Must not import kubernetes or the agent package.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -21,14 +23,32 @@ from edgecommon.tls import ReloadingFiles
 from eventlog import LogStore
 from manager.identity import NodeIdentity
 from manager.notify import LogNotifier
+from manager.replication import (
+    MAX_FOLLOW_STREAMS,
+    MAX_FOLLOW_STREAMS_PER_STANDBY,
+    FollowSession,
+    FollowSettings,
+    HighWaterMark,
+)
 from manager.settings import ServerTls
 from manager.streams import StreamTable
-from manager.sync_session import UNDECODABLE, AgentObserver, AgentSession, NullObserver, SyncSettings
+from manager.sync_session import (
+    UNDECODABLE,
+    AgentObserver,
+    AgentSession,
+    Leadership,
+    NullObserver,
+    SyncSettings,
+    not_the_leader,
+)
 from proto import sync_pb2 as pb
 from proto import sync_pb2_grpc as pb_grpc
 
 __all__ = [
     "AgentObserver",
+    "FollowSettings",
+    "HighWaterMark",
+    "Leadership",
     "LogNotifier",
     "NodeIdentity",
     "NullObserver",
@@ -41,6 +61,7 @@ __all__ = [
 ]
 
 SERVICE = "k8sedge.sync.v1.Sync"
+_REFUSAL_READ_SECONDS = 2.0  # how long a refusal waits for the Hello it is about to refuse
 
 
 def tls_files(tls: ServerTls) -> ReloadingFiles[grpc.ServerCertificateConfiguration]:
@@ -58,23 +79,45 @@ def tls_files(tls: ServerTls) -> ReloadingFiles[grpc.ServerCertificateConfigurat
 
 
 class SyncServicer(pb_grpc.SyncServicer):
-    """Thin servicer: each stream gets its own AgentSession, admitted by the stream table."""
+    """Thin servicer: each stream gets its own AgentSession or FollowSession, admitted by a stream table."""
 
     def __init__(
         self, *, store: LogStore, notifier: LogNotifier, observer: AgentObserver, settings: SyncSettings,
-        identity: NodeIdentity | None, table: StreamTable,
+        identity: NodeIdentity | None, table: StreamTable, leadership: Leadership | None = None,
+        replication: HighWaterMark | None = None, follow_settings: FollowSettings = FollowSettings(),
+        checks_clients: bool = False,
     ) -> None:
         self._store = store
         self._notifier = notifier
         self._observer = observer
         self._settings = settings
         self._identity = identity
+        self._leadership = leadership
+        self._replication = replication
+        self._follow_settings = follow_settings
+        self._checks_clients = checks_clients
         self.table = table
+        self.follow_table = StreamTable(max_streams=MAX_FOLLOW_STREAMS, max_per_node=MAX_FOLLOW_STREAMS_PER_STANDBY)
+
+    async def _refuse_unless_leading(
+        self, request_iterator: AsyncIterator[object], context: grpc.aio.ServicerContext, rpc: str
+    ) -> bool:
+        """Abort with UNAVAILABLE and the leader's address when this manager does not lead; True when it did."""
+        if self._leadership is None or self._leadership.leading():
+            return False
+        details, trailing = not_the_leader(self._leadership)
+        host = context.peer().rpartition(":")[0]
+        self.table.log_refusal(f"{rpc} stream from {host} refused (UNAVAILABLE): {details}")
+        await _read_hello(request_iterator)
+        await context.abort(grpc.StatusCode.UNAVAILABLE, details, trailing_metadata=trailing)
+        return True
 
     async def Stream(  # noqa: N802 (the generated name)
         self, request_iterator: AsyncIterator[object], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ManagerMessage]:
         """One agent's stream for as long as its connection lives."""
+        if await self._refuse_unless_leading(request_iterator, context, "sync"):
+            return
         if not self.table.enter():
             details = f"too many sync streams: {self.table.max_streams} open (--max-streams)"
             self.table.log_refusal(f"sync stream refused (RESOURCE_EXHAUSTED): {details}")
@@ -83,7 +126,7 @@ class SyncServicer(pb_grpc.SyncServicer):
         try:
             session = AgentSession(
                 store=self._store, notifier=self._notifier, observer=self._observer, settings=self._settings,
-                identity=self._identity, table=self.table,
+                identity=self._identity, table=self.table, visibility=self._replication, leadership=self._leadership,
             )
             async with aclosing(session.run(request_iterator, context)) as messages:  # its finally runs now
                 async for message in messages:
@@ -91,11 +134,55 @@ class SyncServicer(pb_grpc.SyncServicer):
         finally:
             self.table.leave()
 
+    async def Follow(  # noqa: N802 (the generated name)
+        self, request_iterator: AsyncIterator[object], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.LeaderMessage]:
+        """One standby manager's copy of the log, for as long as its connection lives."""
+        if await self._refuse_unless_leading(request_iterator, context, "follow"):
+            return
+        if self._replication is None:
+            await _read_hello(request_iterator)
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                                "this manager runs without --leader-elect: it has no standbys")
+            return
+        if not self.follow_table.enter():
+            details = f"too many follow streams: {self.follow_table.max_streams} open"
+            self.follow_table.log_refusal(f"follow stream refused (RESOURCE_EXHAUSTED): {details}")
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, details)
+            return
+        try:
+            session = FollowSession(
+                store=self._store, mark=self._replication, settings=self._settings, follow=self._follow_settings,
+                checks_peers=self._checks_clients, table=self.follow_table, leadership=self._leadership,
+            )
+            async with aclosing(session.run(request_iterator, context)) as messages:
+                async for message in messages:
+                    yield message
+        finally:
+            self.follow_table.leave()
+
+
+async def _read_hello(request_iterator: AsyncIterator[object]) -> None:
+    """Take the client's first message before a refusal: a call ended while the client still writes its Hello
+    reaches it as INTERNAL, not as the refusal (seen by the standby's Follower in ~2% of refusals)."""
+    try:
+        await asyncio.wait_for(anext(request_iterator), _REFUSAL_READ_SECONDS)
+    except Exception:  # noqa: BLE001 - whatever it sent, or nothing: the refusal follows
+        pass
+
 
 def _parse_agent_message(data: bytes) -> object:
     """Deserialize leniently, so garbage ends the stream with INVALID_ARGUMENT, not INTERNAL."""
     try:
         return pb.AgentMessage.FromString(data)
+    except DecodeError:
+        return UNDECODABLE
+
+
+def _parse_standby_message(data: bytes) -> object:
+    """Deserialize leniently: a peer's garbage ends its stream with INVALID_ARGUMENT too."""
+    try:
+        return pb.StandbyMessage.FromString(data)
     except DecodeError:
         return UNDECODABLE
 
@@ -151,6 +238,7 @@ class SyncServer:
     port: int
     streams: StreamTable
     tls_files: ReloadingFiles[grpc.ServerCertificateConfiguration] | None  # None: plaintext
+    follow_streams: StreamTable | None = None  # standbys' Follow streams, by identity
 
 
 def create_server(
@@ -161,16 +249,23 @@ def create_server(
     address: str,
     tls: ServerTls | None,
     settings: SyncSettings = SyncSettings(),
+    leadership: Leadership | None = None,
+    replication: HighWaterMark | None = None,
+    follow_settings: FollowSettings = FollowSettings(),
 ) -> SyncServer:
     """Build the sync server (not started) and bind it.
 
     Without a client CA (plaintext, or TLS alone) no node identity is checked: main refuses
-    that unless --insecure or --allow-unauthenticated-agents says so.
+    that unless --insecure or --allow-unauthenticated-agents says so; nor is a standby's peer
+    certificate. Without leadership this manager always leads; without replication agents are
+    sent every event at once and Follow is UNIMPLEMENTED (a manager without --leader-elect).
     """
-    identity = tls.node_identity if tls is not None and tls.checks_clients else None
+    checks_clients = tls is not None and tls.checks_clients
+    identity = tls.node_identity if tls is not None and checks_clients else None
     servicer = SyncServicer(
         store=store, notifier=notifier, observer=observer, settings=settings, identity=identity,
-        table=StreamTable(max_streams=settings.max_streams),
+        table=StreamTable(max_streams=settings.max_streams), leadership=leadership, replication=replication,
+        follow_settings=follow_settings, checks_clients=checks_clients,
     )
     handler = grpc.method_handlers_generic_handler(
         SERVICE,
@@ -179,7 +274,12 @@ def create_server(
                 servicer.Stream,
                 request_deserializer=_parse_agent_message,
                 response_serializer=pb.ManagerMessage.SerializeToString,
-            )
+            ),
+            "Follow": grpc.stream_stream_rpc_method_handler(
+                servicer.Follow,
+                request_deserializer=_parse_standby_message,
+                response_serializer=pb.LeaderMessage.SerializeToString,
+            ),
         },
     )
     server = grpc.aio.server(handlers=[handler], options=server_options(settings))
@@ -197,4 +297,5 @@ def create_server(
         raise BindProblem(address, bind_problem(bind)) from None
     if not port:
         raise BindProblem(address, bind_problem(bind))
-    return SyncServer(grpc_server=server, port=port, streams=servicer.table, tls_files=files)
+    return SyncServer(grpc_server=server, port=port, streams=servicer.table, tls_files=files,
+                      follow_streams=servicer.follow_table)

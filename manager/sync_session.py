@@ -1,7 +1,9 @@
 """One agent's sync stream on the manager: resume or snapshot, batches, window, acks, heartbeats.
 
 Owns the protocol logic of docs/sync-protocol.md for the server side; the gRPC
-servicer in sync_service.py only hands it the stream. Store reads are short
+servicer in sync_service.py only hands it the stream. With a Visibility (replication.py's
+high-water mark) an agent is sent only what every in-sync standby holds; with a Leadership the
+stream ends, with the leader's address, once this manager stops leading. Store reads are short
 LMDB read transactions done on the event loop (they never block the writer).
 Must not import kubernetes or the agent package.
 """
@@ -32,6 +34,7 @@ from eventlog import (
     format_digest,
 )
 from manager.identity import NodeIdentity, certificate_node, describe, node_name_problem
+from manager.leadership import Leadership
 from manager.notify import LogNotifier
 from manager.refusals import REFUSED_LABEL
 from manager.streams import DEFAULT_MAX_STREAMS, StreamTable
@@ -42,6 +45,8 @@ MAX_REPORT_MESSAGE_BYTES = 1024  # an agent's report message is cut to this befo
 MAX_LOG_ID_CHARS = 64  # a log_id is 32 hex digits; anything longer is not one of ours
 _TRUNCATED = "... (truncated)"
 HELLO_TIMEOUT_SECONDS = 30.0  # a connection that never says Hello does not hold a stream forever
+LEADER_METADATA_KEY = "k8s-edge-leader"  # trailing metadata of a refusal: the leader's sync address
+NOT_THE_LEADER = "not the leader"  # how the details of a refusal by a manager that does not lead start
 _P = ParamSpec("_P")  # what an AgentObserver method takes after the node
 
 
@@ -114,6 +119,20 @@ class NullObserver(AgentObserver):
         """Ignore."""
 
 
+class Visibility(Protocol):
+    """The offset agents may be sent through (manager.replication.HighWaterMark): what every in-sync standby holds."""
+
+    def visible(self) -> int: ...
+
+
+def not_the_leader(leadership: Leadership) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """The details and trailing metadata of the UNAVAILABLE refusal by a manager that does not lead."""
+    address = leadership.leader_address()
+    if address:
+        return f"{NOT_THE_LEADER}; the leader is at {address}", ((LEADER_METADATA_KEY, address),)
+    return f"{NOT_THE_LEADER}; no leader known", ()
+
+
 class StreamError(Exception):
     """A protocol violation that ends the stream with a status code."""
 
@@ -147,8 +166,12 @@ class AgentSession:
         settings: SyncSettings,
         identity: NodeIdentity | None,
         table: StreamTable,
+        visibility: Visibility | None = None,
+        leadership: Leadership | None = None,
     ) -> None:
         self.store = store
+        self.visibility = visibility  # None: every appended event may be sent at once (no standby to wait for)
+        self.leadership = leadership  # None: this manager always leads
         self.notifier = notifier
         self.observer = observer
         self.settings = settings
@@ -168,6 +191,7 @@ class AgentSession:
         self._last_sent = time.monotonic()
         self._last_received = time.monotonic()
         self._answers_heartbeats = False  # from the Hello: the agent pongs, so its silence means it is gone
+        self._trailing: tuple[tuple[str, str], ...] = ()  # trailing metadata of the error that ends the stream
 
     # -- the stream --------------------------------------------------------
 
@@ -211,7 +235,7 @@ class AgentSession:
                     logger.info("agent {}: {}", self.node, self._error.details)
                 else:
                     logger.warning("agent {}: {}", self.node, self._error.details)
-                await context.abort(self._error.code, self._error.details)
+                await context.abort(self._error.code, self._error.details, trailing_metadata=self._trailing)
         finally:
             reader.cancel()
             if not self._replaced:
@@ -284,8 +308,7 @@ class AgentSession:
         cause = self.store.resume_reason(
             self.node, log_id=hello.log_id, applied_offset=hello.applied_offset, digest=hello.digest
         )
-        state = self.store.node_state(self.node)
-        head = state.head_offset if state else 0
+        head = self._head()
         welcome = pb.Welcome(
             log_id=self.store.log_id,
             head_offset=head,
@@ -295,6 +318,7 @@ class AgentSession:
         )
         if cause is None:
             welcome.mode = pb.Welcome.RESUME
+            welcome.head_offset = max(head, hello.applied_offset)  # it holds what it applied, visible or not
             self._sent = self._acked = hello.applied_offset
             logger.info(
                 "agent {} connected from {}: resume after {} (head {})", self.node, context.peer(), self._sent, head
@@ -313,15 +337,19 @@ class AgentSession:
                 "agent {} connected from {}: snapshot at {} ({})", self.node, context.peer(), plan.offset, cause
             )
             yield pb.ManagerMessage(welcome=welcome)
+            async for message in self._until_visible(plan.offset):
+                yield message
             for message in self._snapshot_messages(plan, cause):
                 yield message
         while True:
-            if self._error is not None or self._ended:
+            if self._error is not None or self._ended or not self._leading():
                 return
             if self._snapshot_cause is not None:
                 cause, self._snapshot_cause = self._snapshot_cause, None
                 plan = self.store.snapshot_plan(self.node)
                 logger.info("agent {}: snapshot at {} ({})", self.node, plan.offset, cause)
+                async for message in self._until_visible(plan.offset):
+                    yield message
                 for message in self._snapshot_messages(plan, cause):
                     yield message
                 continue
@@ -348,15 +376,65 @@ class AgentSession:
                     continue
                 except TimeoutError:
                     pass
-            state = self.store.node_state(self.node)
-            yield pb.ManagerMessage(
-                heartbeat=pb.Heartbeat(head_offset=state.head_offset if state else 0, time_unix_ms=time.time_ns() // 1_000_000)
-            )
+            if not self._leading():
+                return
+            yield self._heartbeat()
+
+    def _heartbeat(self) -> pb.ManagerMessage:
+        """A Heartbeat naming the node's newest event the agent may see."""
+        return pb.ManagerMessage(heartbeat=pb.Heartbeat(head_offset=self._head(),
+                                                        time_unix_ms=time.time_ns() // 1_000_000))
+
+    def _leading(self) -> bool:
+        """Whether to go on; when this manager no longer leads, the stream ends with the leader's address."""
+        if self.leadership is None or self.leadership.leading():
+            return True
+        details, self._trailing = not_the_leader(self.leadership)
+        if self._error is None:
+            self._error = StreamError(grpc.StatusCode.UNAVAILABLE, details)
+        return False
+
+    def _head(self) -> int:
+        """The node's newest event agents may see: its head, or its newest event through the high-water mark."""
+        state = self.store.node_state(self.node)
+        head = state.head_offset if state else 0
+        if self.visibility is None:
+            return head
+        visible = self.visibility.visible()
+        if head <= visible:
+            return head
+        try:
+            return self.store.node_head_through(self.node, visible)
+        except CompactedError:  # compacted past the mark (a standby far behind): no event of it is retained
+            return visible
+
+    async def _until_visible(self, offset: int) -> AsyncIterator[pb.ManagerMessage]:
+        """Heartbeats until the high-water mark reaches `offset` (a snapshot at S waits for the standbys to hold S)."""
+        while self.visibility is not None and self.visibility.visible() < offset:
+            if self._error is not None or self._ended or not self._leading():
+                return
+            self._wake.clear()
+            if self.visibility.visible() >= offset:
+                return
+            wait = self._last_sent + self.settings.heartbeat_seconds - time.monotonic()
+            if wait > 0:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), wait)
+                    continue
+                except TimeoutError:
+                    pass
+            yield self._heartbeat()
 
     def _next_batch(self, limit: int) -> pb.ManagerMessage | None:
-        """The next EventBatch after what was sent, or None when the agent is current."""
+        """The next EventBatch after what was sent (through the high-water mark), or None when the agent is current."""
+        through = self.visibility.visible() if self.visibility is not None else None
+        if through is not None and through <= self._sent:
+            return None
         try:
-            raw = self.store.read_node_raw(self.node, after=self._sent, limit=limit)
+            if through is None:
+                raw = self.store.read_node_raw(self.node, after=self._sent, limit=limit)
+            else:
+                raw = self.store.read_node_raw(self.node, after=self._sent, limit=limit, through=through)
         except CompactedError:
             self._snapshot_cause = SnapshotCause(SnapshotReason.COMPACTED, f"offset {self._sent} was compacted")
             return None
@@ -371,10 +449,7 @@ class AgentSession:
         offsets = [event_offset(r) for r in raw]
         self._in_flight.extend(offsets)
         self._sent = offsets[-1]
-        state = self.store.node_state(self.node)
-        return pb.ManagerMessage(
-            batch=pb.EventBatch(events=raw, head_offset=state.head_offset if state else self._sent)
-        )
+        return pb.ManagerMessage(batch=pb.EventBatch(events=raw, head_offset=max(self._head(), self._sent)))
 
     def _snapshot_messages(self, plan: SnapshotPlan, cause: SnapshotCause) -> Iterator[pb.ManagerMessage]:
         """The chunks of one snapshot, each read from the store when the previous one was sent.

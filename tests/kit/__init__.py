@@ -7,6 +7,8 @@
 | `manager` | `ManagerProcess` (edge-manager, ready by /readyz), the manager's events read from outside |
 | `agents` | `AgentProc` (edge-agent with its folders and metrics), replicas made on disk, journal kinds |
 | `servers` | in-process sync servers (`serving`, `LogServer`) and the `RecordingObserver` |
+| `standbys` | `FakeStandby`: a sync server that answers every Stream "not the leader", naming one |
+| `follow_leaders` | `FakeLeader` (the Follow RPC alone over a LogStore, with faults), `Following` (a standby's Follower run for an `async with`), `LostHelloChannels` (the refusal race gRPC reports as INTERNAL) |
 | `fake_agents` | `FakeAgent` (raw gRPC, thread), `RawStream` (protocol by hand), `legit_agent_syncs` (SyncClient) |
 | `pki` | a test CA, server and client certificates (openssl) |
 | `joining` | a join client, the agent CA and its Secret, bootstrap tokens, node CSRs |

@@ -1,10 +1,13 @@
 """In-process sync servers for tests: manager.sync_service on a real port, with an observer that records.
 
-- ``serving(store, ...)``: an async context manager, a server on port 0 for one async scenario.
+- ``serving(store, ...)``: an async context manager, a server on port 0 for one async scenario; with
+  ``replicate=True`` a leader with a high-water mark (``Served.mark``) that serves Follow, with
+  ``leadership=Leader(...)`` one a test can depose; ``Served.append`` appends and wakes as the recorder does.
 - ``LogServer``: a server on its own event loop in a thread, restartable on a fixed port, over a
   LogStore the test appends to; the agents under test are real processes connecting to it, and
   stopping and starting it stands in for a manager that goes down and comes back.
 - ``RecordingObserver``: every observer call, in order.
+- ``Leader``: a Leadership a test switches (leading or not, the leader's address).
 Tests only (tests may import both manager and agent).
 """
 
@@ -19,8 +22,17 @@ from pathlib import Path
 
 import grpc
 
-from eventlog import Change, Event, LogStore, SnapshotCause
-from manager.sync_service import LogNotifier, NullObserver, ServerTls, SyncServer, SyncSettings, create_server
+from eventlog import Appended, Change, Event, LogStore, SnapshotCause
+from manager.sync_service import (
+    FollowSettings,
+    HighWaterMark,
+    LogNotifier,
+    NullObserver,
+    ServerTls,
+    SyncServer,
+    SyncSettings,
+    create_server,
+)
 from tests.kit.processes import free_port
 
 FAST = SyncSettings(heartbeat_seconds=1.0)
@@ -71,12 +83,38 @@ class RecordingObserver(NullObserver):
 
 
 @dataclass
+class Leader:
+    """A Leadership a test switches: this manager leads, or another at `address` does ("" when none is known)."""
+
+    leads: bool = True
+    address: str = ""
+
+    def leading(self) -> bool:
+        return self.leads
+
+    def leader_address(self) -> str:
+        return self.address
+
+
+@dataclass
 class Served:
     """A running sync server."""
 
     built: SyncServer  # the gRPC server, its port, stream table and TLS files
     notifier: LogNotifier
     observer: RecordingObserver
+    store: LogStore
+    mark: HighWaterMark | None = None  # with replicate=True: the high-water mark agents are served through
+
+    def append(self, changes: Iterable[Change]) -> Appended:
+        """Append on the loop thread and wake what the recorder would (the mark, else the notifier)."""
+        appended = self.store.append(changes)
+        if appended:
+            if self.mark is not None:
+                self.mark.appended(appended.head_offset, appended.nodes)
+            else:
+                self.notifier.notify(appended.nodes)
+        return appended
 
     @property
     def server(self) -> grpc.aio.Server:
@@ -100,18 +138,26 @@ async def serving(
     port: int = 0,
     notifier: LogNotifier | None = None,
     observer: RecordingObserver | None = None,
+    leadership: Leader | None = None,
+    replicate: bool = False,
+    standby_timeout: float = 10.0,
+    follow_settings: FollowSettings = FollowSettings(),
 ) -> AsyncIterator[Served]:
-    """Start a real sync server on 127.0.0.1 and stop it afterwards."""
+    """Start a real sync server on 127.0.0.1 and stop it afterwards (replicate: a leader with a high-water mark)."""
     notifier = notifier or LogNotifier()
     observer = observer or RecordingObserver()
+    mark = HighWaterMark(store=store, notifier=notifier, standby_timeout=standby_timeout) if replicate else None
     built = create_server(
-        store=store, notifier=notifier, observer=observer, address=f"127.0.0.1:{port}", tls=tls, settings=settings
+        store=store, notifier=notifier, observer=observer, address=f"127.0.0.1:{port}", tls=tls, settings=settings,
+        leadership=leadership, replication=mark, follow_settings=follow_settings,
     )
     await built.grpc_server.start()
     try:
-        yield Served(built, notifier, observer)
+        yield Served(built, notifier, observer, store, mark)
     finally:
         await built.grpc_server.stop(0)
+        if mark is not None:
+            mark.close()
 
 
 class LogServer:

@@ -1,5 +1,8 @@
 """deploy/manager.yaml is accepted by the apiserver, and crd/rbac.yaml grants the manager all it needs.
 
+deploy/manager.yaml runs the managers as a StatefulSet with leader election (docs/ha.md): its args
+are edge-manager's flags, and its names agree with crd/rbac.yaml's (the Lease, the Pods labelled).
+
 The RBAC test runs edge-manager with a token of the edge-manager ServiceAccount (no other
 rights): it must list and watch EdgeNodes and mirror pods, write EdgeNode status, and create
 and patch Events.
@@ -8,6 +11,9 @@ and patch Events.
 from __future__ import annotations
 
 import json
+import re
+
+import yaml
 
 from tests.kit.builders import apply, sa_kubeconfig
 from tests.kit.fake_agents import FakeAgent
@@ -19,7 +25,8 @@ from tests.kit.waits import wait_for
 def test_deploy_manifests_pass_server_side_validation(control_plane, edgenode_crd):
     control_plane.kubectl("apply", "-f", REPO / "crd" / "rbac.yaml")
     out = control_plane.kubectl("apply", "--dry-run=server", "-f", REPO / "deploy" / "manager.yaml").stdout
-    for kind in ("persistentvolumeclaim/edge-manager-data", "deployment.apps/edge-manager", "service/edge-manager"):
+    for kind in ("statefulset.apps/edge-manager", "service/edge-manager", "service/edge-manager-peers",
+                 "poddisruptionbudget.policy/edge-manager"):
         assert kind in out
 
 
@@ -49,18 +56,71 @@ def test_the_service_account_of_crd_rbac_is_enough(control_plane, edgenode_crd, 
     assert mgr.stop() == 0
 
 
-def test_the_deployment_args_are_edge_manager_flags_and_expose_their_ports():
-    """A flag renamed in main.py but not in deploy/manager.yaml would crash the pod at start."""
-    import yaml
+def _docs(path) -> list[dict]:  # noqa: ANN001
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
 
+
+def _expanded(args: list[str], env: dict[str, str]) -> list[str]:
+    """The args as kubelet passes them: $(VAR) replaced by the container's env."""
+    return [re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], a) for a in args]
+
+
+def test_the_statefulset_args_are_edge_manager_flags_and_expose_their_ports():
+    """A flag renamed in main.py but not in deploy/manager.yaml would crash the pods at start."""
     from manager.main import build_parser
 
-    docs = [d for d in yaml.safe_load_all((REPO / "deploy" / "manager.yaml").read_text()) if d]
-    deployment = next(d for d in docs if d["kind"] == "Deployment")
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
-    a = build_parser().parse_args(container["args"])  # argparse exits 2 on an unknown flag
+    docs = _docs(REPO / "deploy" / "manager.yaml")
+    sts = next(d for d in docs if d["kind"] == "StatefulSet")
+    pod = sts["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    fields = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"]}
+    assert fields == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace", "POD_IP": "status.podIP"}
+    namespace = sts["metadata"]["namespace"]
+    env = {"POD_NAME": "edge-manager-0", "POD_NAMESPACE": namespace, "POD_IP": "10.1.2.3"}
+    a = build_parser().parse_args(_expanded(container["args"], env))  # argparse exits 2 on an unknown flag
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert a.sync_server.endswith(f":{ports['sync']}") and a.join_server.endswith(f":{ports['join']}")
     assert a.metrics_addr.endswith(f":{ports['metrics']}") and a.agent_ca_secret == "k8s-edge/edge-agent-ca"
-    service = next(d for d in docs if d["kind"] == "Service")
-    assert {p["targetPort"] for p in service["spec"]["ports"]} == set(ports)
+
+    # two managers, each its own data dir, all started at once, one leading
+    assert sts["spec"]["replicas"] == 2 and sts["spec"]["podManagementPolicy"] == "Parallel"
+    claims = [t["metadata"]["name"] for t in sts["spec"]["volumeClaimTemplates"]]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert claims == ["data"] and mounts["data"] == str(a.data_dir)
+    assert a.leader_elect is True
+    # advertised at its name in the headless Service, the sync port: what agents and standbys dial
+    assert a.advertise_address == f"edge-manager-0.{sts['spec']['serviceName']}.{namespace}.svc:{ports['sync']}"
+    # the peer certificate is minted from the agent CA (joining is on): no peer Secret; the leader's
+    # serving certificate is checked with the agent CA's certificates, mounted without the CA's key
+    assert a.peer_cert_file is None and a.peer_key_file is None
+    volume = next(v for v in pod["volumes"] if str(a.peer_ca_file).startswith(mounts[v["name"]] + "/"))
+    assert volume["secret"]["secretName"] == a.agent_ca_secret.split("/")[1]
+    assert [i["key"] for i in volume["secret"]["items"]] == ["tls.crt"]
+
+    services = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "Service"}
+    labels = sts["spec"]["template"]["metadata"]["labels"]
+    agents = services["edge-manager"]  # the agents' Service: the leader only
+    assert agents["selector"] == {**sts["spec"]["selector"]["matchLabels"], "edge.k8s.io/manager-role": "leader"}
+    assert "edge.k8s.io/manager-role" not in labels  # the manager labels itself
+    assert {p["targetPort"] for p in agents["ports"]} == {"sync", "join"}
+    peers = services[sts["spec"]["serviceName"]]  # every manager by name, not-ready ones included
+    assert peers["clusterIP"] == "None" and peers["publishNotReadyAddresses"] is True
+    assert peers["selector"].items() <= labels.items() and {p["targetPort"] for p in peers["ports"]} == set(ports)
+
+
+def test_the_rbac_names_the_lease_and_the_pods_of_the_statefulset():
+    """Roles limited by resourceNames must name what deploy/manager.yaml runs, or the managers are refused."""
+    sts = next(d for d in _docs(REPO / "deploy" / "manager.yaml") if d["kind"] == "StatefulSet")
+    namespace, replicas = sts["metadata"]["namespace"], sts["spec"]["replicas"]
+    roles = {d["metadata"]["name"]: d for d in _docs(REPO / "crd" / "rbac.yaml") if d["kind"] == "Role"}
+    pods = roles["edge-manager-pod-role"]
+    assert pods["metadata"]["namespace"] == namespace
+    assert pods["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"],
+                              "resourceNames": [f"edge-manager-{i}" for i in range(replicas)]}]
+    leases = roles["edge-manager-leader-election"]
+    assert leases["metadata"]["namespace"] == namespace  # --leader-elect-resource-namespace: $POD_NAMESPACE
+    assert leases["rules"] == [  # --leader-elect-resource-name's default
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["edge-manager"],
+         "verbs": ["get", "update"]},
+    ]
