@@ -156,16 +156,20 @@ def test_leader_cut_from_the_api_stops_serving_and_appending(ha, cut):
             sampler.start()
             wait_for(lambda: len(serving) >= 2, timeout=30, what="the samples before the cut")
             system.cut_from_standbys(new_i)
+            delay = 0.0 if cut == "closed" else renew + system.lease.lease_duration + 3
             if cut == "closed":
                 system.cut_from_api(old)
             else:
-                system.delay_api(old, latency_ms=int((renew + system.lease.lease_duration + 3) * 1000))
+                system.delay_api(old, latency_ms=int(delay * 1000))
             cut_at = time.time()  # no renew sent after this succeeds (closed, or late: the standby took the Lease)
             wait_for(lambda: m.metric("k8s_edge_manager_leader") == 0, timeout=renew + 10, max_interval=0.2,
                      what=f"{m.name} to stop leading once cut off the API", on_timeout=system.log_tails)
             stepped_down = time.time() - cut_at
             new = system.wait_leader(not_=old)
             wait_batches(flow, 6)  # the new leader appends them; the old one must not
+            # an observation window, not a synchronisation: the late watch events of the changes made
+            # just after the cut reach the old leader `delay` s later, and it must not append them
+            time.sleep(max(0.0, cut_at + delay + 2 - time.time()))
         stop.set()
         sampler.join(timeout=10)
         print(f"[e2e] leader cut off the API: stepped down after {stepped_down:.1f}s, "
