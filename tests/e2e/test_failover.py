@@ -7,7 +7,7 @@ converged system, injects its fault while a thread keeps changing EdgeNodes with
 ends with:
 - every agent converged exactly to the API (the convergence checker, statuses included);
 - no agent took a snapshot after its first sync (its journal);
-- one history: every manager store holds the same bytes at every offset
+- one history: every running manager's store holds the same bytes at every offset
   (eventlog.history.compare_histories), each running standby the leader's whole log, each
   agent's journal the leader's events.
 `--long` / K8S_EDGE_LONG=1 repeats each failover three times.
