@@ -10,6 +10,7 @@ worker thread. Must not import the manager package or kubernetes.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -42,6 +43,9 @@ STABLE_STREAM_SECONDS = 30.0  # a stream up this long counts as progress, even w
 MAX_RECEIVE_BYTES = 64 << 20  # one event may carry a ~1.5 MiB EdgeNode's pod; batches stay near 1 MiB
 NOT_THE_LEADER = "not the leader"  # how the details of a standby manager's UNAVAILABLE begin (proto/sync.proto)
 LEADER_METADATA_KEY = "k8s-edge-leader"  # the trailing metadata naming the leader's sync address
+# A manager said "not the leader" since the last progress: an election is on or just ended (docs/ha.md), so
+# retry within this (jittered) instead of backing off to the 30 s ceiling, and be there soon after a takeover
+ELECTION_RETRY_MAX_SECONDS = 4.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -110,6 +114,7 @@ class _Redirects:
 
     count: int = 0  # redirects since the last backoff sleep or Welcome
     logged: str | None = None  # the leader named in the last INFO line ("" for none known)
+    since_progress: bool = False  # a manager answered "not the leader" since the last progress
 
     def next_index(self, addresses: tuple[str, ...], index: int, leader: str | None) -> int:
         """The hinted leader when it is one of ours and not the manager that answered; else the next address."""
@@ -295,11 +300,14 @@ class SyncClient:
                 index = (index + 1) % len(self.addresses)
             else:
                 self.leader_redirects += 1
+                self._redirects.since_progress = True
                 index = self._redirects.next_index(self.addresses, index, redirect.leader)
                 self._log_redirect(address, redirect, self.addresses[index])
                 if self._redirects.without_backoff(self.addresses):
                     continue  # a standby answered at once: the leader is likely up, go there now
             delay = self.backoff.next()
+            if self._redirects.since_progress:  # a standby is up and an election on: the new leader comes soon
+                delay = min(delay, ELECTION_RETRY_MAX_SECONDS * (0.5 + random.random() / 2))
             self._log_failure(address, delay, level=level)
             await asyncio.sleep(delay)
             self._redirects.count = 0  # a new round of the list may redirect at once again
@@ -334,6 +342,7 @@ class SyncClient:
     def _progressed(self) -> None:
         """An apply committed (or a stream stayed healthy): reconnect quickly next time, and say a failure cleared."""
         self.backoff.reset()
+        self._redirects.since_progress = False
         failures, error, repeats = self.streak.cleared()
         if failures:
             logger.info("sync with {} works again after {} failed attempt(s); the last error, {} time(s): {}",
@@ -416,6 +425,7 @@ class SyncClient:
                 self.head_offset = w.head_offset
                 self.connected = True
                 self._welcomed_at = time.monotonic()
+                self._redirects.since_progress = False  # a leader welcomed us: the election, if any, is over
                 self._redirects.count = 0  # the leader: a later redirect starts a new round
                 # no backoff reset here: only progress resets it (_progressed); while failing, Welcomes are not news
                 log = logger.debug if self.streak.failures else logger.info

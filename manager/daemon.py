@@ -132,6 +132,7 @@ class Daemon:
         self.intake = Intake(recorder=self.recorder, admission=self.admission, head_offset=lambda: store.head_offset,
                              on_object_error=self.metrics.object_errors.inc)
         self.refusals = NodeRefusals()  # EdgeNodes labelled edge.k8s.io/agent-refused (docs/joining.md)
+        self.starting: str | None = None  # what the caller still starts beside the daemon (not ready until done)
 
     # -- start and stop -------------------------------------------------------------
 
@@ -172,7 +173,7 @@ class Daemon:
         if metrics_address is not None:
             try:
                 self._http = serve(metrics_address, metrics=self.metrics, ready=self.ready,
-                                   not_ready_reason=lambda: self.intake.unwritable)
+                                   not_ready_reason=self.not_ready)
             except OSError as exc:
                 raise BindError("metrics", _reason(exc)) from None
         # "edge controller", "informer cache", "workers": the original edge-manager's start-up lines, word for word
@@ -213,13 +214,15 @@ class Daemon:
             self._http.stop()
 
     def ready(self) -> bool:
-        """Listed EdgeNodes once and serving agents."""
-        return self.intake.edgenodes_listed.is_set() and self._server is not None
+        """Listed EdgeNodes once, serving agents, and nothing else still starting (the join listener)."""
+        return self.intake.edgenodes_listed.is_set() and self._server is not None and self.starting is None
 
     def not_ready(self) -> str | None:
         """Why /readyz fails now, in a few words; None when ready."""
         if self.intake.unwritable is not None:
             return self.intake.unwritable
+        if self.starting is not None:
+            return self.starting
         return None if self.ready() else "EdgeNodes not listed yet or the sync service not serving"
 
     # -- watches (threads) ----------------------------------------------------------

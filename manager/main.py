@@ -37,7 +37,7 @@ from edgecommon.names import is_dns1123_label, is_dns1123_subdomain
 from edgecommon.quantities import parse_duration, parse_size
 from edgecommon.tls import Pem, TlsFileError, check_pem_file
 from edgecommon.usage import Parser, UsageError, flag_value, report_usage_error
-from manager.identity import NodeIdentity
+from manager.identity import MANAGER_USER_PREFIX, NodeIdentity
 from manager.podsecurity import ENFORCE_VERSION_LABEL, Level, Policy, policy_of
 from manager.settings import (
     Approval,
@@ -230,6 +230,10 @@ def _high_availability(a: argparse.Namespace, tls: ServerTls | None, join: JoinS
     if tls is not None:
         if (a.peer_cert_file is None) != (a.peer_key_file is None):
             raise UsageError("--peer-cert-file and --peer-key-file go together")
+        room = 64 - len(MANAGER_USER_PREFIX)  # a minted peer certificate's CN is the prefix and the identity
+        if a.peer_cert_file is None and join is not None and len(identity) > room:
+            raise UsageError(f"--leader-elect-identity: {identity!r} is longer than the {room} characters a peer "
+                             "certificate's CN has room for; pass a shorter one")
         if a.peer_cert_file is None and join is None:
             raise UsageError("--leader-elect with TLS needs --peer-cert-file and --peer-key-file (or --agent-ca-secret, "
                              "from which the managers mint their peer certificates)")
@@ -600,6 +604,8 @@ class LeaderTerm:
             standby_timeout=s.ha.standby_timeout if s.ha is not None else None,
         )
         self.daemon = daemon
+        if self._joining is not None:
+            daemon.starting = "the join listener is not started yet"
         try:
             await daemon.start(sync_address=s.sync.address, tls=self._tls,
                                metrics_address=s.metrics_addr if health is None else None)
@@ -628,6 +634,7 @@ class LeaderTerm:
             except OSError as exc:
                 await daemon.stop()
                 raise StartupError(f"--join-server {s.join.address}: {exc.strerror or exc}") from None
+            daemon.starting = None
         try:
             await until.wait()
         finally:
@@ -646,7 +653,7 @@ async def _stand(s: ManagerSettings, ha: HighAvailability, store: Any, *, store_
     from manager.following import Follower
     from manager.leader_election import LeaderElector
     from manager.leadership import Elected
-    from manager.peer_tls import peer_channel, peer_credentials
+    from manager.peer_tls import PeerTlsError, peer_channel, peer_credentials
     from manager.pod_role import PodRoleLabel
     from manager.pod_role import Role as PodRole
     from manager.standing import Parts, Role, Standing
@@ -674,9 +681,12 @@ async def _stand(s: ManagerSettings, ha: HighAvailability, store: Any, *, store_
     leadership = Elected(is_leader=lambda: bool(elector_box) and elector_box[0].is_leader(),
                          leader_address=leader_address)
     peer = ha.peer_tls
-    channel = peer_channel(None if peer is None else peer_credentials(
-        ca_file=peer.ca_file, cert_file=peer.cert_file, key_file=peer.key_file, identity=ha.lease.identity,
-        agent_ca=term.agent_ca))
+    try:
+        channel = peer_channel(None if peer is None else peer_credentials(
+            ca_file=peer.ca_file, cert_file=peer.cert_file, key_file=peer.key_file, identity=ha.lease.identity,
+            agent_ca=term.agent_ca))
+    except PeerTlsError as exc:  # an identity too long for a certificate's CN, unreadable --peer-* files
+        raise StartupError(f"peer TLS: {exc}") from None
     followers: list[Any] = []  # one per standby phase; their copies are summed for the metric
 
     def make_follower(current: Any) -> Any:
@@ -687,7 +697,7 @@ async def _stand(s: ManagerSettings, ha: HighAvailability, store: Any, *, store_
 
     standing: Any = None
     role = RoleCollector(leading=leadership.leading, terms=lambda: standing.transitions if standing else 0,
-                         head_offset=lambda: standing.store.head_offset if standing else 0,
+                         head_offset=lambda: _own_head(standing, followers),
                          copies=lambda: sum(f.copies for f in followers))
     standby = StandbyServer(address=s.sync.address, tls=tls, leadership=leadership, collectors=(role,),
                             not_ready=lambda: _standby_not_ready(followers[-1] if followers else None))
@@ -725,6 +735,17 @@ async def _stand(s: ManagerSettings, ha: HighAvailability, store: Any, *, store_
         labeller_stop.set()
         if health is not None:
             health.stop()
+
+
+def _own_head(standing: Any, followers: list[Any]) -> int:
+    """This manager's head: the follower's while standing by (a copy may have replaced the store it was given)."""
+    from manager.standing import Role
+
+    if standing is None:
+        return 0
+    if standing.role is not Role.LEADER and followers:
+        return followers[-1].head_offset
+    return standing.store.head_offset
 
 
 def _standby_not_ready(follower: Any) -> str | None:

@@ -13,10 +13,11 @@ from pathlib import Path
 
 from loguru import logger
 
-from agent.sync_client import Report, SyncClient
+from agent.sync_client import ELECTION_RETRY_MAX_SECONDS, Report, SyncClient
 from edgecommon.backoff import NO_JITTER, Backoff
 from eventlog import LogStore, ReplicaStore
 from tests.kit.builders import put
+from tests.kit.processes import free_port
 from tests.kit.servers import serving
 from tests.kit.standbys import FakeStandby
 from tests.kit.waits import run, wait_until
@@ -136,6 +137,35 @@ def test_only_standbys_back_off_as_any_failure_does(tmp_path: Path) -> None:
                                           f"trying {b.address}")]
             warnings = [m for level, m in lines if level == "WARNING"]
             assert len(warnings) == 1 and "not the leader; no leader known" in warnings[0], warnings
+
+    run(scenario())
+    replica.close()
+
+
+def test_during_an_election_the_agent_retries_within_seconds_and_reaches_the_new_leader_soon(
+        store: LogStore, tmp_path: Path) -> None:
+    """A dead leader and a standby that knows no leader yet: the backoff would climb to 30 s; a failover must
+    not wait for that, so while a manager answers "not the leader" the agent retries within 4 s."""
+    store.append([put("edge01", "web")])
+    replica = ReplicaStore(tmp_path / "replica", node="edge01")
+    port = free_port()  # the new leader's address: nothing listens there until it takes over
+
+    async def scenario() -> None:
+        with FakeStandby(leader=None) as standby:
+            client = _client([f"127.0.0.1:{port}", standby.address], replica, initial=0.5, maximum=30.0)
+            task = asyncio.create_task(client.run())
+            try:
+                await asyncio.sleep(12)  # an election: the 30 s backoff would reach 8 s and 16 s by now
+                attempts = standby.attempts
+                gaps = [b - a for a, b in zip(attempts, attempts[1:])]
+                assert len(attempts) >= 4 and max(gaps) <= ELECTION_RETRY_MAX_SECONDS + 0.5, gaps
+                async with serving(store, port=port):  # the standby took over at the dead leader's address
+                    started = time.monotonic()
+                    await wait_until(lambda: client.applied_offset == 1, timeout=15, what="synced with the new leader")
+                    took = time.monotonic() - started
+                assert took <= ELECTION_RETRY_MAX_SECONDS + 1.0, f"reached the new leader {took:.1f}s after it led"
+            finally:
+                task.cancel()
 
     run(scenario())
     replica.close()
