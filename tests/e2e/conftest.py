@@ -5,7 +5,8 @@
   which watches all namespaces, sees only this suite's EdgeNodes. The CRD is installed.
 - ``toxiproxy`` (session): a toxiproxy-server process (tools/build-toxiproxy.sh).
 - ``edge_system`` (function): ``edge_system(nodes=..., **EdgeSystem kwargs)`` starts a
-  hollow kubelet per node (``kubelets=False``: none), the manager and one agent per node;
+  hollow kubelet per node (``kubelets=False``: none), the manager (``managers=2``: two, HA)
+  and one agent per node;
   every process is killed and every EdgeNode deleted in the finalizer.
 - ``e2e_namespaces`` (function): two fresh namespaces.
 - ``nocache_control_plane`` (function): a private control plane with the watch cache off (410 test).
@@ -107,7 +108,7 @@ def edge_system(e2e_control_plane, toxiproxy, tmp_path, request):
     yield make
     for s in systems:
         s.close()
-        for proxy in [s.api_proxy, *(a.proxy for a in s.agents.values())]:
+        for proxy in s.proxies():
             toxiproxy.delete_proxy(proxy.name)
         print(f"[e2e] logs of {request.node.name}: {s.logs}")
     if e2e_control_plane.apiserver is None or e2e_control_plane.apiserver.poll() is not None:

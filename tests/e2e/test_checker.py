@@ -11,8 +11,9 @@ from eventlog import Change, JournalEntry, LogStore, ReplicaStore, canonical_man
 from manager.recording import desired_node
 from tests.kit.checker import (
     POD_CHECK, MirrorPodObs, check_agent, check_journal, check_log, check_manifests, check_mirror_pods,
-    check_rejections, check_rendering, check_status, check_view, expected_view, journal_snapshots, manifest_file_name,
-    mirror_pods_of, observe_agent, observe_manager, unexplained_snapshots,
+    check_one_history, check_rejections, check_rendering, check_replica_consistent, check_standbys, check_status,
+    check_view, compare_stores, digest_as_of, expected_view, journal_snapshots, manifest_file_name, mirror_pods_of, observe_agent,
+    observe_manager, unexplained_snapshots,
 )
 from tests.kit.workload import MALFORMED, MALFORMED_LABEL, edgenode, malformed_pod, pod
 
@@ -215,3 +216,60 @@ def test_mirror_pods_must_be_exactly_the_desired_pods_running():
     assert any("a/db-edge01 is Pending, not ready" in p for p in problems)
     assert not any("edge02" in p for p in problems)  # edge02's kubelet is not one we check
     assert isinstance(mirror_pods_of(bad, ["edge01"])[0], MirrorPodObs)
+
+
+# -- several managers (HA, issue #14) ----------------------------------------------------------
+
+
+def test_an_agent_behind_the_head_is_within_the_leaders_history(world):
+    mgr, agent = world
+    assert check_replica_consistent(agent, mgr) == []
+    at3 = digest_as_of(mgr, "edge01", 3)  # after a/web became nginx:2, before b/web was added
+    assert at3 is not None and at3 not in (agent.digest, digest_as_of(mgr, "edge01", 1))
+    assert digest_as_of(mgr, "edge01", 2) == digest_as_of(mgr, "edge01", 1)  # offset 2 is edge02's
+    assert check_replica_consistent(replace(agent, applied_offset=3, digest=at3), mgr) == []
+
+
+def test_an_agent_with_a_state_the_leader_never_had_is_named(world):
+    mgr, agent = world
+    other = check_replica_consistent(replace(agent, applied_offset=3), mgr)  # head's digest at offset 3
+    assert any("a state the leader's history never had" in p for p in other), other
+    ahead = check_replica_consistent(replace(agent, applied_offset=9), mgr)
+    assert any("ahead of the leader's head 5" in p for p in ahead), ahead
+    foreign = check_replica_consistent(replace(agent, log_id="deposed"), mgr)
+    assert any("follows log deposed" in p for p in foreign), foreign
+    assert check_replica_consistent(replace(agent, log_id="", applied_offset=0, digest=0), mgr) == []  # never synced
+
+
+def test_a_running_standby_must_hold_the_leaders_whole_log(world):
+    mgr, _ = world
+    same = replace(mgr)
+    assert check_standbys(mgr, {"m0": mgr, "m1": same}, {"m0", "m1"}) == []
+    behind = replace(mgr, head_offset=4)
+    assert any("head 4, the leader's is 5" in p for p in check_standbys(mgr, {"m0": mgr, "m1": behind}, {"m0", "m1"}))
+    assert check_standbys(mgr, {"m0": mgr, "m1": behind}, {"m0"}) == []  # down: nothing to hold
+    other_log = replace(mgr, log_id="other")
+    assert any("log other" in p for p in check_standbys(mgr, {"m0": mgr, "m1": other_log}, {"m0", "m1"}))
+    view = {n: dict(v) for n, v in mgr.view.items()}
+    view["edge02"] = {}
+    assert any("another view" in p for p in check_standbys(mgr, {"m0": mgr, "m1": replace(mgr, view=view)},
+                                                          {"m0", "m1"}))
+
+
+def test_one_history_names_a_deposed_leaders_tail(tmp_path):
+    """Two manager stores of one log_id that hold different records at one offset are two histories."""
+    with LogStore(tmp_path / "leader") as lead:
+        lead.copy_to(tmp_path / "standby")
+        lead.append([_put("edge01", "a", "web", "nginx:1")])
+        with lead.reader() as r:
+            records = [v for _, v in r.records()]
+    with LogStore(tmp_path / "standby") as standby:
+        standby.append_records(records)
+    same = compare_stores([tmp_path / "leader", tmp_path / "standby"])
+    assert check_one_history(same) == [] and same.offsets_compared == 1
+    with LogStore(tmp_path / "leader") as lead:
+        lead.append([_put("edge01", "a", "web", "nginx:2")])  # offset 2 on the deposed leader alone
+    with LogStore(tmp_path / "standby") as standby:
+        standby.append([_put("edge01", "a", "web", "nginx:3")])  # offset 2 on the new leader
+    problems = check_one_history(compare_stores([tmp_path / "leader", tmp_path / "standby"]))
+    assert len(problems) == 1 and "different records at offset 2" in problems[0], problems

@@ -10,6 +10,12 @@ checker expects each refused, named in its EdgeNode's status, while the rest con
 Snapshot accounting: an agent's journal may hold one snapshot into each log it followed
 (the first, and one per wipe of the manager's data dir) plus at most one more per offline
 compaction; any other snapshot means a partition or restart that should have resumed did not.
+
+The HA schedule (issue #14) runs two managers with --leader-elect and no kubelets, and its
+faults add leader kill -9, standby kill -9, the leader cut off the API (agents still reach it)
+and both managers killed; it has no wipes or compactions, so no agent may take any snapshot
+after its first, and every checkpoint also checks one history over both managers' stores.
+Default: 150 operations and 16 faults (K8S_EDGE_HA_OPS, K8S_EDGE_HA_FAULTS); long mode as above.
 """
 
 from __future__ import annotations
@@ -138,3 +144,108 @@ def test_randomised_schedule(edge_system, e2e_control_plane, e2e_namespaces, see
           f" {w.malformed} malformed pods refused,"
           f" {elapsed:.0f}s")
     assert w.operations >= ops_target and faults >= faults_target
+
+
+HA_FAULTS = ("leader kill", "standby kill", "leader cut from the API", "both killed")
+
+
+def _ha_manager_fault(system: EdgeSystem, index: int) -> tuple[str, Callable[[], None]] | None:
+    """The index-th HA fault (each kind in turn) on the manager that leads now (None while no single one leads).
+
+    A fault that ends the leader's term waits until the standby is in sync first: with none in
+    sync an agent may be ahead of the next leader, and a snapshot then is the documented price.
+    """
+    lead = system.leader()
+    if lead is None:
+        return None
+    sb = 1 - lead
+    kind = HA_FAULTS[index % len(HA_FAULTS)]
+    if kind != "standby kill":
+        lead = system.wait_standbys_in_sync()
+        sb = 1 - lead
+    if kind == "leader kill":
+        system.kill_manager(lead)
+        down = [lead]
+    elif kind == "standby kill":
+        system.kill_manager(sb)
+        down = [sb]
+    elif kind == "both killed":
+        system.kill_manager(lead)
+        system.kill_manager(sb)
+        down = [sb, lead]  # the old standby comes back first
+    else:
+        system.cut_from_api(lead)
+
+        def heal_api() -> None:
+            system.managers[lead].api_proxy.clear()
+        return f"{kind} ({system.managers[lead].name})", heal_api
+
+    def heal() -> None:
+        for i in down:
+            if not system.managers[i].running:
+                system.start_manager(i)
+    return f"{kind} ({', '.join(system.managers[i].name for i in down)})", heal
+
+
+def test_randomised_schedule_ha(edge_system, e2e_control_plane, e2e_namespaces, seed, long_run):
+    rng = random.Random(seed)
+    ops_target, faults_target = (3000, 150) if long_run else (
+        int(os.environ.get("K8S_EDGE_HA_OPS", 150)), int(os.environ.get("K8S_EDGE_HA_FAULTS", 16)))
+    checkpoint_every = 4
+    started = time.monotonic()
+    system: EdgeSystem = edge_system(seed=seed, nodes=("edge01", "edge02", "edge03"), managers=2, kubelets=False)
+    w = Workload(e2e_control_plane.kubectl, e2e_namespaces, list(system.agents), rng, verbose=True)
+    system.wait_converged(context="initial sync")
+    active: list[tuple[str, Callable[[], None], int]] = []  # (what, heal, batches left)
+    faults = checkpoints = manager_faults = 0
+
+    def heal_all_active() -> None:
+        while active:
+            _, heal, _ = active.pop()
+            heal()
+        system.heal_all()
+
+    while w.operations < ops_target or faults < faults_target:
+        w.random_batch(rng.randint(2, 8))
+        for item in list(active):
+            what, heal, left = item
+            active.remove(item)
+            if left <= 1:
+                heal()
+            else:
+                active.append((what, heal, left - 1))
+        if faults < faults_target and rng.random() < max(0.35, faults_target / max(1, ops_target / 5)):
+            kind = rng.choices(["network", "agent", "manager", "apiserver"], weights=[4, 2, 4, 1])[0]
+            busy_manager = any(what.startswith(HA_FAULTS) for what, _, _ in active)
+            if not busy_manager and manager_faults < 0.4 * faults:
+                kind = "manager"  # at least 40% of the faults hit the managers, every kind in turn
+            fault = None
+            if kind == "network":
+                fault = _network_fault(system, rng)
+            elif kind == "agent":
+                fault = _agent_down(system, rng)
+            elif kind == "manager" and not busy_manager:
+                fault = _ha_manager_fault(system, manager_faults)
+                manager_faults += fault is not None
+            elif kind == "apiserver" and not busy_manager:
+                system.wait_standbys_in_sync()  # both managers lose the Lease; the next leader may be the standby
+                system.restart_apiserver()
+                faults += 1
+            if fault is not None:
+                faults += 1
+                active.append((fault[0], fault[1], rng.randint(1, 3)))
+            if faults and faults % checkpoint_every == 0 and fault is not None:
+                heal_all_active()
+                checkpoints += 1
+                obs = system.wait_converged(timeout=180, context=f"checkpoint {checkpoints} after {faults} faults, "
+                                            f"{w.operations} operations, seed {seed}")
+                assert_snapshots_explained(system, obs, seed)
+    heal_all_active()
+    obs = system.wait_converged(timeout=240, context=f"end of the HA schedule, seed {seed}")
+    assert_snapshots_explained(system, obs, seed)
+    snapshots = {n: len(checker.journal_snapshots(a.journal)) for n, a in obs.agents.items()}
+    assert set(snapshots.values()) == {1}, f"a snapshot after the first sync: {snapshots}"
+    print(f"[e2e] HA seed {seed}: {w.operations} operations, {faults} faults ({manager_faults} on the managers: "
+          f"{[f for f in system.faults.applied if 'manager' in f or 'API' in f]}), {checkpoints} checkpoints, "
+          f"{time.monotonic() - started:.0f}s")
+    assert w.operations >= ops_target and faults >= faults_target and manager_faults >= len(HA_FAULTS)

@@ -6,8 +6,8 @@ import socket
 import threading
 
 
-def _upstream() -> socket.socket:
-    """A loopback server that greets every connection with b"hi"."""
+def _upstream(greeting: bytes = b"hi") -> socket.socket:
+    """A loopback server that greets every connection with `greeting` (two bytes)."""
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen()
@@ -18,7 +18,7 @@ def _upstream() -> socket.socket:
                 conn, _ = srv.accept()
             except OSError:
                 return
-            conn.sendall(b"hi")
+            conn.sendall(greeting)
             conn.close()
 
     threading.Thread(target=serve, daemon=True).start()
@@ -74,3 +74,23 @@ def test_clearing_a_proxy_whose_api_hangs_restarts_and_heals_only_it(toxiproxy, 
         toxiproxy.delete_proxy(a.name)
         toxiproxy.delete_proxy(b.name)
         upstream.close()
+
+
+def test_a_proxy_moved_to_another_upstream_forwards_new_connections_there(toxiproxy, tmp_path):
+    """The HA harness's join proxy follows the leader, as a Service selecting the leader's pod does."""
+    first, second = _upstream(b"m0"), _upstream(b"m1")
+    p = toxiproxy.create_proxy(f"move-{tmp_path.name}", upstream=f"127.0.0.1:{first.getsockname()[1]}")
+    try:
+        host, port = p.listen.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=5) as c:
+            assert c.recv(2) == b"m0"
+        p.set_upstream(f"127.0.0.1:{second.getsockname()[1]}")
+        with socket.create_connection((host, int(port)), timeout=5) as c:
+            assert c.recv(2) == b"m1"
+        toxiproxy.restart()  # the new upstream is what a restart puts back
+        with socket.create_connection((host, int(port)), timeout=5) as c:
+            assert c.recv(2) == b"m1"
+    finally:
+        toxiproxy.delete_proxy(p.name)
+        first.close()
+        second.close()

@@ -16,6 +16,13 @@ Imports eventlog, manager.recording, manager.admitting and agent.reconciling's f
 (pure functions), never a daemon's process state. A pod the workload made malformed or
 policy-violating carries a label, so `check_rejections` expects its refusal independently of
 the manager's code.
+
+Several managers (HA, issue #14): `manager` is the leader's store, and `replicas` every
+manager's. "One history" (`check_one_history`, eventlog.history.compare_histories over every
+store): no offset of a log_id was ever written with two contents. Each agent, caught up or
+not, must hold a state of the leader's history (`check_replica_consistent`: its digest is the
+log's as of its applied offset), and each running standby the leader's whole log
+(`check_standbys`).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from eventlog import Event, JournalEntry, LogStore, NodeState, PodEntry, PodKey, ReplicaStore, digest_of
+from eventlog.history import HistoryReport, compare_histories
 
 from agent.reconciling import PREFIX, SUFFIX
 from manager.admitting import NamespaceAdmission
@@ -95,6 +103,9 @@ class Observation:
     verify: dict[str, tuple[int, str]] = field(default_factory=dict)  # store path -> (exit code, output)
     mirror_pods: tuple[MirrorPodObs, ...] = ()
     kubelet_nodes: frozenset[str] = frozenset()  # nodes whose (hollow) kubelet runs
+    replicas: dict[str, ManagerObs] = field(default_factory=dict)  # HA: every manager's store, by manager name
+    running_replicas: frozenset[str] = frozenset()  # HA: the managers whose process runs
+    history: HistoryReport | None = None  # HA: compare_histories over every manager store
 
 
 def observe_manager(path: Path) -> ManagerObs:
@@ -138,6 +149,11 @@ def mirror_pods_of(pods: Iterable[Mapping[str, Any]], nodes: Collection[str]) ->
         out.append(MirrorPodObs(meta.get("namespace", ""), meta["name"], spec["nodeName"], status.get("phase", ""),
                                 ready, pod_images(p), meta.get("uid", "")))
     return tuple(sorted(out, key=lambda m: (m.node, m.namespace, m.name)))
+
+
+def compare_stores(paths: Sequence[Path]) -> HistoryReport:
+    """eventlog.history.compare_histories over manager stores (read-only): the "one history" report."""
+    return compare_histories(list(paths))
 
 
 def run_verify(path: Path) -> tuple[int, str]:
@@ -260,6 +276,66 @@ def check_agent(a: AgentObs, mgr: ManagerObs) -> list[str]:
     have = {k: e.manifest for k, e in a.pods.items()}
     want = {k: e.manifest for k, e in mgr.view.get(a.node, {}).items()}
     problems += _pod_diff(f"agent {a.node} replica vs manager view", want, have)
+    return problems
+
+
+def digest_as_of(mgr: ManagerObs, node: str, offset: int) -> int | None:
+    """The node's digest after its newest event <= offset, replayed from the retained base; None if compacted away."""
+    if offset < mgr.first_offset - 1 or offset > mgr.head_offset:
+        return None
+    pods = dict(mgr.base.get(node, {}))
+    for e in mgr.events:
+        if e.offset > offset:
+            break
+        if e.node != node:
+            continue
+        if e.op == "put":
+            assert e.manifest is not None
+            pods[e.key] = PodEntry(e.namespace, e.name, e.offset, e.manifest)
+        else:
+            pods.pop(e.key, None)
+    return digest_of(pods.values())
+
+
+def check_replica_consistent(a: AgentObs, mgr: ManagerObs) -> list[str]:
+    """HA: an agent, caught up or not, holds a state of the leader's history (digest as of its applied offset).
+
+    An agent ahead of the leader, or with a state the leader's log never had at that offset,
+    got events a deposed leader appended alone: exactly what the high-water mark and the
+    fence must prevent."""
+    if not a.log_id:
+        return []  # never synced
+    if a.log_id != mgr.log_id:
+        return [f"agent {a.node}: follows log {a.log_id}, the leader's is {mgr.log_id}"]
+    if a.applied_offset > mgr.head_offset:
+        return [f"agent {a.node}: applied_offset {a.applied_offset} is ahead of the leader's head {mgr.head_offset}"]
+    want = digest_as_of(mgr, a.node, a.applied_offset)
+    if want is not None and want != a.digest:
+        return [f"agent {a.node}: replica digest {a.digest:016x} at applied_offset {a.applied_offset} is not the "
+                f"leader's log's {want:016x} as of that offset: a state the leader's history never had"]
+    return []
+
+
+def check_one_history(report: HistoryReport | None) -> list[str]:
+    """HA: every manager store is of one log_id and holds the same bytes at every offset two of them retain."""
+    if report is None or report.first_disagreement is None:
+        return []
+    return [f"one history broken (after {report.offsets_compared} offsets agreed): {report.first_disagreement.text}"]
+
+
+def check_standbys(leader: ManagerObs, replicas: Mapping[str, ManagerObs], running: Collection[str]) -> list[str]:
+    """HA: every running standby holds the leader's log: same log_id and head, so the same view."""
+    problems = []
+    for name, r in sorted(replicas.items()):
+        if name not in running or r is leader:
+            continue
+        if r.log_id != leader.log_id:
+            problems.append(f"standby {name}: log {r.log_id}, the leader's is {leader.log_id}")
+        elif r.head_offset != leader.head_offset:
+            problems.append(f"standby {name}: head {r.head_offset}, the leader's is {leader.head_offset}")
+        elif {n: {k: e.manifest for k, e in v.items()} for n, v in r.view.items() if v} != \
+                {n: {k: e.manifest for k, e in v.items()} for n, v in leader.view.items() if v}:
+            problems.append(f"standby {name}: same head {r.head_offset} as the leader but another view")
     return problems
 
 
@@ -453,8 +529,11 @@ def check_verify(results: Mapping[str, tuple[int, str]]) -> list[str]:
             if rc != 0]
 
 
-def problems_of(obs: Observation, *, check_statuses: bool = True) -> list[str]:
-    """Every invariant on one observation; an empty list means converged and correct."""
+def problems_of(obs: Observation, *, check_statuses: bool = True, standbys: bool = True) -> list[str]:
+    """Every invariant on one observation; an empty list means converged and correct.
+
+    With several managers (obs.replicas) also one history, and every running standby caught up
+    unless `standbys=False` (a test keeps one cut off on purpose)."""
     expected = expected_view(obs.edgenodes)
     problems = check_rendering(obs.edgenodes, expected)
     problems += check_view(expected, obs.manager)
@@ -469,6 +548,12 @@ def problems_of(obs: Observation, *, check_statuses: bool = True) -> list[str]:
         problems += check_rejections(obs.edgenodes, expected)
     problems += check_mirror_pods(expected, obs.mirror_pods, obs.kubelet_nodes)
     problems += check_verify(obs.verify)
+    if obs.replicas:
+        problems += check_one_history(obs.history)
+        for a in obs.agents.values():
+            problems += check_replica_consistent(a, obs.manager)
+        if standbys:
+            problems += check_standbys(obs.manager, obs.replicas, obs.running_replicas)
     return problems
 
 

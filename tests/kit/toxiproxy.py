@@ -178,6 +178,11 @@ class Proxy:
             self.enabled = True
             self.server.restart()
 
+    def set_upstream(self, upstream: str) -> None:
+        """Forward new connections elsewhere (a Service whose selected pod changed); open ones stay."""
+        self.upstream = upstream
+        self.server.request("POST", f"/proxies/{self.name}", {"upstream": upstream, "enabled": self.enabled})
+
     def set_enabled(self, enabled: bool) -> None:
         """Disable: close every connection and refuse new ones (a clean partition); enable: heal."""
         self.enabled = enabled

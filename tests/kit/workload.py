@@ -3,13 +3,17 @@
 Owns the test's model of which EdgeNodes exist, only to choose sensible next operations;
 the checker never trusts it: it reads the desired state back from the API.
 Every changed object counts as one operation, also when several go in one kubectl call.
+`flowing(workload)` keeps changes coming from a thread while a test injects a fault.
 """
 
 from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -187,3 +191,41 @@ class Workload:
     def _kubectl(self, *args: str, input: str | None = None) -> None:
         self.kubectl_calls += 1
         self.kubectl(*args, input=input, timeout=120)
+
+
+@dataclass
+class Flow:
+    """What a `flowing` thread did: batches applied, with the time of each (monotonic)."""
+
+    batches: list[float] = field(default_factory=list)
+    error: BaseException | None = None
+
+
+@contextmanager
+def flowing(w: Workload, *, every: float = 0.5, size: int = 3) -> Iterator[Flow]:
+    """Apply a random batch of EdgeNode changes every `every` seconds in a thread until the block ends.
+
+    The thread owns `w` meanwhile (the test must not change EdgeNodes itself); a kubectl failure
+    ends the flow and is raised when the block exits.
+    """
+    flow, stop = Flow(), threading.Event()
+
+    def run() -> None:
+        try:
+            while not stop.is_set():
+                w.random_batch(size)
+                flow.batches.append(time.monotonic())
+                stop.wait(every)  # pacing, not synchronisation
+        except BaseException as e:  # noqa: BLE001 - handed to the test thread
+            flow.error = e
+
+    t = threading.Thread(target=run, name="edgenode-flow", daemon=True)
+    t.start()
+    try:
+        yield flow
+    finally:
+        stop.set()
+        t.join(timeout=180)
+    if flow.error is not None:
+        raise AssertionError(f"the EdgeNode flow failed after {len(flow.batches)} batch(es): {flow.error!r}")
+    assert flow.batches, "the EdgeNode flow applied nothing"
