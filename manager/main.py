@@ -768,5 +768,20 @@ def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> Callable[[], None]:
 
 
 
+def cli() -> None:
+    """The console entry point: main(), then exit without waiting on the watch threads.
+
+    A watch thread blocked in an HTTP read outlives the daemon's stop (it is a daemon thread); if
+    it logs while the interpreter finalizes, CPython aborts ("could not acquire lock for <stderr>
+    at interpreter shutdown", exit -6: seen once in CI on a refused start). Everything that must
+    be written (store closed, log lines) is done when main() returns, so exit at once.
+    """
+    code = main()
+    logger.remove()  # flushes the sinks; nothing logs after this
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()
