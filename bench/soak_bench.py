@@ -161,7 +161,9 @@ class Soak:
 
     def _ready(self) -> bool:
         if self.manager is not None and self.manager.poll() is not None:
-            raise RuntimeError(f"edge-manager exited with {self.manager.returncode}: see {self.workdir}")
+            log = (self.workdir / "edge-manager.log").read_text(errors="replace").splitlines()
+            why = [line for line in log if " ERROR " in line][-1:] or log[-3:]  # its one start-up line says why
+            raise RuntimeError(f"edge-manager exited with {self.manager.returncode}: {' | '.join(why)}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/readyz", timeout=2) as r:
                 return r.status == 200
