@@ -240,17 +240,9 @@ def _high_availability(a: argparse.Namespace, tls: ServerTls | None, join: JoinS
         if a.peer_ca_file is None and join is None:
             raise UsageError("--leader-elect with TLS needs --peer-ca-file (the CA that signed the managers' "
                              "serving certificates)")
-        for flag, path, holds in (("--peer-cert-file", a.peer_cert_file, Pem.CERTIFICATE),
-                                  ("--peer-ca-file", a.peer_ca_file, Pem.CERTIFICATE),
-                                  ("--peer-key-file", a.peer_key_file, Pem.PRIVATE_KEY)):
-            if path is None:
-                continue
-            if not path.is_file():
-                raise UsageError(f"{flag}: no such file: {path}")
-            try:
-                check_pem_file(path, holds=holds)
-            except TlsFileError as exc:
-                raise UsageError(f"{flag} {exc}") from None
+        _check_pem_flags((("--peer-cert-file", a.peer_cert_file, Pem.CERTIFICATE),
+                          ("--peer-ca-file", a.peer_ca_file, Pem.CERTIFICATE),
+                          ("--peer-key-file", a.peer_key_file, Pem.PRIVATE_KEY)))
         peer_tls = PeerTls(cert_file=a.peer_cert_file, key_file=a.peer_key_file, ca_file=a.peer_ca_file)
     elif [f for f in ha_flags if f.startswith("--peer")]:
         raise UsageError("--peer-* flags need TLS: with --insecure, standbys follow in plaintext")
@@ -272,6 +264,19 @@ def _high_availability(a: argparse.Namespace, tls: ServerTls | None, join: JoinS
     )
 
 
+def _check_pem_flags(flags: Sequence[tuple[str, Path | None, Pem]]) -> None:
+    """Each given file exists and holds what its flag says; a key others may read is refused (issue 12)."""
+    for flag, path, holds in flags:
+        if path is None:
+            continue
+        if not path.is_file():
+            raise UsageError(f"{flag}: no such file: {path}")
+        try:
+            check_pem_file(path, holds=holds)
+        except TlsFileError as exc:
+            raise UsageError(f"{flag} {exc}") from None
+
+
 def _server_tls(a: argparse.Namespace) -> ServerTls | None:
     """TLS from the flags, every file checked; None for --insecure. Raises UsageError."""
     tls_given = [f for f, v in (("--tls-cert-file", a.tls_cert_file), ("--tls-private-key-file",
@@ -285,17 +290,9 @@ def _server_tls(a: argparse.Namespace) -> ServerTls | None:
         raise UsageError("--insecure cannot be combined with TLS flags (" + ", ".join(tls_given) + ")")
     if a.tls_cert_file is None or a.tls_private_key_file is None:
         raise UsageError("TLS needs both --tls-cert-file and --tls-private-key-file")
-    for flag, path, holds in (("--tls-cert-file", a.tls_cert_file, Pem.CERTIFICATE),
-                              ("--client-ca-file", a.client_ca_file, Pem.CERTIFICATE),
-                              ("--tls-private-key-file", a.tls_private_key_file, Pem.PRIVATE_KEY)):
-        if path is None:
-            continue
-        if not path.is_file():
-            raise UsageError(f"{flag}: no such file: {path}")
-        try:
-            check_pem_file(path, holds=holds)  # issue 12: a group/world-readable key is refused
-        except TlsFileError as exc:
-            raise UsageError(f"{flag} {exc}") from None
+    _check_pem_flags((("--tls-cert-file", a.tls_cert_file, Pem.CERTIFICATE),
+                      ("--client-ca-file", a.client_ca_file, Pem.CERTIFICATE),
+                      ("--tls-private-key-file", a.tls_private_key_file, Pem.PRIVATE_KEY)))
     if a.client_ca_file is None and not a.allow_unauthenticated_agents and a.agent_ca_secret is None:
         raise UsageError("TLS without --client-ca-file would let any client sync any node: pass --client-ca-file "
                          "(or --allow-unauthenticated-agents to accept that)")
